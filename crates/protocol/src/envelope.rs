@@ -1,0 +1,548 @@
+//! The MessagePack envelopes io-nodes and app-nodes exchange through Redis.
+//!
+//! Every envelope is a MessagePack array of three: `[version, type, body]`, where
+//! `version` is [`VERSION`], `type` a short string and `body` a map with named
+//! fields (rmp-serde's named encoding). A reader checks the version, dispatches on
+//! the type and ignores body fields it does not know, so fields can be added
+//! without a version bump. JSON application data travels as JSON *text* inside the
+//! envelope, binary attachments as MessagePack `bin`, unchanged.
+//!
+//! - [`Event`] (`"event"`): io-node to the event queue, one per client packet.
+//! - [`Command`]: app-node to io-nodes over pub/sub.
+//! - [`Reply`]: io-node to one app-node's own channel (join confirmations, and
+//!   acknowledgements a client sent for an emit that asked for one).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The envelope version this crate writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Why an envelope could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("malformed envelope: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u8),
+    #[error("unknown envelope type {0:?}")]
+    UnknownType(String),
+}
+
+/// What a client did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The client asked to join a namespace; the app-node answers with a
+    /// [`Done`] that accepts or rejects it.
+    Connect,
+    /// The client emitted an event (`data` is `["name", ...args]`).
+    Message,
+    /// The socket is gone (`reason` says why). Sent once per accepted socket.
+    Disconnect,
+}
+
+/// What the client sent when it connected, as the io-node saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// Request headers, names in lower case; repeated headers joined by `, `.
+    pub headers: Vec<(String, String)>,
+    /// The query string of the first request, decoded.
+    pub query: Vec<(String, String)>,
+    /// The client's address, `ip:port`.
+    pub address: String,
+    /// When the Engine.IO session opened, in milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The path and query of the first request.
+    pub url: String,
+    /// Whether the connection came over TLS.
+    pub secure: bool,
+}
+
+/// One client packet, with a snapshot of the client, on its way to an app-node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The io-node holding the client.
+    pub node: String,
+    /// The socket id (one per namespace a client joined).
+    pub sid: String,
+    pub nsp: String,
+    /// The position of this event among its socket's events, from 0 (connect).
+    pub seq: u64,
+    /// JSON text: the `auth` object (connect, when the client sent one) or the
+    /// `["name", ...args]` array (message).
+    pub data: Option<String>,
+    /// Binary attachments, referred to from `data` by placeholders.
+    #[serde(default)]
+    pub bin: Vec<ByteBuf>,
+    /// The ack id the client expects an answer on (message only).
+    pub ack: Option<u64>,
+    /// Why the socket went away (disconnect only).
+    pub reason: Option<String>,
+    /// The rooms the socket is in, its own id excluded.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// The socket's data (JSON text) as last set by an app-node.
+    pub sdata: Option<String>,
+    pub handshake: Arc<Handshake>,
+}
+
+impl Event {
+    /// Encodes the whole envelope `[1, "event", {…}]`.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_tagged("event", self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Event, EnvelopeError> {
+        decode_tagged(bytes)
+    }
+}
+
+/// Where an answer to a command goes: an app-node's channel and a token it
+/// chose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub app: String,
+    pub id: u64,
+}
+
+/// Emit an event to clients of one namespace.
+///
+/// Recipients: the sockets in any of `rooms` or named in `sids`; every socket of
+/// the namespace when both are empty. Then sockets in `except_rooms` or named in
+/// `except_sids` are removed. A socket counts as a member of the room named by its
+/// own id. A socket receives the emit once even when several channels carry it
+/// (`id` is set whenever the publisher sent the same emit on several channels).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Emit {
+    pub nsp: String,
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    #[serde(default)]
+    pub sids: Vec<String>,
+    #[serde(default)]
+    pub except_rooms: Vec<String>,
+    #[serde(default)]
+    pub except_sids: Vec<String>,
+    /// JSON text `["name", ...args]`.
+    pub data: String,
+    #[serde(default)]
+    pub bin: Vec<ByteBuf>,
+    /// Ask the (single) recipient for an acknowledgement, answered with
+    /// [`Reply::Ack`] on the app-node's channel.
+    pub ack: Option<ReplyTo>,
+    /// Deduplication id, set when the emit was published on several channels.
+    pub id: Option<u64>,
+}
+
+/// Answer a client's acknowledgement request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub nsp: String,
+    pub sid: String,
+    /// The client's ack id ([`Event::ack`]).
+    pub id: u64,
+    /// JSON text: the array of arguments.
+    pub data: String,
+    #[serde(default)]
+    pub bin: Vec<ByteBuf>,
+}
+
+/// Add a socket to rooms. With `reply`, the io-node answers [`Reply::Joined`] once
+/// it receives every room's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    pub nsp: String,
+    pub sid: String,
+    pub rooms: Vec<String>,
+    pub reply: Option<ReplyTo>,
+}
+
+/// Remove a socket from rooms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leave {
+    pub nsp: String,
+    pub sid: String,
+    pub rooms: Vec<String>,
+}
+
+/// Replace a socket's data (JSON text), seen by every later event's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetData {
+    pub nsp: String,
+    pub sid: String,
+    pub data: String,
+}
+
+/// Disconnect a socket from its namespace; with `close`, close the client's whole
+/// connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disconnect {
+    pub nsp: String,
+    pub sid: String,
+    #[serde(default)]
+    pub close: bool,
+}
+
+/// A connection refused by the application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    pub message: String,
+    /// Optional JSON text sent to the client as `data`.
+    pub data: Option<String>,
+}
+
+/// An app-node finished handling event `seq` of a socket. Sent after every
+/// command the handler issued, so the io-node may dispatch the socket's next
+/// event. For a connect event it also carries the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub nsp: String,
+    pub sid: String,
+    pub seq: u64,
+    /// For a connect event: `None` admits the socket.
+    pub reject: Option<Reject>,
+}
+
+/// A message from an app-node to io-nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Emit(Emit),
+    Ack(Ack),
+    Join(Join),
+    Leave(Leave),
+    SetData(SetData),
+    Disconnect(Disconnect),
+    Done(Done),
+}
+
+impl Command {
+    /// The envelope type string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::Emit(_) => "emit",
+            Command::Ack(_) => "ack",
+            Command::Join(_) => "join",
+            Command::Leave(_) => "leave",
+            Command::SetData(_) => "data",
+            Command::Disconnect(_) => "disconnect",
+            Command::Done(_) => "done",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let kind = self.type_name();
+        match self {
+            Command::Emit(body) => encode_tagged(kind, body),
+            Command::Ack(body) => encode_tagged(kind, body),
+            Command::Join(body) => encode_tagged(kind, body),
+            Command::Leave(body) => encode_tagged(kind, body),
+            Command::SetData(body) => encode_tagged(kind, body),
+            Command::Disconnect(body) => encode_tagged(kind, body),
+            Command::Done(body) => encode_tagged(kind, body),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, EnvelopeError> {
+        decode_tagged(bytes)
+    }
+}
+
+/// The io-node received every room of a [`Join`] that asked for a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The [`ReplyTo::id`] of the join.
+    pub id: u64,
+}
+
+/// A client acknowledged an emit that asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckReply {
+    /// The [`ReplyTo::id`] of the emit.
+    pub id: u64,
+    pub nsp: String,
+    pub sid: String,
+    /// JSON text: the array of arguments the client acknowledged with.
+    pub data: String,
+    #[serde(default)]
+    pub bin: Vec<ByteBuf>,
+}
+
+/// A message from an io-node to one app-node's own channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Joined(Joined),
+    Ack(AckReply),
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Reply::Joined(body) => encode_tagged("joined", body),
+            Reply::Ack(body) => encode_tagged("ackreply", body),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Reply, EnvelopeError> {
+        decode_tagged(bytes)
+    }
+}
+
+fn encode_tagged<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
+    // Encoding plain structs into a Vec cannot fail.
+    rmp_serde::to_vec_named(&(VERSION, kind, body)).unwrap_or_default()
+}
+
+/// An envelope family: knows which body type goes with each type string.
+trait Tagged: Sized {
+    /// Reads the body for `kind`; `Ok(None)` when the type is unknown.
+    fn body<'de, A: SeqAccess<'de>>(kind: &str, seq: &mut A) -> Result<Option<Self>, A::Error>;
+}
+
+enum Outcome<T> {
+    Decoded(T),
+    Version(u8),
+    Unknown(String),
+}
+
+fn decode_tagged<T: Tagged>(bytes: &[u8]) -> Result<T, EnvelopeError> {
+    struct TaggedVisitor<T>(PhantomData<T>);
+    impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
+        type Value = Outcome<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an envelope [version, type, body]")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Outcome<T>, A::Error> {
+            let version: u8 = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            if version != VERSION {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(Outcome::Version(version));
+            }
+            let kind: String = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            let outcome = match T::body(&kind, &mut seq)? {
+                Some(body) => Outcome::Decoded(body),
+                None => Outcome::Unknown(kind),
+            };
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(outcome)
+        }
+    }
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    match deserializer.deserialize_seq(TaggedVisitor::<T>(PhantomData))? {
+        Outcome::Decoded(body) => Ok(body),
+        Outcome::Version(version) => Err(EnvelopeError::UnsupportedVersion(version)),
+        Outcome::Unknown(kind) => Err(EnvelopeError::UnknownType(kind)),
+    }
+}
+
+/// Reads the body element as `T`, failing when it is missing.
+fn element<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: &mut A) -> Result<T, A::Error> {
+    seq.next_element()?
+        .ok_or_else(|| de::Error::custom("envelope has no body"))
+}
+
+impl Tagged for Event {
+    fn body<'de, A: SeqAccess<'de>>(kind: &str, seq: &mut A) -> Result<Option<Self>, A::Error> {
+        Ok(match kind {
+            "event" => Some(element(seq)?),
+            _ => None,
+        })
+    }
+}
+
+impl Tagged for Command {
+    fn body<'de, A: SeqAccess<'de>>(kind: &str, seq: &mut A) -> Result<Option<Self>, A::Error> {
+        Ok(Some(match kind {
+            "emit" => Command::Emit(element(seq)?),
+            "ack" => Command::Ack(element(seq)?),
+            "join" => Command::Join(element(seq)?),
+            "leave" => Command::Leave(element(seq)?),
+            "data" => Command::SetData(element(seq)?),
+            "disconnect" => Command::Disconnect(element(seq)?),
+            "done" => Command::Done(element(seq)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+impl Tagged for Reply {
+    fn body<'de, A: SeqAccess<'de>>(kind: &str, seq: &mut A) -> Result<Option<Self>, A::Error> {
+        Ok(Some(match kind {
+            "joined" => Reply::Joined(element(seq)?),
+            "ackreply" => Reply::Ack(element(seq)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake() -> Arc<Handshake> {
+        Arc::new(Handshake {
+            headers: vec![("host".into(), "127.0.0.1".into())],
+            query: vec![("EIO".into(), "4".into())],
+            address: "127.0.0.1:5000".into(),
+            time: 1,
+            url: "/socket.io/?EIO=4".into(),
+            secure: false,
+        })
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let event = Event {
+            kind: EventKind::Message,
+            node: "n1".into(),
+            sid: "n1.abc".into(),
+            nsp: "/".into(),
+            seq: 3,
+            data: Some("[\"hi\",{\"_placeholder\":true,\"num\":0}]".into()),
+            bin: vec![ByteBuf::from(vec![0u8, 1, 255])],
+            ack: Some(7),
+            reason: None,
+            rooms: vec!["r".into()],
+            sdata: Some("{\"nick\":\"a\"}".into()),
+            handshake: handshake(),
+        };
+        let bytes = event.encode();
+        assert_eq!(
+            &bytes[..8],
+            &[0x93, 0x01, 0xa5, b'e', b'v', b'e', b'n', b't']
+        );
+        assert_eq!(Event::decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let commands = [
+            Command::Emit(Emit {
+                nsp: "/".into(),
+                rooms: vec!["a".into(), "b".into()],
+                except_sids: vec!["n1.x".into()],
+                data: "[\"tick\",1]".into(),
+                id: Some(9),
+                ..Emit::default()
+            }),
+            Command::Ack(Ack {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                id: 1,
+                data: "[]".into(),
+                bin: vec![],
+            }),
+            Command::Join(Join {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                rooms: vec!["r".into()],
+                reply: Some(ReplyTo {
+                    app: "a1".into(),
+                    id: 5,
+                }),
+            }),
+            Command::Leave(Leave {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                rooms: vec!["r".into()],
+            }),
+            Command::SetData(SetData {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                data: "1".into(),
+            }),
+            Command::Disconnect(Disconnect {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                close: true,
+            }),
+            Command::Done(Done {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                seq: 0,
+                reject: Some(Reject {
+                    message: "no".into(),
+                    data: None,
+                }),
+            }),
+        ];
+        for command in commands {
+            assert_eq!(Command::decode(&command.encode()).unwrap(), command);
+        }
+        let replies = [
+            Reply::Joined(Joined { id: 1 }),
+            Reply::Ack(AckReply {
+                id: 2,
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                data: "[1]".into(),
+                bin: vec![ByteBuf::from(vec![1u8])],
+            }),
+        ];
+        for reply in replies {
+            assert_eq!(Reply::decode(&reply.encode()).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn bodies_ignore_unknown_fields_and_defaults_apply() {
+        #[derive(Serialize)]
+        struct Future<'a> {
+            nsp: &'a str,
+            data: &'a str,
+            ack: Option<u8>,
+            id: Option<u8>,
+            priority: u8,
+        }
+        let bytes = rmp_serde::to_vec_named(&(
+            1u8,
+            "emit",
+            Future {
+                nsp: "/",
+                data: "[\"x\"]",
+                ack: None,
+                id: None,
+                priority: 3,
+            },
+        ))
+        .unwrap();
+        let Command::Emit(emit) = Command::decode(&bytes).unwrap() else {
+            panic!("not an emit")
+        };
+        assert!(emit.rooms.is_empty() && emit.bin.is_empty());
+        assert_eq!(emit.data, "[\"x\"]");
+    }
+
+    #[test]
+    fn refuses_bad_envelopes() {
+        let newer = rmp_serde::to_vec_named(&(2u8, "emit", ())).unwrap();
+        assert!(matches!(
+            Command::decode(&newer),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        ));
+        let unknown = rmp_serde::to_vec_named(&(1u8, "teleport", ())).unwrap();
+        assert!(
+            matches!(Command::decode(&unknown), Err(EnvelopeError::UnknownType(t)) if t == "teleport")
+        );
+        for garbage in [
+            &b""[..],
+            b"\x93",
+            b"\xc1",
+            b"\x93\x01\xa4emit\xc0",
+            b"hello",
+        ] {
+            assert!(Command::decode(garbage).is_err());
+            assert!(Event::decode(garbage).is_err());
+        }
+    }
+}

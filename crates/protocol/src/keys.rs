@@ -1,0 +1,103 @@
+//! The names of every Redis key and pub/sub channel, all under one prefix
+//! (`iocluster` by default). docs/PROTOCOL.md lists them with their types.
+
+/// Builds key and channel names under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn join(&self, parts: &[&str]) -> String {
+        let mut key = String::with_capacity(
+            self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>(),
+        );
+        key.push_str(&self.prefix);
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// List: the event queue. io-nodes `LPUSH`, app-nodes move from the right.
+    pub fn events(&self) -> String {
+        self.join(&["events"])
+    }
+
+    /// List: the events an app-node took from the queue and has not finished.
+    pub fn inflight(&self, app: &str) -> String {
+        self.join(&["inflight", app])
+    }
+
+    /// Sorted set: live app-nodes, scored by the time (ms) their lease ends.
+    pub fn apps(&self) -> String {
+        self.join(&["apps"])
+    }
+
+    /// Sorted set: served namespaces, scored by the time (ms) the last lease of
+    /// an app-node serving them ends.
+    pub fn namespaces(&self) -> String {
+        self.join(&["nsps"])
+    }
+
+    /// Sorted set: live io-nodes, scored by the time (ms) their lease ends.
+    pub fn nodes(&self) -> String {
+        self.join(&["nodes"])
+    }
+
+    /// Hash: an io-node's details (`url`, `connections`, `started`).
+    pub fn node_info(&self, node: &str) -> String {
+        self.join(&["node", node])
+    }
+
+    /// Channel: commands for clients of one io-node.
+    pub fn node_channel(&self, node: &str) -> String {
+        self.join(&["n", node])
+    }
+
+    /// Channel: commands for every io-node (emits to a whole namespace).
+    pub fn all_channel(&self) -> String {
+        self.join(&["all"])
+    }
+
+    /// Channel: emits to one room. Namespaces cannot contain `,`, so the name is
+    /// unambiguous whatever the room is called.
+    pub fn room_channel(&self, nsp: &str, room: &str) -> String {
+        let mut key = self.join(&["r", nsp]);
+        key.push(',');
+        key.push_str(room);
+        key
+    }
+
+    /// Channel: replies for one app-node.
+    pub fn app_channel(&self, app: &str) -> String {
+        self.join(&["a", app])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let keys = Keys::new("ioc");
+        assert_eq!(keys.events(), "ioc:events");
+        assert_eq!(keys.inflight("a1"), "ioc:inflight:a1");
+        assert_eq!(keys.node_channel("n1"), "ioc:n:n1");
+        assert_eq!(keys.room_channel("/chat", "a:b,c"), "ioc:r:/chat,a:b,c");
+        assert_eq!(keys.all_channel(), "ioc:all");
+        assert_eq!(keys.app_channel("a1"), "ioc:a:a1");
+    }
+}
