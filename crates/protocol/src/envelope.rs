@@ -62,6 +62,9 @@ pub struct Handshake {
     pub url: String,
     /// Whether the connection came over TLS.
     pub secure: bool,
+    /// JSON text: the `auth` object the client sent with CONNECT to this
+    /// namespace, if any.
+    pub auth: Option<String>,
 }
 
 /// One client packet, with a snapshot of the client, on its way to an app-node.
@@ -397,6 +400,7 @@ mod tests {
             time: 1,
             url: "/socket.io/?EIO=4".into(),
             secure: false,
+            auth: Some("{\"token\":\"t\"}".into()),
         })
     }
 

@@ -1,0 +1,241 @@
+//! io-node settings: the raw form read from TOML and flags, and the validated
+//! [`Config`] the node runs with. Validation happens before anything binds, so a
+//! bad setting stops the process with a clear message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings as written in a TOML file or given as flags; every field optional.
+/// Defaults are documented on [`Config`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node_id: Option<String>,
+    pub redis: Option<String>,
+    pub prefix: Option<String>,
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub path: Option<String>,
+    pub ping_interval_ms: Option<u64>,
+    pub ping_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub admission_timeout_ms: Option<u64>,
+    pub max_payload: Option<usize>,
+    pub max_attachments: Option<usize>,
+    pub outbox_capacity: Option<usize>,
+    pub max_pending_events: Option<usize>,
+    pub event_buffer: Option<usize>,
+    pub lease_ms: Option<u64>,
+    pub cors_origins: Option<Vec<String>>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read(path.display().to_string(), error))?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse(path.display().to_string(), error))
+    }
+
+    /// Fills every field `self` leaves empty from `other`.
+    pub fn or(self, other: RawConfig) -> RawConfig {
+        RawConfig {
+            node_id: self.node_id.or(other.node_id),
+            redis: self.redis.or(other.redis),
+            prefix: self.prefix.or(other.prefix),
+            listen: self.listen.or(other.listen),
+            public_url: self.public_url.or(other.public_url),
+            path: self.path.or(other.path),
+            ping_interval_ms: self.ping_interval_ms.or(other.ping_interval_ms),
+            ping_timeout_ms: self.ping_timeout_ms.or(other.ping_timeout_ms),
+            connect_timeout_ms: self.connect_timeout_ms.or(other.connect_timeout_ms),
+            admission_timeout_ms: self.admission_timeout_ms.or(other.admission_timeout_ms),
+            max_payload: self.max_payload.or(other.max_payload),
+            max_attachments: self.max_attachments.or(other.max_attachments),
+            outbox_capacity: self.outbox_capacity.or(other.outbox_capacity),
+            max_pending_events: self.max_pending_events.or(other.max_pending_events),
+            event_buffer: self.event_buffer.or(other.event_buffer),
+            lease_ms: self.lease_ms.or(other.lease_ms),
+            cors_origins: self.cors_origins.or(other.cors_origins),
+        }
+    }
+
+    /// Checks every value and applies defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let node_id = match self.node_id {
+            Some(id) if iocluster_protocol::ids::is_valid_node_id(&id) => id,
+            Some(id) => {
+                return Err(ConfigError::Invalid(
+                    "node_id",
+                    format!("{id:?} must be 1 to 32 of [A-Za-z0-9_-]"),
+                ));
+            }
+            None => random_node_id(),
+        };
+        let redis = self.redis.unwrap_or_else(|| DEFAULT_REDIS.to_owned());
+        redis::Client::open(redis.as_str())
+            .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
+        let prefix = self.prefix.unwrap_or_else(|| "iocluster".to_owned());
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(
+                "prefix",
+                "must be non-empty without spaces".into(),
+            ));
+        }
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|error| ConfigError::Invalid("listen", format!("{listen:?}: {error}")))?;
+        let mut path = self.path.unwrap_or_else(|| "/socket.io/".to_owned());
+        if !path.starts_with('/') {
+            return Err(ConfigError::Invalid("path", "must start with /".into()));
+        }
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        let ms =
+            |value: Option<u64>, default: u64, name: &'static str| match value.unwrap_or(default) {
+                0 => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
+                ms => Ok(Duration::from_millis(ms)),
+            };
+        let positive = |value: Option<usize>, default: usize, name: &'static str| match value
+            .unwrap_or(default)
+        {
+            0 => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
+            n => Ok(n),
+        };
+        let config = Config {
+            public_url: self
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}")),
+            node_id,
+            redis,
+            prefix,
+            listen,
+            path,
+            ping_interval: ms(self.ping_interval_ms, 25_000, "ping_interval_ms")?,
+            ping_timeout: ms(self.ping_timeout_ms, 20_000, "ping_timeout_ms")?,
+            connect_timeout: ms(self.connect_timeout_ms, 45_000, "connect_timeout_ms")?,
+            admission_timeout: ms(self.admission_timeout_ms, 10_000, "admission_timeout_ms")?,
+            max_payload: positive(self.max_payload, 1_000_000, "max_payload")?,
+            max_attachments: self.max_attachments.unwrap_or(10),
+            outbox_capacity: positive(self.outbox_capacity, 1024, "outbox_capacity")?,
+            max_pending_events: positive(self.max_pending_events, 256, "max_pending_events")?,
+            event_buffer: positive(self.event_buffer, 100_000, "event_buffer")?,
+            lease: ms(self.lease_ms, 5_000, "lease_ms")?,
+            cors_origins: self.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
+        };
+        Ok(config)
+    }
+}
+
+/// The Redis URL used when none is given.
+pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The settings an io-node runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id, the prefix of every session id it issues. Default: random.
+    pub node_id: String,
+    /// Default `redis://127.0.0.1:6379`.
+    pub redis: String,
+    /// Prefix of every Redis key and channel. Default `iocluster`.
+    pub prefix: String,
+    /// Client listener address. Default `127.0.0.1:3000`.
+    pub listen: String,
+    /// The URL browsers use to reach this node, published in the registry.
+    /// Default `http://<listen>`.
+    pub public_url: String,
+    /// The Engine.IO path. Default `/socket.io/`.
+    pub path: String,
+    /// How often the server pings a client. Default 25 s.
+    pub ping_interval: Duration,
+    /// How long a client has to answer a ping. Default 20 s.
+    pub ping_timeout: Duration,
+    /// How long a client has, after the Engine.IO handshake, to connect to a
+    /// namespace. Default 45 s.
+    pub connect_timeout: Duration,
+    /// How long an app-node has to accept or reject a connection before the
+    /// client gets CONNECT_ERROR. Default 10 s.
+    pub admission_timeout: Duration,
+    /// Largest Engine.IO packet or polling body accepted, in bytes. Default 1 MB.
+    pub max_payload: usize,
+    /// Most binary attachments one Socket.IO packet may carry. Default 10.
+    pub max_attachments: usize,
+    /// Frames queued for one client before it counts as too slow and is
+    /// disconnected. Default 1024.
+    pub outbox_capacity: usize,
+    /// Client events one socket may have waiting for their turn (its events are
+    /// handled one at a time, in order) before it is disconnected. Default 256.
+    pub max_pending_events: usize,
+    /// Events waiting to be written to Redis before clients are refused. Default
+    /// 100 000.
+    pub event_buffer: usize,
+    /// How long this node's registry entry lives without a heartbeat. Default 5 s.
+    pub lease: Duration,
+    /// Origins allowed to use the polling transport across origins; `*` allows
+    /// any. Default `["*"]`.
+    pub cors_origins: Vec<String>,
+}
+
+/// Why settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(String, toml::de::Error),
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+fn random_node_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// The characters of generated ids: URL-safe and valid in node ids.
+pub(crate) const ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.path, "/socket.io/");
+        assert_eq!(config.ping_interval, Duration::from_secs(25));
+        assert!(iocluster_protocol::ids::is_valid_node_id(&config.node_id));
+        let bad = RawConfig {
+            node_id: Some("a.b".into()),
+            ..RawConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = RawConfig {
+            ping_timeout_ms: Some(0),
+            ..RawConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = RawConfig {
+            listen: Some("nowhere".into()),
+            ..RawConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let file: RawConfig = toml::from_str("node_id = \"io1\"\nping_interval_ms = 100").unwrap();
+        let merged = RawConfig {
+            ping_interval_ms: Some(5),
+            ..RawConfig::default()
+        }
+        .or(file);
+        assert_eq!(merged.ping_interval_ms, Some(5));
+        assert_eq!(merged.node_id.as_deref(), Some("io1"));
+        assert!(toml::from_str::<RawConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! `iocluster-io-node`: flags and config file, tracing, then [`iocluster_io_node::run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use iocluster_io_node::RawConfig;
+
+/// Holds Socket.IO v4 client connections (WebSocket and HTTP long-polling) and
+/// bridges them to app-nodes through Redis. Flags override the config file.
+#[derive(Debug, Parser)]
+#[command(name = "iocluster-io-node", version)]
+struct Args {
+    /// Redis URL.
+    #[arg(long, env = "IOCLUSTER_REDIS_URL", value_name = "URL")]
+    redis: Option<String>,
+    /// Client listener address (default 127.0.0.1:3000).
+    #[arg(long, env = "IOCLUSTER_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// TOML config file (see config/io-node.toml); flags override it.
+    #[arg(long, env = "IOCLUSTER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id, 1 to 32 of [A-Za-z0-9_-] (default: random).
+    #[arg(long, env = "IOCLUSTER_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Prefix of every Redis key and channel (default iocluster).
+    #[arg(long, env = "IOCLUSTER_PREFIX", value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// URL browsers use to reach this node, published in the registry
+    /// (default http://<listen>).
+    #[arg(long, env = "IOCLUSTER_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Engine.IO path (default /socket.io/).
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Milliseconds between server pings (default 25000).
+    #[arg(long, value_name = "MS")]
+    ping_interval: Option<u64>,
+    /// Milliseconds a client has to answer a ping (default 20000).
+    #[arg(long, value_name = "MS")]
+    ping_timeout: Option<u64>,
+    /// Milliseconds a client has to join a namespace after connecting (default 45000).
+    #[arg(long, value_name = "MS")]
+    connect_timeout: Option<u64>,
+    /// Milliseconds an app-node has to accept a connection before the client
+    /// gets CONNECT_ERROR (default 10000).
+    #[arg(long, value_name = "MS")]
+    admission_timeout: Option<u64>,
+    /// Largest packet or polling body accepted, in bytes (default 1000000).
+    #[arg(long, value_name = "BYTES")]
+    max_payload: Option<usize>,
+    /// Milliseconds this node's registry lease lasts without renewal (default 5000).
+    #[arg(long, value_name = "MS")]
+    lease: Option<u64>,
+    /// Log format: text (default) or json.
+    #[arg(
+        long,
+        env = "IOCLUSTER_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let file = match &args.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    let flags = RawConfig {
+        node_id: args.node_id,
+        redis: args.redis,
+        prefix: args.prefix,
+        listen: args.listen,
+        public_url: args.public_url,
+        path: args.path,
+        ping_interval_ms: args.ping_interval,
+        ping_timeout_ms: args.ping_timeout,
+        connect_timeout_ms: args.connect_timeout,
+        admission_timeout_ms: args.admission_timeout,
+        max_payload: args.max_payload,
+        lease_ms: args.lease,
+        ..RawConfig::default()
+    };
+    let config = flags.or(file).validate().context("invalid configuration")?;
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        iocluster_io_node::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

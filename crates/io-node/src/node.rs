@@ -1,0 +1,901 @@
+//! The io-node's shared state and its rules: which sockets exist, who is in
+//! which room, how a client packet becomes an event, and how a command from an
+//! app-node reaches clients.
+//!
+//! Lock order, never reversed: a socket's state, then its session's state, then
+//! the registry. No lock is held across an `.await`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iocluster_protocol::envelope::{self, AckReply, Command, EventKind, Reply};
+use iocluster_protocol::keys::Keys;
+use iocluster_protocol::socketio::{self, PacketKind};
+use iocluster_protocol::{engine, ids};
+use serde_bytes::ByteBuf;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::bridge::Bridge;
+use crate::config::Config;
+use crate::session::{CloseReason, Frame, PartialPacket, Session};
+use crate::socket::{Phase, Queued, Socket, SocketState};
+
+/// Sockets by id, by namespace and by room. Room members are indexed by the
+/// room's channel name, the unit this node subscribes to.
+#[derive(Default)]
+struct Registry {
+    sockets: HashMap<Arc<str>, Arc<Socket>>,
+    /// Admitted sockets of each namespace.
+    namespaces: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Socket>>>,
+    rooms: HashMap<String, HashMap<Arc<str>, Arc<Socket>>>,
+}
+
+/// Remembers recent emit ids, so an emit that reached this node on several
+/// channels is delivered once.
+struct Dedupe {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+const DEDUPE_WINDOW: usize = 4096;
+
+impl Dedupe {
+    fn first_time(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > DEDUPE_WINDOW
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+struct NamespaceCache {
+    served: HashSet<String>,
+    refreshed: Option<Instant>,
+}
+
+/// How stale the served-namespace list may be before a miss refreshes it.
+const NAMESPACE_REFRESH: Duration = Duration::from_millis(250);
+
+pub struct Node {
+    /// This node, for the tasks it spawns.
+    me: std::sync::Weak<Node>,
+    config: Config,
+    keys: Keys,
+    bridge: Bridge,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    registry: RwLock<Registry>,
+    dedupe: Mutex<Dedupe>,
+    namespaces: RwLock<NamespaceCache>,
+    redis: redis::aio::ConnectionManager,
+    /// Serializes on-demand namespace refreshes.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        config: Config,
+        bridge: Bridge,
+        redis: redis::aio::ConnectionManager,
+    ) -> Arc<Node> {
+        Arc::new_cyclic(|me| Node {
+            me: me.clone(),
+            keys: Keys::new(config.prefix.clone()),
+            config,
+            bridge,
+            sessions: RwLock::default(),
+            registry: RwLock::default(),
+            dedupe: Mutex::new(Dedupe {
+                seen: HashSet::new(),
+                order: VecDeque::new(),
+            }),
+            namespaces: RwLock::new(NamespaceCache {
+                served: HashSet::new(),
+                refreshed: None,
+            }),
+            redis,
+            refresh_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Live Engine.IO sessions.
+    pub fn connection_count(&self) -> usize {
+        read(&self.sessions).len()
+    }
+
+    /// The room channels this node has members in (to resubscribe after a
+    /// Redis reconnect).
+    pub(crate) fn room_channels(&self) -> Vec<String> {
+        read(&self.registry).rooms.keys().cloned().collect()
+    }
+
+    /// Publishes through the writer task.
+    pub(crate) fn publish(&self, channel: String, payload: Vec<u8>) {
+        if !self.bridge.publish(channel, payload) {
+            tracing::warn!("outgoing buffer full: a reply to an app-node was dropped");
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------
+
+    pub(crate) fn new_sid(&self) -> Arc<str> {
+        ids::make(self.id(), &random_token(20)).into()
+    }
+
+    pub(crate) fn insert_session(&self, session: Arc<Session>) {
+        write(&self.sessions).insert(session.sid.clone(), session);
+    }
+
+    pub(crate) fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        read(&self.sessions).get(sid).cloned()
+    }
+
+    /// Closes every session (shutdown).
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = read(&self.sessions).values().cloned().collect();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+
+    /// Cleanup after a session closed: its sockets disconnect.
+    pub(crate) fn on_session_closed(&self, session: &Arc<Session>) {
+        write(&self.sessions).remove(&session.sid);
+        let reason = session.close_reason();
+        let sockets: Vec<_> = {
+            let mut state = session.lock();
+            state.partial = None;
+            state.sockets.drain().map(|(_, socket)| socket).collect()
+        };
+        for socket in sockets {
+            self.close_socket(&socket, reason.as_str());
+        }
+        tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+    }
+
+    // ---- client packets -------------------------------------------------
+
+    /// Handles one Engine.IO packet from a client. An error closes the
+    /// session with that reason.
+    pub(crate) async fn on_engine_packet(
+        &self,
+        session: &Arc<Session>,
+        packet: engine::Packet<'_>,
+    ) -> Result<(), CloseReason> {
+        match packet {
+            engine::Packet::Pong(_) => session.on_pong(),
+            engine::Packet::Ping(data) => {
+                let mut pong = String::with_capacity(1 + data.len());
+                pong.push('3');
+                pong.push_str(data);
+                session.send(Frame::Text(pong.into()));
+            }
+            engine::Packet::Message(text) => self.on_socketio_text(session, text).await?,
+            engine::Packet::Binary(bytes) => {
+                self.on_attachment(session, bytes.into_owned()).await?
+            }
+            engine::Packet::Close => return Err(CloseReason::TransportClose),
+            engine::Packet::Noop => {}
+            engine::Packet::Open(_) | engine::Packet::Upgrade => {
+                return Err(CloseReason::ParseError);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_socketio_text(
+        &self,
+        session: &Arc<Session>,
+        text: &str,
+    ) -> Result<(), CloseReason> {
+        let packet = socketio::decode(text, self.config.max_attachments).map_err(|error| {
+            tracing::debug!(sid = %session.sid, %error, "invalid Socket.IO packet");
+            CloseReason::ParseError
+        })?;
+        if session.lock().partial.is_some() {
+            // A new packet before the previous one's attachments all arrived.
+            return Err(CloseReason::ParseError);
+        }
+        if packet.attachments > 0 {
+            session.lock().partial = Some(PartialPacket {
+                kind: packet.kind,
+                nsp: packet.nsp.to_owned(),
+                id: packet.id,
+                data: packet.data.to_owned(),
+                expected: packet.attachments,
+                bin: Vec::with_capacity(packet.attachments),
+            });
+            return Ok(());
+        }
+        self.on_socketio_packet(
+            session,
+            packet.kind,
+            packet.nsp,
+            packet.id,
+            packet.data,
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn on_attachment(
+        &self,
+        session: &Arc<Session>,
+        bytes: Vec<u8>,
+    ) -> Result<(), CloseReason> {
+        let complete = {
+            let mut state = session.lock();
+            let partial = state.partial.as_mut().ok_or(CloseReason::ParseError)?;
+            partial.bin.push(ByteBuf::from(bytes));
+            if partial.bin.len() == partial.expected {
+                state.partial.take()
+            } else {
+                None
+            }
+        };
+        if let Some(packet) = complete {
+            self.on_socketio_packet(
+                session,
+                packet.kind,
+                &packet.nsp,
+                packet.id,
+                &packet.data,
+                packet.bin,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_socketio_packet(
+        &self,
+        session: &Arc<Session>,
+        kind: PacketKind,
+        nsp: &str,
+        id: Option<u64>,
+        data: &str,
+        bin: Vec<ByteBuf>,
+    ) -> Result<(), CloseReason> {
+        match kind {
+            PacketKind::Connect => self.on_connect(session, nsp, data).await,
+            PacketKind::Disconnect => {
+                let socket = session.lock().sockets.remove(nsp);
+                if let Some(socket) = socket {
+                    self.close_socket(&socket, "client namespace disconnect");
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let socket = session.lock().sockets.get(nsp).cloned();
+                let Some(socket) = socket else {
+                    tracing::debug!(sid = %session.sid, nsp, "event for a namespace the client did not join");
+                    return Ok(());
+                };
+                let queued = Queued {
+                    kind: EventKind::Message,
+                    data: Some(data.to_owned()),
+                    bin,
+                    ack: id,
+                    reason: None,
+                };
+                let mut state = socket.lock();
+                if state.queue.len() >= self.config.max_pending_events {
+                    drop(state);
+                    return Err(CloseReason::TooManyPendingEvents);
+                }
+                state.queue.push_back(queued);
+                self.dispatch_next(&socket, &mut state);
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let socket = session.lock().sockets.get(nsp).cloned();
+                let (Some(socket), Some(id)) = (socket, id) else {
+                    return Ok(());
+                };
+                let route = socket.lock().acks.remove(&id);
+                let Some(route) = route else {
+                    tracing::debug!(sid = %socket.id, id, "ack for an unknown id");
+                    return Ok(());
+                };
+                let reply = Reply::Ack(AckReply {
+                    id: route.id,
+                    nsp: nsp.to_owned(),
+                    sid: socket.id.to_string(),
+                    data: data.to_owned(),
+                    bin,
+                });
+                if !self
+                    .bridge
+                    .publish(self.keys.app_channel(&route.app), reply.encode())
+                {
+                    return Err(CloseReason::Overloaded);
+                }
+            }
+            PacketKind::ConnectError => return Err(CloseReason::ParseError),
+        }
+        Ok(())
+    }
+
+    async fn on_connect(&self, session: &Arc<Session>, nsp: &str, auth: &str) {
+        if session.lock().sockets.contains_key(nsp) {
+            tracing::debug!(sid = %session.sid, nsp, "second CONNECT to the same namespace ignored");
+            return;
+        }
+        if !self.serves(nsp).await {
+            let payload = socketio::connect_error_payload("Invalid namespace", None);
+            session.send(text_frame(PacketKind::ConnectError, nsp, None, &payload));
+            return;
+        }
+        let auth = (!auth.is_empty()).then(|| auth.to_owned());
+        let mut handshake = (*session.handshake).clone();
+        handshake.auth = auth.clone();
+        let nsp: Arc<str> = nsp.into();
+        let socket = Arc::new(Socket::new(
+            ids::make(self.id(), &random_token(20)).into(),
+            nsp.clone(),
+            session.clone(),
+            Arc::new(handshake),
+        ));
+        {
+            let mut state = session.lock();
+            if session.is_closed() || state.sockets.contains_key(&nsp) {
+                return;
+            }
+            state.sockets.insert(nsp.clone(), socket.clone());
+            state.ever_connected = true;
+        }
+        write(&self.registry)
+            .sockets
+            .insert(socket.id.clone(), socket.clone());
+        {
+            let mut state = socket.lock();
+            state.queue.push_back(Queued {
+                kind: EventKind::Connect,
+                data: auth,
+                bin: Vec::new(),
+                ack: None,
+                reason: None,
+            });
+            self.dispatch_next(&socket, &mut state);
+        }
+        tracing::debug!(sid = %session.sid, socket = %socket.id, nsp = %nsp, "connect event queued");
+        self.spawn_admission_timeout(socket);
+    }
+
+    fn spawn_admission_timeout(&self, socket: Arc<Socket>) {
+        let timeout = self.config.admission_timeout;
+        let node = self.me.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                _ = socket.session.cancel.cancelled() => return,
+            }
+            let Some(node) = node.upgrade() else { return };
+            let mut state = socket.lock();
+            if !matches!(state.phase, Phase::Pending { closed: false, .. }) {
+                return;
+            }
+            tracing::info!(socket = %socket.id, "no app-node answered the connection in time");
+            let payload = socketio::connect_error_payload("Connection timeout", None);
+            socket.session.send(text_frame(
+                PacketKind::ConnectError,
+                &socket.nsp,
+                None,
+                &payload,
+            ));
+            state.phase = Phase::Pending {
+                buffered: Vec::new(),
+                closed: true,
+            };
+            // The client never saw this socket: what it sent meanwhile goes.
+            state.queue.clear();
+            state.queue.push_back(Queued {
+                kind: EventKind::Disconnect,
+                data: None,
+                bin: Vec::new(),
+                ack: None,
+                reason: Some("admission timeout".into()),
+            });
+            node.leave_all(&socket, &state);
+            drop(state);
+            socket.session.lock().sockets.remove(&socket.nsp);
+        });
+    }
+
+    /// Starts the socket's next event if none is with an app-node.
+    fn dispatch_next(&self, socket: &Arc<Socket>, state: &mut SocketState) {
+        if state.inflight.is_some() {
+            return;
+        }
+        // A socket whose admission is undecided sends nothing past its connect
+        // event; one that was closed meanwhile waits for the decision.
+        if matches!(state.phase, Phase::Pending { .. }) && state.next_seq > 0 {
+            return;
+        }
+        let Some(queued) = state.queue.pop_front() else {
+            return;
+        };
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let last = queued.kind == EventKind::Disconnect;
+        let event = socket.event(self.id(), state, seq, queued);
+        if !last {
+            state.inflight = Some(seq);
+        }
+        if !self.bridge.push_event(event.encode()) {
+            tracing::warn!(socket = %socket.id, "event buffer full: closing the client");
+            socket.session.close(CloseReason::Overloaded);
+        }
+        if last {
+            // The disconnect event is the last: nothing will come back for it.
+            state.queue.clear();
+            write(&self.registry).sockets.remove(&socket.id);
+        }
+    }
+
+    /// The socket is gone for the client: leave every room, and queue its
+    /// disconnect event.
+    pub(crate) fn close_socket(&self, socket: &Arc<Socket>, reason: &str) {
+        let mut state = socket.lock();
+        match &mut state.phase {
+            Phase::Closed | Phase::Pending { closed: true, .. } => return,
+            Phase::Pending { closed, buffered } => {
+                *closed = true;
+                buffered.clear();
+            }
+            Phase::Connected => state.phase = Phase::Closed,
+        }
+        state.acks.clear();
+        state.queue.push_back(Queued {
+            kind: EventKind::Disconnect,
+            data: None,
+            bin: Vec::new(),
+            ack: None,
+            reason: Some(reason.to_owned()),
+        });
+        self.leave_all(socket, &state);
+        self.dispatch_next(socket, &mut state);
+    }
+
+    /// Removes the socket from its namespace and from the index of every room
+    /// (its own list of rooms stays, for the disconnect event's snapshot).
+    fn leave_all(&self, socket: &Arc<Socket>, state: &SocketState) {
+        let mut unsubscribe = Vec::new();
+        {
+            let mut registry = write(&self.registry);
+            if let Some(members) = registry.namespaces.get_mut(&socket.nsp) {
+                members.remove(&socket.id);
+                if members.is_empty() {
+                    registry.namespaces.remove(&socket.nsp);
+                }
+            }
+            for room in &state.rooms {
+                let channel = self.keys.room_channel(&socket.nsp, room);
+                if let Some(members) = registry.rooms.get_mut(&channel) {
+                    members.remove(&socket.id);
+                    if members.is_empty() {
+                        registry.rooms.remove(&channel);
+                        unsubscribe.push(channel);
+                    }
+                }
+            }
+        }
+        for channel in unsubscribe {
+            self.bridge.unsubscribe(channel);
+        }
+    }
+
+    // ---- commands -------------------------------------------------------
+
+    /// Applies one command from an app-node.
+    pub(crate) fn apply(&self, command: Command) {
+        match command {
+            Command::Emit(emit) => self.emit(emit),
+            Command::Ack(ack) => {
+                let Some(socket) = self.socket(&ack.sid, &ack.nsp) else {
+                    return;
+                };
+                let frame =
+                    packet_frame(PacketKind::Ack, &ack.nsp, Some(ack.id), &ack.data, ack.bin);
+                let mut state = socket.lock();
+                socket.deliver(&mut state, frame, self.config.outbox_capacity);
+            }
+            Command::Join(join) => {
+                if let Some(socket) = self.socket(&join.sid, &join.nsp) {
+                    self.join(&socket, join.rooms);
+                }
+                if let Some(reply) = join.reply {
+                    // Sent after every subscription asked for so far is active.
+                    self.bridge.reply_when_subscribed(
+                        self.keys.app_channel(&reply.app),
+                        Reply::Joined(envelope::Joined { id: reply.id }).encode(),
+                    );
+                }
+            }
+            Command::Leave(leave) => {
+                if let Some(socket) = self.socket(&leave.sid, &leave.nsp) {
+                    self.leave(&socket, &leave.rooms);
+                }
+            }
+            Command::SetData(set) => {
+                if let Some(socket) = self.socket(&set.sid, &set.nsp) {
+                    socket.lock().data = Some(set.data);
+                }
+            }
+            Command::Disconnect(disconnect) => {
+                let Some(socket) = self.socket(&disconnect.sid, &disconnect.nsp) else {
+                    return;
+                };
+                if disconnect.close {
+                    socket.session.close(CloseReason::ForcedClose);
+                    return;
+                }
+                {
+                    let mut state = socket.lock();
+                    if matches!(state.phase, Phase::Connected) {
+                        let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
+                        socket.deliver(&mut state, frame, self.config.outbox_capacity);
+                    }
+                }
+                socket.session.lock().sockets.remove(&socket.nsp);
+                self.close_socket(&socket, "server namespace disconnect");
+            }
+            Command::Done(done) => self.done(done),
+        }
+    }
+
+    fn socket(&self, sid: &str, nsp: &str) -> Option<Arc<Socket>> {
+        let socket = read(&self.registry).sockets.get(sid).cloned()?;
+        (*socket.nsp == *nsp).then_some(socket)
+    }
+
+    fn done(&self, done: envelope::Done) {
+        let Some(socket) = self.socket(&done.sid, &done.nsp) else {
+            return;
+        };
+        let mut state = socket.lock();
+        if state.inflight != Some(done.seq) {
+            tracing::debug!(socket = %socket.id, seq = done.seq, "done for an event not in flight");
+            return;
+        }
+        state.inflight = None;
+        if done.seq == 0 {
+            self.admit(&socket, &mut state, done.reject);
+        }
+        self.dispatch_next(&socket, &mut state);
+    }
+
+    /// Applies an app-node's decision on a connection.
+    fn admit(
+        &self,
+        socket: &Arc<Socket>,
+        state: &mut SocketState,
+        reject: Option<envelope::Reject>,
+    ) {
+        let Phase::Pending { buffered, closed } =
+            std::mem::replace(&mut state.phase, Phase::Closed)
+        else {
+            return;
+        };
+        match (reject, closed) {
+            (Some(reject), _) => {
+                if !closed {
+                    let payload =
+                        socketio::connect_error_payload(&reject.message, reject.data.as_deref());
+                    socket.session.send(text_frame(
+                        PacketKind::ConnectError,
+                        &socket.nsp,
+                        None,
+                        &payload,
+                    ));
+                    socket.session.lock().sockets.remove(&socket.nsp);
+                }
+                // The application refused it: no disconnect event will follow.
+                state.queue.clear();
+                write(&self.registry).sockets.remove(&socket.id);
+                self.leave_all(socket, state);
+            }
+            (None, true) => {
+                // Admitted after the client left: the queued disconnect follows.
+            }
+            (None, false) => {
+                state.phase = Phase::Connected;
+                let payload = format!(r#"{{"sid":"{}"}}"#, socket.id);
+                socket
+                    .session
+                    .send(text_frame(PacketKind::Connect, &socket.nsp, None, &payload));
+                for frame in buffered {
+                    socket.session.send(frame);
+                }
+                write(&self.registry)
+                    .namespaces
+                    .entry(socket.nsp.clone())
+                    .or_default()
+                    .insert(socket.id.clone(), socket.clone());
+            }
+        }
+    }
+
+    fn join(&self, socket: &Arc<Socket>, rooms: Vec<String>) {
+        let mut state = socket.lock();
+        if matches!(
+            state.phase,
+            Phase::Closed | Phase::Pending { closed: true, .. }
+        ) {
+            return;
+        }
+        let mut subscribe = Vec::new();
+        {
+            let mut registry = write(&self.registry);
+            for room in rooms {
+                let channel = self.keys.room_channel(&socket.nsp, &room);
+                let members = registry.rooms.entry(channel.clone()).or_default();
+                if members.is_empty() {
+                    subscribe.push(channel);
+                }
+                members.insert(socket.id.clone(), socket.clone());
+                state.rooms.insert(room);
+            }
+        }
+        drop(state);
+        for channel in subscribe {
+            self.bridge.subscribe(channel);
+        }
+    }
+
+    fn leave(&self, socket: &Arc<Socket>, rooms: &[String]) {
+        let mut state = socket.lock();
+        let mut unsubscribe = Vec::new();
+        {
+            let mut registry = write(&self.registry);
+            for room in rooms {
+                if !state.rooms.remove(room) {
+                    continue;
+                }
+                let channel = self.keys.room_channel(&socket.nsp, room);
+                if let Some(members) = registry.rooms.get_mut(&channel) {
+                    members.remove(&socket.id);
+                    if members.is_empty() {
+                        registry.rooms.remove(&channel);
+                        unsubscribe.push(channel);
+                    }
+                }
+            }
+        }
+        drop(state);
+        for channel in unsubscribe {
+            self.bridge.unsubscribe(channel);
+        }
+    }
+
+    fn emit(&self, emit: envelope::Emit) {
+        if let Some(id) = emit.id
+            && !self
+                .dedupe
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first_time(id)
+        {
+            return;
+        }
+        let recipients = self.recipients(&emit);
+        if recipients.is_empty() {
+            return;
+        }
+        let limit = self.config.outbox_capacity;
+        match emit.ack {
+            None => {
+                // Encoded once, shared by every recipient.
+                let frame = packet_frame(PacketKind::Event, &emit.nsp, None, &emit.data, emit.bin);
+                for socket in recipients {
+                    let mut state = socket.lock();
+                    socket.deliver(&mut state, frame.clone(), limit);
+                }
+            }
+            Some(reply_to) => {
+                let bin: Arc<[Bytes]> = emit
+                    .bin
+                    .into_iter()
+                    .map(|b| Bytes::from(b.into_vec()))
+                    .collect();
+                for socket in recipients {
+                    let mut state = socket.lock();
+                    let id = state.next_ack;
+                    state.next_ack += 1;
+                    state.acks.insert(id, reply_to.clone());
+                    let frame = shared_packet_frame(
+                        PacketKind::Event,
+                        &emit.nsp,
+                        Some(id),
+                        &emit.data,
+                        bin.clone(),
+                    );
+                    socket.deliver(&mut state, frame, limit);
+                }
+            }
+        }
+    }
+
+    /// The local sockets an emit is for.
+    fn recipients(&self, emit: &envelope::Emit) -> Vec<Arc<Socket>> {
+        let registry = read(&self.registry);
+        let mut candidates: Vec<Arc<Socket>> = Vec::new();
+        if emit.rooms.is_empty() && emit.sids.is_empty() {
+            if let Some(members) = registry.namespaces.get(emit.nsp.as_str()) {
+                candidates.extend(members.values().cloned());
+            }
+        } else {
+            let several = emit.rooms.len() + emit.sids.len() > 1;
+            let mut seen: HashSet<*const Socket> = HashSet::new();
+            let mut add = |socket: &Arc<Socket>, candidates: &mut Vec<Arc<Socket>>| {
+                if !several || seen.insert(Arc::as_ptr(socket)) {
+                    candidates.push(socket.clone());
+                }
+            };
+            for room in &emit.rooms {
+                let channel = self.keys.room_channel(&emit.nsp, room);
+                if let Some(members) = registry.rooms.get(&channel) {
+                    for socket in members.values() {
+                        add(socket, &mut candidates);
+                    }
+                }
+                // A socket's own id names a room holding just that socket.
+                if let Some(socket) = registry.sockets.get(room.as_str())
+                    && *socket.nsp == *emit.nsp
+                {
+                    add(socket, &mut candidates);
+                }
+            }
+            for sid in &emit.sids {
+                if let Some(socket) = registry.sockets.get(sid.as_str())
+                    && *socket.nsp == *emit.nsp
+                {
+                    add(socket, &mut candidates);
+                }
+            }
+        }
+        drop(registry);
+        if emit.except_rooms.is_empty() && emit.except_sids.is_empty() {
+            return candidates;
+        }
+        candidates.retain(|socket| {
+            if emit.except_sids.iter().any(|sid| **sid == *socket.id) {
+                return false;
+            }
+            if emit.except_rooms.is_empty() {
+                return true;
+            }
+            let state = socket.lock();
+            !emit
+                .except_rooms
+                .iter()
+                .any(|room| socket.in_room(&state, room))
+        });
+        candidates
+    }
+
+    // ---- namespaces -----------------------------------------------------
+
+    /// Whether an app-node serves `nsp`. The list is refreshed in the
+    /// background; a miss refreshes it at most every 250 ms.
+    pub(crate) async fn serves(&self, nsp: &str) -> bool {
+        {
+            let cache = read(&self.namespaces);
+            if cache.served.contains(nsp) {
+                return true;
+            }
+            if cache
+                .refreshed
+                .is_some_and(|at| at.elapsed() < NAMESPACE_REFRESH)
+            {
+                return false;
+            }
+        }
+        let _guard = self.refresh_lock.lock().await;
+        let stale = read(&self.namespaces)
+            .refreshed
+            .is_none_or(|at| at.elapsed() >= NAMESPACE_REFRESH);
+        if stale && let Err(error) = self.refresh_namespaces().await {
+            tracing::warn!(%error, "cannot read the served namespaces");
+        }
+        read(&self.namespaces).served.contains(nsp)
+    }
+
+    pub(crate) async fn refresh_namespaces(&self) -> redis::RedisResult<()> {
+        let now = crate::bridge::now_ms();
+        let mut redis = self.redis.clone();
+        let served: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.namespaces())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut redis)
+            .await?;
+        let mut cache = write(&self.namespaces);
+        cache.served = served.into_iter().collect();
+        cache.refreshed = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// A text frame `4<packet>`.
+pub(crate) fn text_frame(kind: PacketKind, nsp: &str, id: Option<u64>, data: &str) -> Frame {
+    let mut text = String::with_capacity(data.len() + nsp.len() + 8);
+    text.push('4');
+    socketio::write_header(&mut text, kind, nsp, 0, id);
+    text.push_str(data);
+    Frame::Text(Utf8Bytes::from(text))
+}
+
+fn packet_frame(
+    kind: PacketKind,
+    nsp: &str,
+    id: Option<u64>,
+    data: &str,
+    bin: Vec<ByteBuf>,
+) -> Frame {
+    if bin.is_empty() {
+        return text_frame(kind, nsp, id, data);
+    }
+    let bin: Arc<[Bytes]> = bin.into_iter().map(|b| Bytes::from(b.into_vec())).collect();
+    shared_packet_frame(kind, nsp, id, data, bin)
+}
+
+fn shared_packet_frame(
+    kind: PacketKind,
+    nsp: &str,
+    id: Option<u64>,
+    data: &str,
+    bin: Arc<[Bytes]>,
+) -> Frame {
+    if bin.is_empty() {
+        return text_frame(kind, nsp, id, data);
+    }
+    let kind = match kind {
+        PacketKind::Event => PacketKind::BinaryEvent,
+        PacketKind::Ack => PacketKind::BinaryAck,
+        kind => kind,
+    };
+    let mut text = String::with_capacity(data.len() + nsp.len() + 12);
+    text.push('4');
+    socketio::write_header(&mut text, kind, nsp, bin.len(), id);
+    text.push_str(data);
+    Frame::WithBinary(Utf8Bytes::from(text), bin)
+}
+
+/// A random URL-safe token from the thread's CSPRNG.
+pub(crate) fn random_token(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| {
+            char::from(crate::config::ALPHABET[rng.random_range(0..crate::config::ALPHABET.len())])
+        })
+        .collect()
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

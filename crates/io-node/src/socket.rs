@@ -1,0 +1,153 @@
+//! Socket.IO sockets: one per namespace a client joined.
+//!
+//! A [`Socket`] owns what the cluster knows of a client in a namespace: its
+//! rooms, its data, its handshake, and its *event sequence*. A socket's events
+//! go to the queue one at a time: the next is dispatched only when an app-node
+//! reports the previous one done, after every command its handler issued. So
+//! handlers see a socket's events in the client's order, and each snapshot
+//! already reflects the joins and data set by earlier handlers.
+//!
+//! Frames emitted to a socket whose connection is still being admitted wait in
+//! the socket until the client has its CONNECT, so a connection handler's
+//! emits arrive after it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use iocluster_protocol::envelope::{Event, EventKind, Handshake, ReplyTo};
+use serde_bytes::ByteBuf;
+
+use crate::session::{Frame, Session};
+
+/// Where a socket is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// The connect event is with an app-node. `closed` is set when the client
+    /// left (or the admission timed out) meanwhile.
+    Pending {
+        buffered: Vec<Frame>,
+        closed: bool,
+    },
+    Connected,
+    /// Gone for the client; its last events may still be on their way.
+    Closed,
+}
+
+/// A client event waiting for its turn.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub kind: EventKind,
+    pub data: Option<String>,
+    pub bin: Vec<ByteBuf>,
+    pub ack: Option<u64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SocketState {
+    pub phase: Phase,
+    pub rooms: HashSet<String>,
+    pub data: Option<String>,
+    /// The seq of the next event dispatched.
+    pub next_seq: u64,
+    /// The event an app-node is handling, if any.
+    pub inflight: Option<u64>,
+    pub queue: VecDeque<Queued>,
+    /// Acks this node asked the client for, by the client-side ack id.
+    pub acks: HashMap<u64, ReplyTo>,
+    pub next_ack: u64,
+}
+
+pub(crate) struct Socket {
+    pub id: Arc<str>,
+    pub nsp: Arc<str>,
+    pub session: Arc<Session>,
+    pub handshake: Arc<Handshake>,
+    state: Mutex<SocketState>,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        id: Arc<str>,
+        nsp: Arc<str>,
+        session: Arc<Session>,
+        handshake: Arc<Handshake>,
+    ) -> Socket {
+        Socket {
+            id,
+            nsp,
+            session,
+            handshake,
+            state: Mutex::new(SocketState {
+                phase: Phase::Pending {
+                    buffered: Vec::new(),
+                    closed: false,
+                },
+                rooms: HashSet::new(),
+                data: None,
+                next_seq: 0,
+                inflight: None,
+                queue: VecDeque::new(),
+                acks: HashMap::new(),
+                next_ack: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SocketState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the socket is in `room` (its own id counts as a room).
+    pub(crate) fn in_room(&self, state: &SocketState, room: &str) -> bool {
+        *self.id == *room || state.rooms.contains(room)
+    }
+
+    /// Delivers a frame according to the socket's phase; `limit` bounds what
+    /// waits for admission.
+    pub(crate) fn deliver(&self, state: &mut SocketState, frame: Frame, limit: usize) {
+        match &mut state.phase {
+            Phase::Connected => {
+                self.session.send(frame);
+            }
+            Phase::Pending {
+                buffered,
+                closed: false,
+            } => {
+                if buffered.len() < limit {
+                    buffered.push(frame);
+                } else {
+                    self.session.close(crate::session::CloseReason::SlowClient);
+                }
+            }
+            Phase::Pending { closed: true, .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Builds the event envelope for `queued`, with the socket's current
+    /// snapshot.
+    pub(crate) fn event(
+        &self,
+        node_id: &str,
+        state: &SocketState,
+        seq: u64,
+        queued: Queued,
+    ) -> Event {
+        Event {
+            kind: queued.kind,
+            node: node_id.to_owned(),
+            sid: self.id.to_string(),
+            nsp: self.nsp.to_string(),
+            seq,
+            data: queued.data,
+            bin: queued.bin,
+            ack: queued.ack,
+            reason: queued.reason,
+            rooms: state.rooms.iter().cloned().collect(),
+            sdata: state.data.clone(),
+            handshake: self.handshake.clone(),
+        }
+    }
+}

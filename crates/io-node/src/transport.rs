@@ -1,0 +1,509 @@
+//! The HTTP side of Engine.IO: the handshake, long-polling requests, the
+//! WebSocket transport and the upgrade from one to the other, and the error
+//! responses the protocol prescribes. Transports move frames between a
+//! session's outbox and the network and hand incoming packets to the node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use iocluster_protocol::engine::{self, OpenPacket, TransportError};
+use iocluster_protocol::envelope::Handshake;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
+
+use crate::node::Node;
+use crate::session::{self, CloseReason, Frame, Session};
+
+/// The query parameters Engine.IO uses.
+struct EngineQuery {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+fn parse_query(query: &str) -> (EngineQuery, Vec<(String, String)>) {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    (
+        EngineQuery {
+            eio: find("EIO"),
+            transport: find("transport"),
+            sid: find("sid"),
+        },
+        pairs,
+    )
+}
+
+/// Entry point for every request under the Engine.IO path.
+pub(crate) async fn handle(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let mut response = route(node.clone(), peer, request).await;
+    cors(&node, origin, response.headers_mut());
+    response
+}
+
+async fn route(node: Arc<Node>, peer: SocketAddr, request: Request) -> Response {
+    if request.method() == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let (query, pairs) = parse_query(request.uri().query().unwrap_or(""));
+    if query.eio.as_deref() != Some(engine::PROTOCOL_VERSION) {
+        return error(TransportError::UnsupportedProtocolVersion);
+    }
+    let websocket = match query.transport.as_deref() {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return error(TransportError::UnknownTransport),
+    };
+    match (websocket, query.sid) {
+        (false, None) if request.method() == Method::GET => {
+            handshake_polling(&node, peer, &request, pairs)
+        }
+        (false, None) => error(TransportError::BadHandshakeMethod),
+        (false, Some(sid)) => {
+            let Some(session) = node.session(&sid) else {
+                return error(TransportError::UnknownSid);
+            };
+            if session.lock().websocket {
+                return error(TransportError::BadRequest);
+            }
+            match *request.method() {
+                Method::GET => poll(&node, session).await,
+                Method::POST => post(&node, session, request).await,
+                _ => error(TransportError::BadRequest),
+            }
+        }
+        (true, sid) => {
+            if request.method() != Method::GET || !is_websocket_upgrade(request.headers()) {
+                return error(TransportError::BadRequest);
+            }
+            let session = match sid {
+                Some(sid) => {
+                    let Some(session) = node.session(&sid) else {
+                        return error(TransportError::UnknownSid);
+                    };
+                    {
+                        let state = session.lock();
+                        if state.websocket || state.upgrading {
+                            return error(TransportError::BadRequest);
+                        }
+                    }
+                    Some(session)
+                }
+                None => None,
+            };
+            upgrade_websocket(node, peer, request, pairs, session)
+        }
+    }
+}
+
+fn error(error: TransportError) -> Response {
+    (
+        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, "application/json")],
+        error.body(),
+    )
+        .into_response()
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+fn cors(node: &Node, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
+    let Some(origin) = origin else { return };
+    let origins = &node.config().cors_origins;
+    let allowed = origins
+        .iter()
+        .any(|allowed| allowed == "*" || origin.as_bytes() == allowed.as_bytes());
+    if !allowed {
+        return;
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn capture_handshake(
+    peer: SocketAddr,
+    request: &Request,
+    query: Vec<(String, String)>,
+) -> Arc<Handshake> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            None => headers.push((name.as_str().to_owned(), value)),
+        }
+    }
+    Arc::new(Handshake {
+        headers,
+        query,
+        address: peer.to_string(),
+        time: crate::bridge::now_ms(),
+        url: request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_default(),
+        secure: false,
+        auth: None,
+    })
+}
+
+/// Creates a session and starts its task.
+fn open_session(node: &Arc<Node>, handshake: Arc<Handshake>, websocket: bool) -> Arc<Session> {
+    let session = Session::new(
+        node.new_sid(),
+        handshake,
+        node.config().outbox_capacity,
+        websocket,
+    );
+    node.insert_session(session.clone());
+    let span = tracing::debug_span!("session", sid = %session.sid);
+    tokio::spawn(session::run(node.clone(), session.clone()).instrument(span));
+    tracing::debug!(sid = %session.sid, websocket, "session opened");
+    session
+}
+
+fn open_packet(node: &Node, sid: &str, upgrades: &[&str]) -> String {
+    let config = node.config();
+    OpenPacket {
+        sid,
+        upgrades,
+        ping_interval: config.ping_interval.as_millis() as u64,
+        ping_timeout: config.ping_timeout.as_millis() as u64,
+        max_payload: config.max_payload as u64,
+    }
+    .encode()
+}
+
+fn handshake_polling(
+    node: &Arc<Node>,
+    peer: SocketAddr,
+    request: &Request,
+    query: Vec<(String, String)>,
+) -> Response {
+    let handshake = capture_handshake(peer, request, query);
+    let session = open_session(node, handshake, false);
+    text(open_packet(node, &session.sid, &["websocket"]))
+}
+
+/// A long-polling GET: waits for frames, then returns all that are ready.
+async fn poll(node: &Node, session: Arc<Session>) -> Response {
+    let Ok(mut outbox) = session.outbox_rx.try_lock() else {
+        // Two concurrent GETs: the protocol says the session is broken.
+        session.close(CloseReason::TransportError);
+        return error(TransportError::BadRequest);
+    };
+    let first = tokio::select! {
+        frame = outbox.recv() => frame,
+        _ = session.cancel.cancelled() => None,
+    };
+    let Some(first) = first else {
+        return text("1".to_owned());
+    };
+    let budget = node.config().max_payload;
+    let mut body = String::new();
+    write_polling_frame(&mut body, &first);
+    while body.len() < budget {
+        match outbox.try_recv() {
+            Ok(frame) => {
+                body.push(engine::RECORD_SEPARATOR);
+                write_polling_frame(&mut body, &frame);
+            }
+            Err(_) => break,
+        }
+    }
+    text(body)
+}
+
+fn write_polling_frame(body: &mut String, frame: &Frame) {
+    match frame {
+        Frame::Text(text) => body.push_str(text.as_str()),
+        Frame::WithBinary(text, attachments) => {
+            body.push_str(text.as_str());
+            for attachment in attachments.iter() {
+                body.push(engine::RECORD_SEPARATOR);
+                engine::write_polling_binary(body, attachment);
+            }
+        }
+    }
+}
+
+/// A long-polling POST: one or more packets from the client.
+async fn post(node: &Arc<Node>, session: Arc<Session>, request: Request) -> Response {
+    if session.posting.swap(true, Ordering::AcqRel) {
+        session.close(CloseReason::TransportError);
+        return error(TransportError::BadRequest);
+    }
+    let response = read_post(node, &session, request).await;
+    session.posting.store(false, Ordering::Release);
+    response
+}
+
+async fn read_post(node: &Arc<Node>, session: &Arc<Session>, request: Request) -> Response {
+    let limit = node.config().max_payload;
+    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            session.close(CloseReason::TransportError);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+    };
+    let Ok(payload) = std::str::from_utf8(&body) else {
+        session.close(CloseReason::ParseError);
+        return error(TransportError::BadRequest);
+    };
+    for record in engine::split_payload(payload) {
+        let result = match engine::decode_polling_record(record) {
+            Ok(packet) => node.on_engine_packet(session, packet).await,
+            Err(_) => Err(CloseReason::ParseError),
+        };
+        if let Err(reason) = result {
+            session.close(reason);
+            return error(TransportError::BadRequest);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13")
+        && headers.contains_key(header::SEC_WEBSOCKET_KEY)
+}
+
+fn upgrade_websocket(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    mut request: Request,
+    query: Vec<(String, String)>,
+    existing: Option<Arc<Session>>,
+) -> Response {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error(TransportError::BadRequest);
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let handshake = existing
+        .is_none()
+        .then(|| capture_handshake(peer, &request, query));
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let max_payload = node.config().max_payload;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_payload))
+            .max_frame_size(Some(max_payload));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match (existing, handshake) {
+            (Some(session), _) => {
+                let span =
+                    tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
+                run_upgrade(node, session, ws).instrument(span).await;
+            }
+            (None, Some(handshake)) => {
+                let session = open_session(&node, handshake, true);
+                let span =
+                    tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
+                run_websocket(node, session, ws).instrument(span).await;
+            }
+            (None, None) => {}
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A WebSocket opened straight away: send the handshake, then serve.
+async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+    let open = open_packet(&node, &session.sid, &[]);
+    if ws.send(Message::Text(open.into())).await.is_err() {
+        session.close(CloseReason::TransportError);
+        return;
+    }
+    serve_websocket(node, session, ws).await;
+}
+
+/// A WebSocket opened to upgrade a polling session: answer the probe, wait
+/// for `upgrade`, then take over the outbox.
+async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+    loop {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            _ = session.cancel.cancelled() => return,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => return, // The probe failed; the session goes on polling.
+        };
+        match engine::decode_text(text.as_str()) {
+            Ok(engine::Packet::Ping("probe")) => {
+                if ws
+                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                session.lock().upgrading = true;
+                // Releases a pending long-poll so the client can pause polling.
+                session.send(Frame::noop());
+            }
+            Ok(engine::Packet::Upgrade) if session.lock().upgrading => {
+                {
+                    let mut state = session.lock();
+                    state.upgrading = false;
+                    state.websocket = true;
+                }
+                tracing::debug!("upgraded to WebSocket");
+                serve_websocket(node, session, ws).await;
+                return;
+            }
+            _ => {
+                session.close(CloseReason::ParseError);
+                return;
+            }
+        }
+    }
+}
+
+/// Most frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
+    let mut outbox = tokio::select! {
+        outbox = session.outbox_rx.lock() => outbox,
+        _ = session.cancel.cancelled() => return,
+    };
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let result = match message {
+                    Some(Ok(Message::Text(text))) => match engine::decode_text(text.as_str()) {
+                        Ok(packet) => node.on_engine_packet(&session, packet).await,
+                        Err(_) => Err(CloseReason::ParseError),
+                    },
+                    Some(Ok(Message::Binary(bytes))) => {
+                        node.on_engine_packet(&session, engine::Packet::Binary(bytes.to_vec().into())).await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | None => Err(CloseReason::TransportClose),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "WebSocket read failed");
+                        Err(CloseReason::TransportError)
+                    }
+                };
+                if let Err(reason) = result {
+                    session.close(reason);
+                    break;
+                }
+            }
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { break };
+                let write = async {
+                    feed(&mut sink, frame).await?;
+                    for _ in 1..WRITE_BATCH {
+                        match outbox.try_recv() {
+                            Ok(frame) => feed(&mut sink, frame).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                };
+                let result = tokio::select! {
+                    result = write => result,
+                    _ = session.cancel.cancelled() => break,
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "WebSocket write failed");
+                    session.close(CloseReason::TransportError);
+                    break;
+                }
+            }
+            _ = session.cancel.cancelled() => break,
+        }
+    }
+    // Closing the transport without a Socket.IO DISCONNECT lets stock clients
+    // reconnect (to this node or another one).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+async fn feed<S>(sink: &mut S, frame: Frame) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    match frame {
+        Frame::Text(text) => sink.feed(Message::Text(text)).await,
+        Frame::WithBinary(text, attachments) => {
+            sink.feed(Message::Text(text)).await?;
+            for attachment in attachments.iter() {
+                sink.feed(Message::Binary(attachment.clone())).await?;
+            }
+            Ok(())
+        }
+    }
+}
