@@ -53,7 +53,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = redis::Client::open(config.redis.as_str())?;
-    let redis = client.get_connection_manager().await?;
+    // Large pipelines under load may take longer than the client's default
+    // 500 ms; a spurious timeout would make the writer retry (and duplicate).
+    let manager = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(10)));
+    let redis = client.get_connection_manager_with_config(manager).await?;
     let (bridge, receivers) = bridge::bridge(config.event_buffer);
     let node = Node::new(config, bridge, redis.clone());
     if let Err(error) = node.refresh_namespaces().await {

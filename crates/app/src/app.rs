@@ -1,0 +1,778 @@
+//! The app-node runtime: the handlers an application registers, and the loop
+//! that takes events from the queue and runs them.
+//!
+//! Reliability: an event moves atomically from the queue to this app-node's
+//! in-flight list (`LMOVE`, several per round trip through a script), and
+//! leaves it only when its handler is done, in the same atomic step that
+//! publishes the "done" to its io-node. An app-node whose lease lapses has its
+//! in-flight events moved back to the queue by any other app-node. Together:
+//! every event is handled at least once; it is handled twice only when an
+//! app-node dies (or stalls past its lease) between running a handler and
+//! reporting it done.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{FutureExt, StreamExt};
+use iocluster_protocol::envelope::{self, Command, Event, EventKind, Reply};
+use iocluster_protocol::keys::Keys;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AppConfig;
+use crate::payload::{FromPayload, Payload};
+use crate::socket::{Ack, Ctx, Emitter, Publish, Socket};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type ConnectHandler = Arc<dyn Fn(Socket) -> BoxFuture<Result<(), Reject>> + Send + Sync>;
+type EventHandler = Arc<dyn Fn(Socket, Payload, Option<Ack>) -> BoxFuture<()> + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(Socket, String) -> BoxFuture<()> + Send + Sync>;
+type SessionHandler = Arc<dyn Fn(Socket) -> BoxFuture<()> + Send + Sync>;
+type AnyEventHandler =
+    Arc<dyn Fn(Socket, String, Payload, Option<Ack>) -> BoxFuture<()> + Send + Sync>;
+
+/// A refused connection: the client's `connect_error` gets `message` (and
+/// `data`).
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
+
+impl Reject {
+    pub fn new(message: impl Into<String>) -> Reject {
+        Reject {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: serde_json::Value) -> Reject {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// The handlers of one namespace.
+#[derive(Default)]
+pub struct Namespace {
+    on_connection: Option<ConnectHandler>,
+    events: HashMap<String, EventHandler>,
+    on_any: Option<AnyEventHandler>,
+    on_disconnect: Option<DisconnectHandler>,
+}
+
+impl Namespace {
+    /// Runs when a client connects; `Err` refuses the connection. Without it,
+    /// every connection is accepted. The client gets CONNECT only after this
+    /// returns, and its later events wait until then.
+    pub fn on_connection<F, Fut>(&mut self, handler: F) -> &mut Namespace
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Reject>> + Send + 'static,
+    {
+        self.on_connection = Some(Arc::new(move |socket| Box::pin(handler(socket))));
+        self
+    }
+
+    /// Runs for each `event` a client emits. `T` receives the arguments (see
+    /// [`FromPayload`]); arguments that do not fit are logged and the event
+    /// dropped. `ack` is set when the client asked for an acknowledgement.
+    pub fn on<T, F, Fut>(&mut self, event: &str, handler: F) -> &mut Namespace
+    where
+        T: FromPayload + Send + 'static,
+        F: Fn(Socket, T, Option<Ack>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let name = event.to_owned();
+        self.events.insert(
+            event.to_owned(),
+            Arc::new(move |socket, payload, ack| {
+                let handler = handler.clone();
+                let name = name.clone();
+                Box::pin(async move {
+                    match T::from_payload(payload) {
+                        Ok(args) => handler(socket, args, ack).await,
+                        Err(error) => tracing::warn!(event = %name, %error, "arguments do not fit the handler"),
+                    }
+                })
+            }),
+        );
+        self
+    }
+
+    /// Runs for events no [`Namespace::on`] handler takes.
+    pub fn on_any<F, Fut>(&mut self, handler: F) -> &mut Namespace
+    where
+        F: Fn(Socket, String, Payload, Option<Ack>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_any = Some(Arc::new(move |socket, name, payload, ack| {
+            Box::pin(handler(socket, name, payload, ack))
+        }));
+        self
+    }
+
+    /// Runs once when a connected socket goes away, with Socket.IO's reason
+    /// (`transport close`, `ping timeout`, `client namespace disconnect`, ...).
+    pub fn on_disconnect<F, Fut>(&mut self, handler: F) -> &mut Namespace
+    where
+        F: Fn(Socket, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(Arc::new(move |socket, reason| {
+            Box::pin(handler(socket, reason))
+        }));
+        self
+    }
+}
+
+/// Why an app-node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A handle that emits from outside handlers (timers, other tasks).
+#[derive(Clone)]
+pub struct Io {
+    ctx: Arc<Ctx>,
+}
+
+impl Io {
+    /// Every client of `nsp`; narrow it with `to`, `except`, ...
+    pub fn of(&self, nsp: &str) -> Emitter {
+        Emitter::new(self.ctx.clone(), nsp)
+    }
+}
+
+/// An application: its namespaces and handlers, and the runtime that serves
+/// them. Every app-node under one prefix must run the same application.
+pub struct App {
+    config: AppConfig,
+    namespaces: HashMap<String, Namespace>,
+    on_new_session: Option<SessionHandler>,
+    ctx: Arc<Ctx>,
+    publish_rx: mpsc::Receiver<Publish>,
+}
+
+/// Publishes waiting to be written before emits report `Overloaded`.
+const PUBLISH_QUEUE: usize = 65_536;
+/// Most events taken from the queue in one round trip.
+const FETCH_BATCH: usize = 64;
+/// Most publishes written in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+
+/// Moves up to ARGV[1] events from the queue to the in-flight list.
+const FETCH_SCRIPT: &str = r"
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not v then break end
+  out[i] = v
+end
+return out";
+
+/// Removes a finished event from the in-flight list and, if it was still
+/// there (not handed to another app-node meanwhile), publishes its done.
+const DONE_SCRIPT: &str = r"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0";
+
+/// Hands the in-flight events of an app-node whose lease lapsed back to the
+/// queue, and forgets the app-node. Atomic, so racing app-nodes move each
+/// event once.
+const REAP_SCRIPT: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) > tonumber(ARGV[2]) then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return moved";
+
+impl App {
+    pub fn new(config: AppConfig) -> App {
+        let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let ctx = Arc::new(Ctx::new(
+            config.app_id.clone(),
+            Keys::new(config.prefix.clone()),
+            publisher,
+            config.join_timeout,
+        ));
+        App {
+            config,
+            namespaces: HashMap::new(),
+            on_new_session: None,
+            ctx,
+            publish_rx,
+        }
+    }
+
+    /// Declares namespace `nsp` (e.g. `/` or `/chat`) and its handlers.
+    /// io-nodes refuse clients connecting to namespaces no app-node declares.
+    pub fn namespace(&mut self, nsp: &str, setup: impl FnOnce(&mut Namespace)) -> &mut App {
+        let namespace = self.namespaces.entry(normalize_nsp(nsp)).or_default();
+        setup(namespace);
+        self
+    }
+
+    /// Runs before the first event of a socket this app-node has not seen
+    /// (after its own restart, or when another app-node handled the socket's
+    /// connection), so the application can rebuild per-client context.
+    pub fn on_new_session<F, Fut>(&mut self, handler: F) -> &mut App
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_new_session = Some(Arc::new(move |socket| Box::pin(handler(socket))));
+        self
+    }
+
+    /// A handle to emit from outside handlers.
+    pub fn io(&self) -> Io {
+        Io {
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Serves events until `shutdown` resolves, then finishes the events in
+    /// hand (within the grace period), hands back any it could not finish and
+    /// leaves the registry.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+        let App {
+            config,
+            namespaces,
+            on_new_session,
+            ctx,
+            publish_rx,
+        } = self;
+        let keys = ctx.keys.clone();
+        let client = redis::Client::open(config.redis.as_str())?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let mut redis = client
+            .get_connection_manager_with_config(manager.clone())
+            .await?;
+        // Blocking pops need a connection of their own, without a response
+        // timeout shorter than the pop's.
+        let blocking_config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let mut blocking = client
+            .get_connection_manager_with_config(blocking_config)
+            .await?;
+
+        let nsps: Vec<String> = namespaces.keys().cloned().collect();
+        heartbeat(&mut redis, &keys, &config, &nsps).await?;
+
+        let stop = CancellationToken::new();
+        let replies_ready = CancellationToken::new();
+        let mut tasks = vec![
+            tokio::spawn(publisher(
+                redis.clone(),
+                keys.inflight(&config.app_id),
+                publish_rx,
+            )),
+            tokio::spawn(replies(
+                client.clone(),
+                ctx.clone(),
+                stop.clone(),
+                replies_ready.clone(),
+            )),
+            tokio::spawn(lease_keeper(
+                redis.clone(),
+                keys.clone(),
+                config.clone(),
+                nsps.clone(),
+                stop.clone(),
+            )),
+        ];
+        // Join confirmations and acks come on our channel: listen before
+        // taking any event.
+        replies_ready.cancelled().await;
+        tracing::info!(app = %config.app_id, prefix = %config.prefix, namespaces = ?nsps, "app-node serving");
+
+        let shared = Arc::new(Shared {
+            ctx: ctx.clone(),
+            namespaces,
+            on_new_session,
+            seen: Mutex::new(Seen::default()),
+            handler_timeout: config.handler_timeout,
+        });
+        let semaphore = Arc::new(Semaphore::new(config.concurrency));
+        let events_key = keys.events();
+        let inflight_key = keys.inflight(&config.app_id);
+        let fetch = redis::Script::new(FETCH_SCRIPT);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let first = tokio::select! {
+                permit = semaphore.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = &mut shutdown => break,
+            };
+            let room = (semaphore.available_permits() + 1).min(FETCH_BATCH);
+            let fetched: redis::RedisResult<Vec<Vec<u8>>> = fetch
+                .key(&events_key)
+                .key(&inflight_key)
+                .arg(room)
+                .invoke_async(&mut redis)
+                .await;
+            let mut batch = match fetched {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take events from the queue; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(50);
+            if batch.is_empty() {
+                let mut pop = redis::cmd("BLMOVE");
+                pop.arg(&events_key)
+                    .arg(&inflight_key)
+                    .arg("RIGHT")
+                    .arg("LEFT")
+                    .arg(1.0);
+                let popped: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
+                    popped = pop.query_async(&mut blocking) => popped,
+                    // An event moved by an abandoned pop stays in our
+                    // in-flight list and is handed back at the end.
+                    _ = &mut shutdown => break,
+                };
+                match popped {
+                    Ok(Some(raw)) => batch.push(raw),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "blocking pop failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                }
+            }
+            let mut first = Some(first);
+            for raw in batch {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => match semaphore.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        // Cannot happen: only this loop takes permits and it
+                        // fetched no more than were free.
+                        Err(_) => semaphore
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore is never closed"),
+                    },
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.handle(raw).await;
+                    drop(permit);
+                });
+            }
+        }
+
+        tracing::info!("shutting down: finishing events in hand");
+        let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+        if tokio::time::timeout(config.shutdown_grace, semaphore.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period ran out with handlers still running");
+        }
+        drop(shared);
+        // Let the publisher write what the handlers issued.
+        let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while ctx.publisher.capacity() < ctx.publisher.max_capacity()
+            && tokio::time::Instant::now() < flush_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        ctx.fail_pending();
+        // Whatever is still ours goes back to the queue, then we leave.
+        let handed_back: redis::RedisResult<i64> = redis::Script::new(REAP_SCRIPT)
+            .key(keys.apps())
+            .key(&inflight_key)
+            .key(&events_key)
+            .arg(&config.app_id)
+            .arg(u64::MAX)
+            .invoke_async(&mut redis)
+            .await;
+        match handed_back {
+            Ok(moved) if moved > 0 => {
+                tracing::info!(moved, "handed unfinished events back to the queue")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot hand events back; the lease will expire instead")
+            }
+        }
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        tracing::info!("app-node stopped");
+        Ok(())
+    }
+}
+
+fn normalize_nsp(nsp: &str) -> String {
+    if nsp.starts_with('/') {
+        nsp.to_owned()
+    } else {
+        format!("/{nsp}")
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sockets this app-node has met, in two generations so memory stays bounded
+/// (a socket whose disconnect another app-node handled is forgotten in time).
+#[derive(Default)]
+struct Seen {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+}
+
+const SEEN_GENERATION: usize = 100_000;
+
+impl Seen {
+    /// Records `sid`; `true` if it was new.
+    fn meet(&mut self, sid: &str) -> bool {
+        if self.current.contains(sid) || self.previous.contains(sid) {
+            return false;
+        }
+        if self.current.len() >= SEEN_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(sid.to_owned());
+        true
+    }
+
+    fn forget(&mut self, sid: &str) {
+        self.current.remove(sid);
+        self.previous.remove(sid);
+    }
+}
+
+struct Shared {
+    ctx: Arc<Ctx>,
+    namespaces: HashMap<String, Namespace>,
+    on_new_session: Option<SessionHandler>,
+    seen: Mutex<Seen>,
+    handler_timeout: Duration,
+}
+
+impl Shared {
+    async fn handle(&self, raw: Vec<u8>) {
+        let event = match Event::decode(&raw) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "undecodable event discarded");
+                let _ = self.ctx.publisher.send(Publish::Discard { raw }).await;
+                return;
+            }
+        };
+        let socket = Socket::from_event(&event, self.ctx.clone());
+        let work = self.run_handlers(&event, socket);
+        let reject =
+            match tokio::time::timeout(self.handler_timeout, AssertUnwindSafe(work).catch_unwind())
+                .await
+            {
+                Ok(Ok(reject)) => reject,
+                Ok(Err(_)) => {
+                    tracing::error!(sid = %event.sid, kind = ?event.kind, "handler panicked");
+                    (event.kind == EventKind::Connect).then(|| Reject::new("Internal error"))
+                }
+                Err(_) => {
+                    tracing::error!(sid = %event.sid, kind = ?event.kind, "handler timed out");
+                    (event.kind == EventKind::Connect).then(|| Reject::new("Internal error"))
+                }
+            };
+        let done = Command::Done(envelope::Done {
+            nsp: event.nsp.clone(),
+            sid: event.sid.clone(),
+            seq: event.seq,
+            reject: reject.map(|reject| envelope::Reject {
+                message: reject.message,
+                data: reject.data.map(|data| data.to_string()),
+            }),
+        });
+        let channel = self.ctx.keys.node_channel(&event.node);
+        let _ = self
+            .ctx
+            .publisher
+            .send(Publish::Done {
+                raw,
+                channel,
+                payload: done.encode(),
+            })
+            .await;
+    }
+
+    /// Runs the application's handlers for one event; for a connection,
+    /// returns the refusal, if any.
+    async fn run_handlers(&self, event: &Event, socket: Socket) -> Option<Reject> {
+        let namespace = self.namespaces.get(&event.nsp);
+        let new_session = match event.kind {
+            EventKind::Connect => {
+                lock(&self.seen).meet(&event.sid);
+                false
+            }
+            EventKind::Message => lock(&self.seen).meet(&event.sid),
+            EventKind::Disconnect => {
+                lock(&self.seen).forget(&event.sid);
+                false
+            }
+        };
+        let Some(namespace) = namespace else {
+            tracing::debug!(nsp = %event.nsp, "event for a namespace this application does not serve");
+            return (event.kind == EventKind::Connect).then(|| Reject::new("Invalid namespace"));
+        };
+        if new_session && let Some(hook) = &self.on_new_session {
+            hook(socket.clone()).await;
+        }
+        match event.kind {
+            EventKind::Connect => match &namespace.on_connection {
+                Some(handler) => handler(socket).await.err(),
+                None => None,
+            },
+            EventKind::Message => {
+                let bin = event
+                    .bin
+                    .iter()
+                    .map(|b| bytes::Bytes::copy_from_slice(b))
+                    .collect();
+                let (name, payload) =
+                    match Payload::from_event(event.data.as_deref().unwrap_or("[]"), bin) {
+                        Ok(parsed) => parsed,
+                        Err(error) => {
+                            tracing::warn!(%error, "malformed event data");
+                            return None;
+                        }
+                    };
+                let ack = event.ack.map(|id| Ack {
+                    ctx: self.ctx.clone(),
+                    node: event.node.clone(),
+                    nsp: event.nsp.clone(),
+                    sid: event.sid.clone(),
+                    id,
+                });
+                if let Some(handler) = namespace.events.get(&name) {
+                    handler(socket, payload, ack).await;
+                } else if let Some(handler) = &namespace.on_any {
+                    handler(socket, name, payload, ack).await;
+                } else {
+                    tracing::debug!(event = %name, "no handler");
+                }
+                None
+            }
+            EventKind::Disconnect => {
+                if let Some(handler) = &namespace.on_disconnect {
+                    handler(socket, event.reason.clone().unwrap_or_default()).await;
+                }
+                None
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Renews this app-node's lease and the leases of its namespaces.
+async fn heartbeat(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    config: &AppConfig,
+    nsps: &[String],
+) -> redis::RedisResult<()> {
+    let until = now_ms() + config.lease.as_millis() as u64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(keys.apps())
+        .arg(until)
+        .arg(&config.app_id)
+        .ignore();
+    for nsp in nsps {
+        pipe.cmd("ZADD")
+            .arg(keys.namespaces())
+            .arg("GT")
+            .arg(until)
+            .arg(nsp)
+            .ignore();
+    }
+    pipe.query_async(redis).await
+}
+
+/// Keeps the lease and hands back the events of app-nodes whose lease lapsed.
+async fn lease_keeper(
+    mut redis: redis::aio::ConnectionManager,
+    keys: Keys,
+    config: AppConfig,
+    nsps: Vec<String>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval((config.lease / 4).max(Duration::from_millis(20)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reap = redis::Script::new(REAP_SCRIPT);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(error) = heartbeat(&mut redis, &keys, &config, &nsps).await {
+            tracing::warn!(%error, "cannot renew the lease");
+            continue;
+        }
+        let now = now_ms();
+        let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
+            .arg(keys.apps())
+            .arg("-inf")
+            .arg(now)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(16)
+            .query_async(&mut redis)
+            .await;
+        for app in expired.unwrap_or_default() {
+            if app == config.app_id {
+                continue;
+            }
+            let moved: redis::RedisResult<i64> = reap
+                .key(keys.apps())
+                .key(keys.inflight(&app))
+                .key(keys.events())
+                .arg(&app)
+                .arg(now)
+                .invoke_async(&mut redis)
+                .await;
+            match moved {
+                Ok(moved) if moved >= 0 => {
+                    tracing::warn!(app = %app, moved, "app-node lease lapsed: its events went back to the queue")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot hand back a lapsed app-node's events"),
+            }
+        }
+    }
+}
+
+/// Writes the publish queue to Redis in order, many per pipeline.
+async fn publisher(
+    mut redis: redis::aio::ConnectionManager,
+    inflight_key: String,
+    mut queue: mpsc::Receiver<Publish>,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < PUBLISH_BATCH {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for item in &batch {
+            match item {
+                Publish::Command { channel, payload } => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                Publish::Done {
+                    raw,
+                    channel,
+                    payload,
+                } => {
+                    // EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT
+                    // after a Redis restart, and Redis caches the script anyway.
+                    pipe.cmd("EVAL")
+                        .arg(DONE_SCRIPT)
+                        .arg(1)
+                        .arg(&inflight_key)
+                        .arg(raw)
+                        .arg(channel)
+                        .arg(payload)
+                        .ignore();
+                }
+                Publish::Discard { raw } => {
+                    pipe.cmd("LREM").arg(&inflight_key).arg(1).arg(raw).ignore();
+                }
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        while let Err(error) = pipe.query_async::<()>(&mut redis).await {
+            tracing::warn!(%error, items = batch.len(), "cannot publish; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        batch.clear();
+    }
+}
+
+/// Listens on this app-node's channel for join confirmations and acks.
+async fn replies(
+    client: redis::Client,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+    ready: CancellationToken,
+) {
+    let channel = ctx.keys.app_channel(&ctx.app_id);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = subscribed => match result {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot subscribe to the reply channel; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        };
+        backoff = Duration::from_millis(50);
+        ready.cancel();
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    match Reply::decode(message.get_payload_bytes()) {
+                        Ok(reply) => ctx.on_reply(reply),
+                        Err(error) => tracing::warn!(%error, "invalid reply"),
+                    }
+                }
+            }
+        }
+        tracing::warn!("reply channel lost; reconnecting");
+    }
+}

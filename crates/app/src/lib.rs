@@ -1,0 +1,59 @@
+//! The app-node SDK: write Socket.IO server logic once, run it on any number
+//! of stateless app-nodes behind the io-nodes.
+//!
+//! ```no_run
+//! use iocluster_app::{App, AppConfig, Reject};
+//!
+//! # async fn example() -> Result<(), iocluster_app::AppError> {
+//! let mut app = App::new(AppConfig::default());
+//! app.namespace("/", |ns| {
+//!     ns.on_connection(|socket| async move {
+//!         if socket.auth::<serde_json::Value>().is_none() {
+//!             return Err(Reject::new("auth required"));
+//!         }
+//!         socket.join("lobby").await.map_err(|e| Reject::new(e.to_string()))?;
+//!         Ok(())
+//!     });
+//!     ns.on("chat", |socket, text: String, _ack| async move {
+//!         let _ = socket.to("lobby").emit("chat", &text);
+//!     });
+//! });
+//! app.run(std::future::pending()).await
+//! # }
+//! ```
+//!
+//! - `app`: [`App`], [`Namespace`] handlers and the runtime (queue
+//!   consumption, leases, hand-back of a dead app-node's events).
+//! - `socket`: [`Socket`], [`Emitter`] and [`Ack`], which turn into commands.
+//! - `payload`: [`Payload`], event arguments as JSON text plus attachments,
+//!   and [`FromPayload`] for typed handler arguments.
+//! - [`config`]: [`AppConfig`], the shared flags [`AppArgs`], logging.
+
+mod app;
+pub mod config;
+mod payload;
+mod socket;
+
+pub use app::{App, AppError, Io, Namespace, Reject};
+pub use config::{AppArgs, AppConfig};
+pub use iocluster_protocol::envelope::Handshake;
+pub use payload::{FromPayload, Payload, PayloadError};
+pub use socket::{Ack, EmitError, Emitter, Socket};
+
+/// Resolves on SIGINT or SIGTERM: pass it to [`App::run`].
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
