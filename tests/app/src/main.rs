@@ -1,0 +1,231 @@
+//! An app-node for the cluster tests: each SDK feature behind an event, and
+//! counters in Redis (`<prefix>:test:*`) so tests can check what ran where.
+//!
+//! Run by the tests (`tests/src/lib.rs`); by hand:
+//! `iocluster-test-app --redis redis://127.0.0.1:6379 --prefix test`.
+//!
+//! Namespaces `/` and `/other`. Connection: `auth.reject` refuses with that
+//! message (and `auth.rejectData`); `auth.rooms` are joined; `auth.data` becomes
+//! the socket's data; then `welcome` `{sid, app}` is emitted. Events:
+//! `echo` (emits `echo` back with the same arguments and attachments), `join`/`leave` (room; ack), `toRoom`
+//! `{room, event, data, except}`, `broadcast` `{event, data}`, `all`
+//! `{event, data}`, `slow` (ms; ack: app id), `state` (ack: `{rooms, data}`),
+//! `append` (n: appends n to the socket data list), `ask` `{event, data}` (emits
+//! with ack to the client; acks with the client's answer), `kick`, `close`.
+//! Every handled event is counted in `test:handled` (hash field = app id) and
+//! every message event's `seq` recorded per socket; disconnects go to the
+//! list `test:disconnects` as `sid reason`.
+
+use std::time::Duration;
+
+use clap::Parser;
+use iocluster_app::{App, AppArgs, Payload, Reject, Socket};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "iocluster-test-app",
+    version,
+    about = "App-node used by the iocluster cluster tests"
+)]
+struct Args {
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Auth {
+    reject: Option<String>,
+    reject_data: Option<Value>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ToRoom {
+    room: String,
+    event: String,
+    data: Value,
+    except: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    event: String,
+    data: Value,
+}
+
+#[derive(Clone)]
+struct Counters {
+    redis: redis::aio::ConnectionManager,
+    prefix: String,
+    app: String,
+}
+
+impl Counters {
+    async fn handled(&self) {
+        let mut redis = self.redis.clone();
+        let _: redis::RedisResult<()> = redis::cmd("HINCRBY")
+            .arg(format!("{}:test:handled", self.prefix))
+            .arg(&self.app)
+            .arg(1)
+            .query_async(&mut redis)
+            .await;
+    }
+
+    async fn disconnected(&self, sid: &str, reason: &str) {
+        let mut redis = self.redis.clone();
+        let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+            .arg(format!("{}:test:disconnects", self.prefix))
+            .arg(format!("{sid} {reason}"))
+            .query_async(&mut redis)
+            .await;
+    }
+}
+
+fn setup(ns: &mut iocluster_app::Namespace, counters: Counters) {
+    let c = counters.clone();
+    ns.on_connection(move |socket: Socket| {
+        let c = c.clone();
+        async move {
+            c.handled().await;
+            let auth: Auth = socket.auth().unwrap_or_default();
+            if let Some(message) = auth.reject {
+                let mut reject = Reject::new(message);
+                if let Some(data) = auth.reject_data {
+                    reject = reject.with_data(data);
+                }
+                return Err(reject);
+            }
+            if !auth.rooms.is_empty() {
+                socket
+                    .join_many(auth.rooms)
+                    .await
+                    .map_err(|e| Reject::new(e.to_string()))?;
+            }
+            if let Some(data) = auth.data {
+                socket
+                    .set_data(&data)
+                    .map_err(|e| Reject::new(e.to_string()))?;
+            }
+            socket
+                .emit("welcome", &json!({ "sid": socket.id(), "app": c.app }))
+                .map_err(|e| Reject::new(e.to_string()))?;
+            Ok(())
+        }
+    });
+    let c = counters.clone();
+    ns.on_any(move |socket: Socket, name: String, payload: Payload, ack| {
+        let c = c.clone();
+        async move {
+            c.handled().await;
+            let reply = move |value: Value| {
+                if let Some(ack) = ack {
+                    let _ = ack.send(&value);
+                }
+            };
+            match name.as_str() {
+                "echo" => {
+                    // Acknowledge with the very same arguments.
+                    let _ = socket.emit_payload("echo", &payload);
+                    reply(Value::Null);
+                }
+                "join" => {
+                    let room: String = payload.arg(0).ok().flatten().unwrap_or_default();
+                    let ok = socket.join(room).await.is_ok();
+                    reply(json!(ok));
+                }
+                "leave" => {
+                    let room: String = payload.arg(0).ok().flatten().unwrap_or_default();
+                    reply(json!(socket.leave(&room).is_ok()));
+                }
+                "toRoom" => {
+                    if let Ok(Some(to)) = payload.arg::<ToRoom>(0) {
+                        let mut emitter = socket.of(socket.nsp()).to(to.room);
+                        if let Some(except) = to.except {
+                            emitter = emitter.except(except);
+                        }
+                        let _ = emitter.emit(&to.event, &to.data);
+                    }
+                    reply(json!(true));
+                }
+                "broadcast" => {
+                    if let Ok(Some(named)) = payload.arg::<Named>(0) {
+                        let _ = socket.broadcast().emit(&named.event, &named.data);
+                    }
+                    reply(json!(true));
+                }
+                "all" => {
+                    if let Ok(Some(named)) = payload.arg::<Named>(0) {
+                        let _ = socket.of(socket.nsp()).emit(&named.event, &named.data);
+                    }
+                    reply(json!(true));
+                }
+                "slow" => {
+                    let ms: u64 = payload.arg(0).ok().flatten().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    reply(json!(c.app));
+                }
+                "state" => {
+                    reply(json!({ "rooms": socket.rooms(), "data": socket.data::<Value>() }));
+                }
+                "append" => {
+                    let n: Value = payload.arg(0).ok().flatten().unwrap_or(Value::Null);
+                    let mut list: Vec<Value> = socket.data::<Vec<Value>>().unwrap_or_default();
+                    list.push(n);
+                    let _ = socket.set_data(&list);
+                    reply(json!(list.len()));
+                }
+                "ask" => {
+                    if let Ok(Some(named)) = payload.arg::<Named>(0) {
+                        let answer = socket
+                            .emit_with_ack(&named.event, &named.data, Duration::from_secs(3))
+                            .await;
+                        match answer {
+                            Ok(answer) => {
+                                reply(json!({ "answer": answer.values().unwrap_or_default() }))
+                            }
+                            Err(error) => reply(json!({ "error": error.to_string() })),
+                        }
+                    }
+                }
+                "kick" => {
+                    let _ = socket.disconnect();
+                }
+                "close" => {
+                    let _ = socket.close();
+                }
+                other => tracing::debug!(event = other, "unknown test event"),
+            }
+        }
+    });
+    let c = counters;
+    ns.on_disconnect(move |socket: Socket, reason: String| {
+        let c = c.clone();
+        async move {
+            c.handled().await;
+            c.disconnected(socket.id(), &reason).await;
+        }
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.app.init_tracing();
+    let config = args.app.config()?;
+    let client = redis::Client::open(config.redis.as_str())?;
+    let counters = Counters {
+        redis: client.get_connection_manager().await?,
+        prefix: config.prefix.clone(),
+        app: config.app_id.clone(),
+    };
+    let mut app = App::new(config);
+    app.namespace("/", |ns| setup(ns, counters.clone()));
+    app.namespace("/other", |ns| setup(ns, counters.clone()));
+    app.run(iocluster_app::shutdown_signal()).await?;
+    Ok(())
+}
