@@ -1,0 +1,572 @@
+//! The fixture every cluster test shares: a private `redis-server` on a free
+//! port, io-nodes and app-nodes started as real processes with short
+//! timings, a raw HTTP client for protocol checks, and a runner for the
+//! `socket.io-client` scenarios in `tests/js`.
+//!
+//! Processes are killed when their handle drops, so a failing test leaves
+//! nothing behind. Each node's output goes to `target/test-logs/<test>/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Timings short enough for tests, long enough for a loaded 2-core machine.
+pub const PING_INTERVAL_MS: u64 = 400;
+pub const PING_TIMEOUT_MS: u64 = 400;
+pub const LEASE_MS: u64 = 1500;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the workspace binaries are: `IOCLUSTER_BIN_DIR`, else the target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("IOCLUSTER_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            target.join("debug")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Process {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(mut command: Command, log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("cannot create the log file");
+        let err = file.try_clone().expect("cannot clone the log file");
+        command
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        Process {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after `grace`).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn log_dir(test: &str) -> PathBuf {
+    let dir = workspace_root().join("target").join("test-logs").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cannot create the log directory");
+    dir
+}
+
+/// A private redis-server on a free port, keeping nothing on disk.
+pub struct RedisServer {
+    process: Process,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    pub async fn start(logs: &Path) -> RedisServer {
+        let port = free_port();
+        let dir = logs.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
+        let process = Self::spawn(port, &dir, logs);
+        let server = RedisServer { process, port, dir };
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(port: u16, dir: &Path, logs: &Path) -> Process {
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir);
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!("redis-server is not installed: run scripts/test.sh, which installs it");
+        }
+        Process::spawn(command, logs.join(format!("redis-{port}.log")))
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = self.connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port (empty: nothing is kept on disk).
+    pub async fn restart(&mut self) {
+        self.process.kill();
+        let logs = self
+            .dir
+            .parent()
+            .expect("redis dir has a parent")
+            .to_path_buf();
+        self.process = Self::spawn(self.port, &self.dir, &logs);
+        self.wait_ready().await;
+    }
+}
+
+/// An io-node process.
+pub struct IoNode {
+    pub id: String,
+    pub port: u16,
+    pub process: Process,
+}
+
+impl IoNode {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// An app-node process.
+pub struct AppNode {
+    pub id: String,
+    pub process: Process,
+}
+
+static PREFIXES: AtomicU32 = AtomicU32::new(0);
+
+/// Redis, io-nodes and app-nodes for one test.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub prefix: String,
+    pub io: Vec<IoNode>,
+    pub apps: Vec<AppNode>,
+    logs: PathBuf,
+    app_binary: String,
+    io_args: Vec<String>,
+}
+
+/// How to start a [`Cluster`].
+pub struct ClusterBuilder {
+    test: String,
+    io_nodes: usize,
+    app_binary: String,
+    app_nodes: usize,
+    io_args: Vec<String>,
+}
+
+impl Cluster {
+    /// `test` names the log directory.
+    pub fn builder(test: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            test: test.to_owned(),
+            io_nodes: 2,
+            app_binary: "iocluster-test-app".to_owned(),
+            app_nodes: 2,
+            io_args: Vec::new(),
+        }
+    }
+
+    pub fn io_urls(&self) -> Vec<String> {
+        self.io.iter().map(IoNode::url).collect()
+    }
+
+    pub fn logs(&self) -> &Path {
+        &self.logs
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        self.redis
+            .connection()
+            .await
+            .expect("cannot connect to the test Redis")
+    }
+
+    /// Starts one more io-node (with the builder's extra flags).
+    pub async fn start_io(&mut self) -> usize {
+        let index = self.io.len();
+        let id = format!("io{index}");
+        let port = free_port();
+        let mut command = Command::new(bin("iocluster-io-node"));
+        command
+            .args([
+                "--redis",
+                &self.redis.url(),
+                "--prefix",
+                &self.prefix,
+                "--node-id",
+                &id,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
+            .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()])
+            .args(["--lease", &LEASE_MS.to_string()])
+            .args(&self.io_args)
+            .env("RUST_LOG", "info,iocluster_io_node=debug");
+        let process = Process::spawn(command, self.logs.join(format!("{id}.log")));
+        let node = IoNode { id, port, process };
+        wait_http_ok(&node.addr(), "/health").await;
+        self.io.push(node);
+        index
+    }
+
+    /// Starts one more app-node of the cluster's app binary.
+    pub async fn start_app(&mut self) -> usize {
+        let index = self.apps.len();
+        let id = format!("app{index}");
+        let mut command = Command::new(bin(&self.app_binary));
+        command
+            .args([
+                "--redis",
+                &self.redis.url(),
+                "--prefix",
+                &self.prefix,
+                "--app-id",
+                &id,
+            ])
+            .args(["--lease", &LEASE_MS.to_string()])
+            .env("RUST_LOG", "info,iocluster_app=debug");
+        let process = Process::spawn(command, self.logs.join(format!("{id}.log")));
+        self.apps.push(AppNode {
+            id: id.clone(),
+            process,
+        });
+        self.wait_app_ready(&id).await;
+        index
+    }
+
+    async fn wait_app_ready(&self, id: &str) {
+        let mut redis = self.redis().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(format!("{}:apps", self.prefix))
+                .arg(id)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(None);
+            if score.is_some() {
+                // Registered; give it a moment to subscribe to its reply channel.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "app-node {id} did not register; see {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs a `tests/js` scenario with the io-node URLs (and `extra` args)
+    /// and returns the JSON it printed last.
+    pub async fn scenario(&self, script: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args: Vec<String> = vec![format!("--urls={}", self.io_urls().join(","))];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        node_scenario(script, &args).await
+    }
+}
+
+impl ClusterBuilder {
+    pub fn io_nodes(mut self, n: usize) -> Self {
+        self.io_nodes = n;
+        self
+    }
+
+    pub fn app_nodes(mut self, binary: &str, n: usize) -> Self {
+        binary.clone_into(&mut self.app_binary);
+        self.app_nodes = n;
+        self
+    }
+
+    /// Extra flags for every io-node.
+    pub fn io_args(mut self, args: &[&str]) -> Self {
+        self.io_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub async fn start(self) -> Cluster {
+        let logs = log_dir(&self.test);
+        let redis = RedisServer::start(&logs).await;
+        let n = PREFIXES.fetch_add(1, Ordering::Relaxed);
+        let mut cluster = Cluster {
+            redis,
+            prefix: format!("t{}x{n}", std::process::id()),
+            io: Vec::new(),
+            apps: Vec::new(),
+            logs,
+            app_binary: self.app_binary,
+            io_args: self.io_args,
+        };
+        for _ in 0..self.app_nodes {
+            cluster.start_app().await;
+        }
+        for _ in 0..self.io_nodes {
+            cluster.start_io().await;
+        }
+        cluster
+    }
+}
+
+/// Polls until `GET path` answers 200.
+pub async fn wait_http_ok(addr: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(response) = http(addr, "GET", path, &[], b"").await
+            && response.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr}{path} never answered 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), for
+/// protocol checks that a browser client would never send.
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))??;
+    parse_response(&raw)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad response"))
+}
+
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..line_end]).ok()?.trim(), 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
+}
+
+/// Runs `node tests/js/<script> <args>`, requires success, and returns the
+/// JSON on the last line of its output.
+pub async fn node_scenario(script: &str, args: &[String]) -> serde_json::Value {
+    let js = workspace_root().join("tests").join("js");
+    assert!(
+        js.join("node_modules").join("socket.io-client").exists(),
+        "tests/js/node_modules is missing: run scripts/test.sh (or npm ci in tests/js)"
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(js.join(script))
+            .args(args)
+            .current_dir(&js)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} ran past 120 s"))
+    .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON last ({e}):\n{stdout}"))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
