@@ -8,7 +8,7 @@
 //! message (and `auth.rejectData`); `auth.rooms` are joined; `auth.data` becomes
 //! the socket's data; then `welcome` `{sid, app}` is emitted. Events:
 //! `echo` (emits `echo` back with the same arguments and attachments), `join`/`leave` (room; ack), `toRoom`
-//! `{room, event, data, except}`, `broadcast` `{event, data}`, `all`
+//! `{rooms, sids, event, data, except}`, `broadcast` `{event, data}`, `all`
 //! `{event, data}`, `slow` (ms; ack: app id), `state` (ack: `{rooms, data}`),
 //! `append` (n: appends n to the socket data list), `ask` `{event, data}` (emits
 //! with ack to the client; acks with the client's answer), `kick`, `close`.
@@ -46,7 +46,10 @@ struct Auth {
 
 #[derive(Deserialize)]
 struct ToRoom {
-    room: String,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    sids: Vec<String>,
     event: String,
     data: Value,
     except: Option<String>,
@@ -144,7 +147,13 @@ fn setup(ns: &mut iocluster_app::Namespace, counters: Counters) {
                 }
                 "toRoom" => {
                     if let Ok(Some(to)) = payload.arg::<ToRoom>(0) {
-                        let mut emitter = socket.of(socket.nsp()).to(to.room);
+                        let mut emitter = socket.of(socket.nsp());
+                        for room in to.rooms {
+                            emitter = emitter.to(room);
+                        }
+                        for sid in to.sids {
+                            emitter = emitter.to_socket(sid);
+                        }
                         if let Some(except) = to.except {
                             emitter = emitter.except(except);
                         }

@@ -1,0 +1,31 @@
+// --clients sockets spread over the io-nodes each emit --events "slow" events
+// (--slow ms each) one after another and wait for every ack. Used while the
+// Rust test kills app-nodes: every ack must still arrive.
+import assert from "node:assert/strict";
+import { connect, main, urls, TRANSPORTS } from "./lib.mjs";
+import { args } from "./lib.mjs";
+
+const clients = Number(args.clients || 10);
+const events = Number(args.events || 10);
+const slow = Number(args.slow || 0);
+const ackTimeout = Number(args.ackTimeout || 15000);
+
+main(async () => {
+  const sockets = await Promise.all(
+    [...Array(clients).keys()].map((i) => connect(urls[i % urls.length], TRANSPORTS.websocket)),
+  );
+  const apps = {};
+  let acked = 0;
+  await Promise.all(
+    sockets.map(async (socket) => {
+      for (let i = 0; i < events; i++) {
+        const app = await socket.timeout(ackTimeout).emitWithAck("slow", slow);
+        apps[app] = (apps[app] || 0) + 1;
+        acked++;
+      }
+    }),
+  );
+  assert.equal(acked, clients * events);
+  for (const socket of sockets) socket.close();
+  return { acked, apps };
+}, 120000);

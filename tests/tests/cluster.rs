@@ -1,0 +1,205 @@
+//! The cluster end to end: real Redis, io-nodes and app-nodes as processes,
+//! the official socket.io-client (tests/js) across io-nodes.
+
+use std::time::Duration;
+
+use iocluster_tests::{Cluster, eventually};
+
+async fn handled_total(cluster: &Cluster) -> i64 {
+    let mut redis = cluster.redis().await;
+    let counts: Vec<i64> = redis::cmd("HVALS")
+        .arg(format!("{}:test:handled", cluster.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    counts.iter().sum()
+}
+
+async fn disconnects(cluster: &Cluster) -> Vec<String> {
+    let mut redis = cluster.redis().await;
+    redis::cmd("LRANGE")
+        .arg(format!("{}:test:disconnects", cluster.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn echo_reference_behaviour_on_every_transport_and_node() {
+    let cluster = Cluster::builder("echo")
+        .app_nodes("iocluster-example-echo", 2)
+        .start()
+        .await;
+    let result = cluster.scenario("echo.mjs", &[]).await;
+    assert_eq!(result["checked"].as_array().unwrap().len(), 6, "{result}");
+}
+
+#[tokio::test]
+async fn rooms_broadcasts_acks_binary_and_order_across_nodes() {
+    let cluster = Cluster::builder("features").start().await;
+    let result = cluster.scenario("cluster.mjs", &[]).await;
+    for part in [
+        "admission",
+        "rooms",
+        "broadcast",
+        "leave",
+        "acks",
+        "binary",
+        "namespaces",
+        "order",
+        "early_events",
+        "disconnects",
+    ] {
+        assert_eq!(result[part], "ok", "{part}: {result}");
+    }
+}
+
+#[tokio::test]
+async fn chat_example_across_nodes() {
+    let cluster = Cluster::builder("chat")
+        .app_nodes("iocluster-example-chat", 2)
+        .start()
+        .await;
+    let result = cluster.scenario("chat.mjs", &[]).await;
+    assert_eq!(result["chat"], "ok");
+}
+
+#[tokio::test]
+async fn every_event_is_handled_exactly_once_and_spread_over_app_nodes() {
+    let cluster = Cluster::builder("once").start().await;
+    let (clients, events) = (20, 25);
+    let result = cluster
+        .scenario(
+            "load.mjs",
+            &[
+                &format!("--clients={clients}"),
+                &format!("--events={events}"),
+            ],
+        )
+        .await;
+    assert_eq!(result["acked"], clients * events);
+    // Both app-nodes took part.
+    let apps = result["apps"].as_object().unwrap();
+    assert_eq!(apps.len(), 2, "events reached only {apps:?}");
+    // connect + events + disconnect, each handled once.
+    let expected = i64::from(clients * (events + 2));
+    let total = eventually(
+        Duration::from_secs(10),
+        "every disconnect handled",
+        || async {
+            let total = handled_total(&cluster).await;
+            (total >= expected).then_some(total)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(handled_total(&cluster).await, total);
+    assert_eq!(total, expected, "some event was handled twice or never");
+    let reasons = disconnects(&cluster).await;
+    assert_eq!(reasons.len(), clients as usize);
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.ends_with("client namespace disconnect") || r.ends_with("transport close")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_app_node_killed_mid_event_loses_nothing() {
+    let mut cluster = Cluster::builder("kill-app").start().await;
+    let scenario = {
+        let urls = cluster.io_urls().join(",");
+        tokio::spawn(async move {
+            iocluster_tests::node_scenario(
+                "load.mjs",
+                &[
+                    format!("--urls={urls}"),
+                    "--clients=16".into(),
+                    "--events=8".into(),
+                    "--slow=150".into(),
+                ],
+            )
+            .await
+        })
+    };
+    // Let both app-nodes hold events, then kill one without warning.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.apps[0].process.kill();
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 16 * 8, "{result}");
+    // The survivor took over the dead node's events.
+    assert!(result["apps"]["app1"].as_u64().unwrap() > 0, "{result}");
+    let mut redis = cluster.redis().await;
+    let leftover: i64 = redis::cmd("LLEN")
+        .arg(format!("{}:inflight:app0", cluster.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        leftover, 0,
+        "the dead app-node's in-flight events were handed back"
+    );
+    // A restarted app-node serves again without any client noticing.
+    cluster.start_app().await;
+    let again = cluster
+        .scenario("load.mjs", &["--clients=4", "--events=4"])
+        .await;
+    assert_eq!(again["acked"], 16);
+}
+
+#[tokio::test]
+async fn clients_get_connect_error_when_no_app_node_answers_in_time() {
+    let mut cluster = Cluster::builder("admission-timeout")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .io_args(&["--admission-timeout", "600"])
+        .start()
+        .await;
+    // Kill the only app-node: its namespaces stay leased for a moment, so the
+    // connection is queued but nobody answers.
+    cluster.apps[0].process.kill();
+    let url = cluster.io[0].url();
+    let result = iocluster_tests::node_scenario(
+        "connect-error.mjs",
+        &[format!("--url={url}"), "--expect=Connection timeout".into()],
+    )
+    .await;
+    assert!(result["ms"].as_u64().unwrap() >= 500, "{result}");
+    // When an app-node comes back it admits the stale connection; the io-node
+    // answers with a disconnect event so the application's view stays true.
+    cluster.start_app().await;
+    let reasons = eventually(
+        Duration::from_secs(10),
+        "the admission-timeout disconnect",
+        || async {
+            let reasons = disconnects(&cluster).await;
+            (!reasons.is_empty()).then_some(reasons)
+        },
+    )
+    .await;
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].ends_with("admission timeout"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn namespaces_nobody_serves_are_refused() {
+    let cluster = Cluster::builder("invalid-namespace")
+        .io_nodes(1)
+        .app_nodes("iocluster-example-echo", 1)
+        .start()
+        .await;
+    let url = cluster.io[0].url();
+    let result = iocluster_tests::node_scenario(
+        "connect-error.mjs",
+        &[
+            format!("--url={url}"),
+            "--nsp=/admin".into(),
+            "--expect=Invalid namespace".into(),
+        ],
+    )
+    .await;
+    assert_eq!(result["message"], "Invalid namespace");
+}
