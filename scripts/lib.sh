@@ -1,0 +1,65 @@
+# Shared by scripts/test.sh and scripts/demo.sh: install what is missing on a
+# bare Debian machine, and small helpers. Source it; it defines functions only.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Runs a command as root (directly, or through sudo when there is one).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null; then
+    step "installing redis-server (Debian package)"
+    apt_install redis-server
+  fi
+}
+
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    step "installing Node.js and npm (Debian packages)"
+    apt_install nodejs npm
+  fi
+}
+
+# npm ci in a folder, skipped when node_modules matches package-lock.json.
+npm_install() {
+  local dir=$1
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.iocluster-lock"; then
+    step "npm ci ($dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.iocluster-lock"
+  fi
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local port
+  while :; do
+    port=$(( 20000 + RANDOM % 30000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+# Waits until a TCP port on 127.0.0.1 accepts connections.
+wait_port() {
+  local port=$1 tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 200 ]; then echo "nothing listens on port $port" >&2; return 1; fi
+    sleep 0.05
+  done
+}

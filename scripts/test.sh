@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up and runs every test, on a fresh Debian machine with the Rust
+# toolchain: installs redis-server and Node.js when missing, the npm packages
+# of tests/js, builds the binaries, then runs `cargo test --workspace`.
+# Tests start their own Redis servers on free ports; the system Redis, if any,
+# is not touched. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_redis
+ensure_node
+npm_install tests/js
+
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+step "cargo test --workspace"
+cargo test --workspace "$@"
