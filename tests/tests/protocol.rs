@@ -1,0 +1,348 @@
+//! Engine.IO / Socket.IO conformance and hostile input against a real io-node:
+//! each bad request gets the spec's error or a clean close, and the node keeps
+//! serving everyone else.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use iocluster_tests::{Cluster, IoNode, http};
+use tokio_tungstenite::tungstenite::Message;
+
+const EIO: &str = "/socket.io/?EIO=4";
+
+async fn handshake(node: &IoNode) -> (String, serde_json::Value) {
+    let response = http(
+        &node.addr(),
+        "GET",
+        &format!("{EIO}&transport=polling"),
+        &[],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200);
+    let body = response.text();
+    let open: serde_json::Value =
+        serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
+    (open["sid"].as_str().unwrap().to_owned(), open)
+}
+
+async fn post(node: &IoNode, sid: &str, body: &str) -> iocluster_tests::HttpResponse {
+    http(
+        &node.addr(),
+        "POST",
+        &format!("{EIO}&transport=polling&sid={sid}"),
+        &[("Content-Type", "text/plain")],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn poll(node: &IoNode, sid: &str) -> iocluster_tests::HttpResponse {
+    http(
+        &node.addr(),
+        "GET",
+        &format!("{EIO}&transport=polling&sid={sid}"),
+        &[],
+        b"",
+    )
+    .await
+    .unwrap()
+}
+
+fn assert_error(response: &iocluster_tests::HttpResponse, status: u16, code: u8) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(body["code"], code, "{}", response.text());
+}
+
+/// After a close the session is gone: a poll answers the close packet (if it
+/// raced the cleanup) or "Session ID unknown".
+async fn assert_closed(node: &IoNode, sid: &str) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = poll(node, sid).await;
+    if response.status == 200 {
+        assert_eq!(response.text(), "1");
+    } else {
+        assert_error(&response, 400, 1);
+    }
+}
+
+#[tokio::test]
+async fn polling_handshake_and_error_responses_follow_the_spec() {
+    let cluster = Cluster::builder("protocol-polling")
+        .io_nodes(1)
+        .io_args(&["--max-payload", "5000"])
+        .start()
+        .await;
+    let node = &cluster.io[0];
+
+    let (sid, open) = handshake(node).await;
+    assert!(sid.starts_with("io0."), "{sid}");
+    assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(open["pingInterval"], iocluster_tests::PING_INTERVAL_MS);
+    assert_eq!(open["pingTimeout"], iocluster_tests::PING_TIMEOUT_MS);
+    assert_eq!(open["maxPayload"], 5000);
+
+    let addr = node.addr();
+    assert_error(
+        &http(
+            &addr,
+            "GET",
+            "/socket.io/?EIO=3&transport=polling",
+            &[],
+            b"",
+        )
+        .await
+        .unwrap(),
+        400,
+        5,
+    );
+    assert_error(
+        &http(&addr, "GET", "/socket.io/?transport=polling", &[], b"")
+            .await
+            .unwrap(),
+        400,
+        5,
+    );
+    assert_error(
+        &http(
+            &addr,
+            "GET",
+            &format!("{EIO}&transport=carrier-pigeon"),
+            &[],
+            b"",
+        )
+        .await
+        .unwrap(),
+        400,
+        0,
+    );
+    assert_error(
+        &http(
+            &addr,
+            "POST",
+            &format!("{EIO}&transport=polling"),
+            &[],
+            b"40",
+        )
+        .await
+        .unwrap(),
+        400,
+        2,
+    );
+    assert_error(&poll(node, "io0.bogus").await, 400, 1);
+    assert_error(&post(node, "nonsense", "40").await, 400, 1);
+    assert_error(
+        &http(
+            &addr,
+            "PUT",
+            &format!("{EIO}&transport=polling&sid={sid}"),
+            &[],
+            b"",
+        )
+        .await
+        .unwrap(),
+        400,
+        3,
+    );
+
+    // CORS for browsers on another origin (the frontend).
+    let origin = [("Origin", "http://app.example")];
+    let preflight = http(
+        &addr,
+        "OPTIONS",
+        &format!("{EIO}&transport=polling"),
+        &origin,
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+
+    // A whole Socket.IO exchange over polling.
+    assert_eq!(post(node, &sid, "40{\"data\":[]}").await.text(), "ok");
+    let connected = poll(node, &sid).await.text();
+    let packets: Vec<&str> = connected.split('\u{1e}').collect();
+    assert!(packets[0].starts_with("40{\"sid\":\"io0."), "{connected}");
+    assert!(
+        packets.iter().any(|p| p.starts_with("42[\"welcome\"")),
+        "{connected}"
+    );
+    assert_eq!(
+        post(node, &sid, "42[\"append\",1]\u{1e}421[\"state\"]")
+            .await
+            .text(),
+        "ok"
+    );
+    let state = poll(node, &sid).await.text();
+    assert_eq!(state, "431[{\"data\":[1],\"rooms\":[]}]");
+    // A binary event over polling: the attachment is base64 with a `b` prefix.
+    assert_eq!(
+        post(
+            node,
+            &sid,
+            "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID"
+        )
+        .await
+        .text(),
+        "ok"
+    );
+    let echoed = poll(node, &sid).await.text();
+    assert_eq!(
+        echoed,
+        "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID"
+    );
+    // An ack for an id the server never asked for is ignored.
+    assert_eq!(post(node, &sid, "43999[\"stray\"]").await.text(), "ok");
+
+    // Too large: 413, and the session is closed.
+    let big = format!("42[\"echo\",\"{}\"]", "x".repeat(6000));
+    assert_eq!(post(node, &sid, &big).await.status, 413);
+    assert_closed(node, &sid).await;
+
+    // Hostile packets close only their own session.
+    for bad in [
+        "9",
+        "4{bad json",
+        "42[1,2]",
+        "42{\"a\":1}",
+        "4",
+        "452-[\"x\"]\u{1e}42[\"y\"]",
+        "b!!!",
+        "44{\"message\":\"x\"}",
+    ] {
+        let (sid, _) = handshake(node).await;
+        assert_eq!(post(node, &sid, "40").await.text(), "ok");
+        let response = post(node, &sid, bad).await;
+        assert_eq!(response.status, 400, "{bad:?} should be refused");
+        assert_closed(node, &sid).await;
+    }
+
+    // Two concurrent long-polls: the protocol says the session is broken.
+    let (sid, _) = handshake(node).await;
+    let first = tokio::spawn({
+        let addr = addr.clone();
+        let sid = sid.clone();
+        async move {
+            http(
+                &addr,
+                "GET",
+                &format!("{EIO}&transport=polling&sid={sid}"),
+                &[],
+                b"",
+            )
+            .await
+            .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_error(&poll(node, &sid).await, 400, 3);
+    assert_eq!(first.await.unwrap().text(), "1");
+
+    // Everyone else is still served.
+    let result = cluster
+        .scenario("load.mjs", &["--clients=2", "--events=2"])
+        .await;
+    assert_eq!(result["acked"], 4);
+}
+
+#[tokio::test]
+async fn websocket_transport_and_hostile_frames() {
+    let cluster = Cluster::builder("protocol-websocket")
+        .io_nodes(1)
+        .io_args(&["--max-payload", "5000"])
+        .start()
+        .await;
+    let node = &cluster.io[0];
+    let url = format!("ws://{}{EIO}&transport=websocket", node.addr());
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let open = next_text(&mut ws).await;
+    let open: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{\"sid\":\"io0."));
+    assert!(next_text(&mut ws).await.starts_with("42[\"welcome\""));
+    ws.send(Message::text("42[\"echo\",\"hi\"]")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "42[\"echo\",\"hi\"]");
+    // Binary attachments arrive as binary frames.
+    ws.send(Message::text(
+        "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]",
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::binary(vec![9u8, 8, 7])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        "451-[\"echo\",{\"_placeholder\":true,\"num\":0}]"
+    );
+    assert_eq!(next_frame(&mut ws).await, Message::binary(vec![9u8, 8, 7]));
+
+    // Bogus session id for an upgrade.
+    let bogus = format!("ws://{}{EIO}&transport=websocket&sid=io0.nope", node.addr());
+    assert!(tokio_tungstenite::connect_async(&bogus).await.is_err());
+
+    // Hostile frames close only their own connection.
+    for bad in [
+        Message::text("42[\"x\""),
+        Message::text("x"),
+        Message::binary(vec![1u8]),
+        Message::text("4".repeat(6000)),
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        next_text(&mut ws).await;
+        ws.send(Message::text("40")).await.unwrap();
+        next_text(&mut ws).await;
+        ws.send(bad.clone()).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{bad:?} should close the connection");
+    }
+
+    // The first connection is unaffected.
+    ws.send(Message::text("42[\"echo\",\"still here\"]"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "42[\"echo\",\"still here\"]");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next frame that is not a heartbeat ping (answered on the way).
+async fn next_frame(ws: &mut Ws) -> Message {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no frame within 5 s")
+            .expect("connection closed")
+            .expect("read error");
+        match &message {
+            Message::Text(text) if text.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap()
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            _ => return message,
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match next_frame(ws).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
