@@ -1,0 +1,214 @@
+//! Sessions that end without a goodbye, and io-nodes that shut down: every
+//! socket's `disconnect` event reaches the application once, with the reason.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt, stream};
+use iocluster_tests::{Cluster, eventually, http};
+use tokio_tungstenite::tungstenite::Message;
+
+const EIO: &str = "/socket.io/?EIO=4";
+
+async fn disconnect_reasons(cluster: &Cluster) -> Vec<String> {
+    let mut redis = cluster.redis().await;
+    redis::cmd("LRANGE")
+        .arg(format!("{}:test:disconnects", cluster.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+async fn connections(cluster: &Cluster, node: &str) -> u64 {
+    let mut redis = cluster.redis().await;
+    let count: Option<u64> = redis::cmd("HGET")
+        .arg(format!("{}:node:{node}", cluster.prefix))
+        .arg("connections")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    count.unwrap_or(0)
+}
+
+/// Opens a polling session and joins `/`, then never polls again.
+async fn abandoned_polling_session(addr: String) {
+    let response = http(&addr, "GET", &format!("{EIO}&transport=polling"), &[], b"")
+        .await
+        .unwrap();
+    let open: serde_json::Value =
+        serde_json::from_str(response.text().strip_prefix('0').unwrap()).unwrap();
+    let sid = open["sid"].as_str().unwrap();
+    let posted = http(
+        &addr,
+        "POST",
+        &format!("{EIO}&transport=polling&sid={sid}"),
+        &[],
+        b"40",
+    )
+    .await
+    .unwrap();
+    assert_eq!(posted.status, 200);
+}
+
+#[tokio::test]
+async fn thousands_of_abandoned_sessions_are_reclaimed_with_disconnect_events() {
+    let cluster = Cluster::builder("abandoned").io_nodes(1).start().await;
+    let addr = cluster.io[0].addr();
+    const POLLING: usize = 2000;
+    const WEBSOCKETS: usize = 200;
+
+    stream::iter((0..POLLING).map(|_| abandoned_polling_session(addr.clone())))
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+
+    // Half-open WebSockets: they joined, then stop reading and answering pings.
+    let url = format!("ws://{addr}{EIO}&transport=websocket");
+    let mut silent = Vec::new();
+    for _ in 0..WEBSOCKETS {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        ws.send(Message::text("40")).await.unwrap();
+        silent.push(ws);
+    }
+
+    let reasons = eventually(
+        Duration::from_secs(60),
+        "a disconnect event per abandoned socket",
+        || async {
+            let reasons = disconnect_reasons(&cluster).await;
+            (reasons.len() >= POLLING + WEBSOCKETS).then_some(reasons)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        disconnect_reasons(&cluster).await.len(),
+        POLLING + WEBSOCKETS,
+        "exactly one each"
+    );
+    assert!(
+        reasons.iter().all(|r| r.ends_with(" ping timeout")),
+        "{:?}",
+        &reasons[..5]
+    );
+    let mut sids: Vec<&str> = reasons
+        .iter()
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
+    sids.sort_unstable();
+    sids.dedup();
+    assert_eq!(sids.len(), POLLING + WEBSOCKETS);
+    eventually(
+        Duration::from_secs(10),
+        "the registry to show no connection",
+        || async { (connections(&cluster, "io0").await == 0).then_some(()) },
+    )
+    .await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn an_io_node_shutting_down_closes_its_clients_and_leaves_the_registry() {
+    let mut cluster = Cluster::builder("io-shutdown").io_nodes(2).start().await;
+    let clients = 5;
+    let url = format!("ws://{}{EIO}&transport=websocket", cluster.io[0].addr());
+    let mut sockets = Vec::new();
+    for _ in 0..clients {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        ws.send(Message::text("40")).await.unwrap();
+        let connect = ws.next().await.unwrap().unwrap();
+        assert!(connect.to_text().unwrap().starts_with("40"));
+        sockets.push(ws);
+    }
+    let status = cluster.io[0]
+        .process
+        .terminate(Duration::from_secs(10))
+        .expect("the io-node was running");
+    assert!(status.success(), "io-node exited with {status}");
+    // Clients see the transport close (and would reconnect elsewhere).
+    for ws in &mut sockets {
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok());
+    }
+    let reasons = eventually(Duration::from_secs(10), "disconnect events", || async {
+        let reasons = disconnect_reasons(&cluster).await;
+        (reasons.len() >= clients).then_some(reasons)
+    })
+    .await;
+    assert_eq!(reasons.len(), clients);
+    assert!(
+        reasons.iter().all(|r| r.ends_with("server shutting down")),
+        "{reasons:?}"
+    );
+    let mut redis = cluster.redis().await;
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}:nodes", cluster.prefix))
+        .arg("io0")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(score, None, "the node left the registry");
+    // The other io-node still serves.
+    let result = iocluster_tests::node_scenario(
+        "load.mjs",
+        &[
+            format!("--urls={}", cluster.io[1].url()),
+            "--clients=2".into(),
+            "--events=2".into(),
+        ],
+    )
+    .await;
+    assert_eq!(result["acked"], 4);
+}
+
+#[tokio::test]
+async fn an_app_node_shutting_down_finishes_its_events() {
+    let mut cluster = Cluster::builder("app-shutdown")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    let scenario = {
+        let urls = cluster.io_urls().join(",");
+        tokio::spawn(async move {
+            iocluster_tests::node_scenario(
+                "load.mjs",
+                &[
+                    format!("--urls={urls}"),
+                    "--clients=8".into(),
+                    "--events=6".into(),
+                    "--slow=100".into(),
+                ],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A rolling deploy: start the replacement, then stop the old one.
+    cluster.start_app().await;
+    let status = cluster.apps[0]
+        .process
+        .terminate(Duration::from_secs(15))
+        .expect("the app-node was running");
+    assert!(status.success(), "app-node exited with {status}");
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 8 * 6, "{result}");
+    let mut redis = cluster.redis().await;
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}:apps", cluster.prefix))
+        .arg("app0")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(score, None, "the app-node left the registry");
+}
