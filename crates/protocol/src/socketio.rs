@@ -80,6 +80,47 @@ pub enum DecodeError {
 /// attachments one packet may announce. Packet kinds only a server sends
 /// (CONNECT_ERROR) are refused.
 pub fn decode(text: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError> {
+    let packet = parse(text, max_attachments)?;
+    let Packet { kind, id, data, .. } = packet;
+    match kind {
+        PacketKind::Connect => {
+            if id.is_some() {
+                return Err(DecodeError::InvalidAckId);
+            }
+            if !data.is_empty() && !is_json_object(data) {
+                return Err(DecodeError::InvalidPayload(
+                    "CONNECT payload must be an object",
+                ));
+            }
+        }
+        PacketKind::Disconnect => {
+            if id.is_some() || !data.is_empty() {
+                return Err(DecodeError::InvalidPayload("DISCONNECT carries no payload"));
+            }
+        }
+        PacketKind::Event | PacketKind::BinaryEvent => {
+            event_name(data)?;
+        }
+        PacketKind::Ack | PacketKind::BinaryAck => {
+            if id.is_none() {
+                return Err(DecodeError::InvalidAckId);
+            }
+            if serde_json::from_str::<IgnoredSeq>(data).is_err() {
+                return Err(DecodeError::InvalidPayload("ACK payload must be an array"));
+            }
+        }
+        PacketKind::ConnectError => {
+            return Err(DecodeError::InvalidPayload(
+                "CONNECT_ERROR is sent by servers only",
+            ));
+        }
+    }
+    Ok(packet)
+}
+
+/// Splits a packet into its parts without checking its JSON: what a client
+/// does with packets from a server it trusts.
+pub fn parse(text: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError> {
     let bytes = text.as_bytes();
     let kind = PacketKind::from_byte(*bytes.first().ok_or(DecodeError::Empty)?)
         .ok_or(DecodeError::UnknownKind)?;
@@ -128,48 +169,12 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeEr
     } else {
         None
     };
-    let data = rest;
-
-    match kind {
-        PacketKind::Connect => {
-            if id.is_some() {
-                return Err(DecodeError::InvalidAckId);
-            }
-            if !data.is_empty() && !is_json_object(data) {
-                return Err(DecodeError::InvalidPayload(
-                    "CONNECT payload must be an object",
-                ));
-            }
-        }
-        PacketKind::Disconnect => {
-            if id.is_some() || !data.is_empty() {
-                return Err(DecodeError::InvalidPayload("DISCONNECT carries no payload"));
-            }
-        }
-        PacketKind::Event | PacketKind::BinaryEvent => {
-            event_name(data)?;
-        }
-        PacketKind::Ack | PacketKind::BinaryAck => {
-            if id.is_none() {
-                return Err(DecodeError::InvalidAckId);
-            }
-            if serde_json::from_str::<IgnoredSeq>(data).is_err() {
-                return Err(DecodeError::InvalidPayload("ACK payload must be an array"));
-            }
-        }
-        PacketKind::ConnectError => {
-            return Err(DecodeError::InvalidPayload(
-                "CONNECT_ERROR is sent by servers only",
-            ));
-        }
-    }
-
     Ok(Packet {
         kind,
         nsp,
         attachments,
         id,
-        data,
+        data: rest,
     })
 }
 

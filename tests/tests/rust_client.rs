@@ -1,0 +1,118 @@
+//! The cluster through the Rust client (`iocluster-client`): rooms across
+//! io-nodes, acks both ways, binary attachments, refusals.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use iocluster_client::{Client, ClientError, ClientOptions, Received, placeholder};
+use iocluster_tests::Cluster;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn rust_clients_talk_across_io_nodes() {
+    let cluster = Cluster::builder("rust-client").start().await;
+    let urls = cluster.io_urls();
+    let first = Client::connect(&urls[0], ClientOptions::default())
+        .await
+        .unwrap();
+    let second = Client::connect(&urls[1], ClientOptions::default())
+        .await
+        .unwrap();
+    assert!(first.sid().starts_with("io0.") && second.sid().starts_with("io1."));
+
+    let a = first
+        .socket("/", Some(json!({ "rooms": ["team"] })))
+        .await
+        .unwrap();
+    let b = second.socket("/", None).await.unwrap();
+    assert_eq!(a.recv_event(WAIT).await.unwrap().name, "welcome");
+    assert_eq!(b.recv_event(WAIT).await.unwrap().name, "welcome");
+    let joined = b
+        .emit_with_ack("join", vec![json!("team")], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(joined.args, vec![json!(true)]);
+
+    // An emit to the room from one io-node reaches members on both, once.
+    a.emit_with_ack(
+        "toRoom",
+        vec![json!({ "rooms": ["team"], "event": "news", "data": 7 })],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    for socket in [&a, &b] {
+        let news = socket.recv_event(WAIT).await.unwrap();
+        assert_eq!(
+            (news.name.as_str(), news.args.clone()),
+            ("news", vec![json!(7)])
+        );
+    }
+
+    // The server asks a client for an acknowledgement and gets its answer.
+    let answer = async {
+        let question = b.recv_event(WAIT).await.unwrap();
+        assert_eq!(
+            (question.name.as_str(), question.args.clone()),
+            ("question", vec![json!(20)])
+        );
+        b.ack(
+            question.ack.expect("an ack id"),
+            vec![json!({ "doubled": 40 })],
+        )
+        .unwrap();
+    };
+    let (asked, ()) = tokio::join!(
+        b.emit_with_ack(
+            "ask",
+            vec![json!({ "event": "question", "data": 20 })],
+            WAIT
+        ),
+        answer
+    );
+    assert_eq!(
+        asked.unwrap().args,
+        vec![json!({ "answer": [{ "doubled": 40 }] })]
+    );
+
+    // Binary attachments both ways.
+    let bytes = Bytes::from_static(&[0, 1, 2, 255]);
+    a.emit_binary(
+        "echo",
+        vec![json!("bin"), placeholder(0)],
+        vec![bytes.clone()],
+    )
+    .unwrap();
+    let echoed = a.recv_event(WAIT).await.unwrap();
+    assert_eq!(echoed.name, "echo");
+    assert_eq!(echoed.args, vec![json!("bin"), placeholder(0)]);
+    assert_eq!(echoed.attachments, vec![bytes]);
+
+    // A refused connection reports the application's message and data.
+    let refused = first
+        .socket(
+            "/other",
+            Some(json!({ "reject": "no", "rejectData": { "why": 1 } })),
+        )
+        .await;
+    match refused {
+        Err(ClientError::ConnectRefused(error)) => {
+            assert_eq!(error.message, "no");
+            assert_eq!(error.data, Some(json!({ "why": 1 })));
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal"),
+    }
+
+    // A server-side disconnect ends the namespace.
+    b.emit("kick", vec![]).unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, b.recv()).await.unwrap() {
+            Some(Received::Disconnected) => break,
+            Some(Received::Event(_)) => continue,
+            None => panic!("connection closed instead of a namespace disconnect"),
+        }
+    }
+}
