@@ -349,16 +349,9 @@ impl Cluster {
     }
 
     async fn wait_app_ready(&self, id: &str) {
-        let mut redis = self.redis().await;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let score: Option<f64> = redis::cmd("ZSCORE")
-                .arg(format!("{}:apps", self.prefix))
-                .arg(id)
-                .query_async(&mut redis)
-                .await
-                .unwrap_or(None);
-            if score.is_some() {
+            if self.registered("apps", id).await {
                 // Registered; give it a moment to subscribe to its reply channel.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return;
@@ -375,9 +368,58 @@ impl Cluster {
     /// Runs a `tests/js` scenario with the io-node URLs (and `extra` args)
     /// and returns the JSON it printed last.
     pub async fn scenario(&self, script: &str, extra: &[&str]) -> serde_json::Value {
+        self.spawn_scenario(script, extra)
+            .await
+            .expect("the scenario task panicked")
+    }
+
+    /// Starts a scenario in the background (to do something to the cluster
+    /// while it runs).
+    pub fn spawn_scenario(
+        &self,
+        script: &str,
+        extra: &[&str],
+    ) -> tokio::task::JoinHandle<serde_json::Value> {
         let mut args: Vec<String> = vec![format!("--urls={}", self.io_urls().join(","))];
         args.extend(extra.iter().map(|s| s.to_string()));
-        node_scenario(script, &args).await
+        let script = script.to_owned();
+        tokio::spawn(async move { node_scenario(&script, &args).await })
+    }
+
+    /// `sid reason` of every disconnect event the test app handled.
+    pub async fn disconnect_reasons(&self) -> Vec<String> {
+        let mut redis = self.redis().await;
+        redis::cmd("LRANGE")
+            .arg(format!("{}:test:disconnects", self.prefix))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .expect("cannot read the disconnect list")
+    }
+
+    /// Events the test app handled, over every app-node.
+    pub async fn handled_total(&self) -> i64 {
+        let mut redis = self.redis().await;
+        let counts: Vec<i64> = redis::cmd("HVALS")
+            .arg(format!("{}:test:handled", self.prefix))
+            .query_async(&mut redis)
+            .await
+            .expect("cannot read the handled counters");
+        counts.iter().sum()
+    }
+
+    /// Whether `member` is in the registry sorted set `<prefix>:<set>`
+    /// (`apps`, `nodes`, `nsps`).
+    pub async fn registered(&self, set: &str, member: &str) -> bool {
+        let mut redis = self.redis().await;
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{}:{set}", self.prefix))
+            .arg(member)
+            .query_async(&mut redis)
+            .await
+            .expect("cannot read the registry");
+        score.is_some()
     }
 }
 

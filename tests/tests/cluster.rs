@@ -5,27 +5,6 @@ use std::time::Duration;
 
 use iocluster_tests::{Cluster, eventually};
 
-async fn handled_total(cluster: &Cluster) -> i64 {
-    let mut redis = cluster.redis().await;
-    let counts: Vec<i64> = redis::cmd("HVALS")
-        .arg(format!("{}:test:handled", cluster.prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    counts.iter().sum()
-}
-
-async fn disconnects(cluster: &Cluster) -> Vec<String> {
-    let mut redis = cluster.redis().await;
-    redis::cmd("LRANGE")
-        .arg(format!("{}:test:disconnects", cluster.prefix))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn echo_reference_behaviour_on_every_transport_and_node() {
     let cluster = Cluster::builder("echo")
@@ -89,15 +68,15 @@ async fn every_event_is_handled_exactly_once_and_spread_over_app_nodes() {
         Duration::from_secs(10),
         "every disconnect handled",
         || async {
-            let total = handled_total(&cluster).await;
+            let total = cluster.handled_total().await;
             (total >= expected).then_some(total)
         },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(handled_total(&cluster).await, total);
+    assert_eq!(cluster.handled_total().await, total);
     assert_eq!(total, expected, "some event was handled twice or never");
-    let reasons = disconnects(&cluster).await;
+    let reasons = cluster.disconnect_reasons().await;
     assert_eq!(reasons.len(), clients as usize);
     assert!(
         reasons
@@ -110,21 +89,8 @@ async fn every_event_is_handled_exactly_once_and_spread_over_app_nodes() {
 #[tokio::test]
 async fn an_app_node_killed_mid_event_loses_nothing() {
     let mut cluster = Cluster::builder("kill-app").start().await;
-    let scenario = {
-        let urls = cluster.io_urls().join(",");
-        tokio::spawn(async move {
-            iocluster_tests::node_scenario(
-                "load.mjs",
-                &[
-                    format!("--urls={urls}"),
-                    "--clients=16".into(),
-                    "--events=8".into(),
-                    "--slow=150".into(),
-                ],
-            )
-            .await
-        })
-    };
+    let scenario =
+        cluster.spawn_scenario("load.mjs", &["--clients=16", "--events=8", "--slow=150"]);
     // Let both app-nodes hold events, then kill one without warning.
     tokio::time::sleep(Duration::from_millis(700)).await;
     cluster.apps[0].process.kill();
@@ -175,7 +141,7 @@ async fn clients_get_connect_error_when_no_app_node_answers_in_time() {
         Duration::from_secs(10),
         "the admission-timeout disconnect",
         || async {
-            let reasons = disconnects(&cluster).await;
+            let reasons = cluster.disconnect_reasons().await;
             (!reasons.is_empty()).then_some(reasons)
         },
     )

@@ -9,17 +9,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const EIO: &str = "/socket.io/?EIO=4";
 
-async fn disconnect_reasons(cluster: &Cluster) -> Vec<String> {
-    let mut redis = cluster.redis().await;
-    redis::cmd("LRANGE")
-        .arg(format!("{}:test:disconnects", cluster.prefix))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 async fn connections(cluster: &Cluster, node: &str) -> u64 {
     let mut redis = cluster.redis().await;
     let count: Option<u64> = redis::cmd("HGET")
@@ -77,14 +66,14 @@ async fn thousands_of_abandoned_sessions_are_reclaimed_with_disconnect_events() 
         Duration::from_secs(60),
         "a disconnect event per abandoned socket",
         || async {
-            let reasons = disconnect_reasons(&cluster).await;
+            let reasons = cluster.disconnect_reasons().await;
             (reasons.len() >= POLLING + WEBSOCKETS).then_some(reasons)
         },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        disconnect_reasons(&cluster).await.len(),
+        cluster.disconnect_reasons().await.len(),
         POLLING + WEBSOCKETS,
         "exactly one each"
     );
@@ -141,7 +130,7 @@ async fn an_io_node_shutting_down_closes_its_clients_and_leaves_the_registry() {
         assert!(closed.is_ok());
     }
     let reasons = eventually(Duration::from_secs(10), "disconnect events", || async {
-        let reasons = disconnect_reasons(&cluster).await;
+        let reasons = cluster.disconnect_reasons().await;
         (reasons.len() >= clients).then_some(reasons)
     })
     .await;
@@ -150,14 +139,10 @@ async fn an_io_node_shutting_down_closes_its_clients_and_leaves_the_registry() {
         reasons.iter().all(|r| r.ends_with("server shutting down")),
         "{reasons:?}"
     );
-    let mut redis = cluster.redis().await;
-    let score: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{}:nodes", cluster.prefix))
-        .arg("io0")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(score, None, "the node left the registry");
+    assert!(
+        !cluster.registered("nodes", "io0").await,
+        "the node left the registry"
+    );
     // The other io-node still serves.
     let result = iocluster_tests::node_scenario(
         "load.mjs",
@@ -178,21 +163,7 @@ async fn an_app_node_shutting_down_finishes_its_events() {
         .app_nodes("iocluster-test-app", 1)
         .start()
         .await;
-    let scenario = {
-        let urls = cluster.io_urls().join(",");
-        tokio::spawn(async move {
-            iocluster_tests::node_scenario(
-                "load.mjs",
-                &[
-                    format!("--urls={urls}"),
-                    "--clients=8".into(),
-                    "--events=6".into(),
-                    "--slow=100".into(),
-                ],
-            )
-            .await
-        })
-    };
+    let scenario = cluster.spawn_scenario("load.mjs", &["--clients=8", "--events=6", "--slow=100"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A rolling deploy: start the replacement, then stop the old one.
     cluster.start_app().await;
@@ -203,12 +174,8 @@ async fn an_app_node_shutting_down_finishes_its_events() {
     assert!(status.success(), "app-node exited with {status}");
     let result = scenario.await.unwrap();
     assert_eq!(result["acked"], 8 * 6, "{result}");
-    let mut redis = cluster.redis().await;
-    let score: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{}:apps", cluster.prefix))
-        .arg("app0")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(score, None, "the app-node left the registry");
+    assert!(
+        !cluster.registered("apps", "app0").await,
+        "the app-node left the registry"
+    );
 }

@@ -116,3 +116,59 @@ async fn rust_clients_talk_across_io_nodes() {
         }
     }
 }
+
+#[tokio::test]
+async fn replacing_every_app_node_keeps_clients_connected() {
+    let mut cluster = Cluster::builder("app-replace")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client
+        .socket("/", Some(json!({ "rooms": ["kept"], "data": { "n": 1 } })))
+        .await
+        .unwrap();
+    assert_eq!(socket.recv_event(WAIT).await.unwrap().name, "welcome");
+    let before = socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(before.args, vec![json!("app0")]);
+
+    // Deploy: the new app-node starts, the old one stops.
+    cluster.start_app().await;
+    let status = cluster.apps[0]
+        .process
+        .terminate(Duration::from_secs(15))
+        .unwrap();
+    assert!(status.success());
+
+    // Same connection, same socket: the new app-node serves it from the
+    // event's snapshot, and its new-session hook ran once for it.
+    let after = socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(after.args, vec![json!("app1")]);
+    let state = socket.emit_with_ack("state", vec![], WAIT).await.unwrap();
+    assert_eq!(
+        state.args,
+        vec![json!({ "rooms": ["kept"], "data": { "n": 1 } })]
+    );
+    let mut redis = cluster.redis().await;
+    let met: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:test:new_sessions", cluster.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(met, vec![format!("app1 {}", socket.id())]);
+    assert!(
+        cluster.disconnect_reasons().await.is_empty(),
+        "no client was disconnected"
+    );
+}

@@ -32,6 +32,20 @@ struct Registry {
     rooms: HashMap<String, HashMap<Arc<str>, Arc<Socket>>>,
 }
 
+impl Registry {
+    /// Removes a socket from a room's members; returns the channel when the
+    /// room has no local member left (time to unsubscribe).
+    fn remove_member(&mut self, channel: String, sid: &str) -> Option<String> {
+        let members = self.rooms.get_mut(&channel)?;
+        members.remove(sid);
+        if !members.is_empty() {
+            return None;
+        }
+        self.rooms.remove(&channel);
+        Some(channel)
+    }
+}
+
 /// Remembers recent emit ids, so an emit that reached this node on several
 /// channels is delivered once.
 struct Dedupe {
@@ -406,13 +420,9 @@ impl Node {
             };
             // The client never saw this socket: what it sent meanwhile goes.
             state.queue.clear();
-            state.queue.push_back(Queued {
-                kind: EventKind::Disconnect,
-                data: None,
-                bin: Vec::new(),
-                ack: None,
-                reason: Some("admission timeout".into()),
-            });
+            state
+                .queue
+                .push_back(Queued::disconnect("admission timeout"));
             node.leave_all(&socket, &state);
             drop(state);
             socket.session.lock().sockets.remove(&socket.nsp);
@@ -463,13 +473,7 @@ impl Node {
             Phase::Connected => state.phase = Phase::Closed,
         }
         state.acks.clear();
-        state.queue.push_back(Queued {
-            kind: EventKind::Disconnect,
-            data: None,
-            bin: Vec::new(),
-            ack: None,
-            reason: Some(reason.to_owned()),
-        });
+        state.queue.push_back(Queued::disconnect(reason));
         self.leave_all(socket, &state);
         self.dispatch_next(socket, &mut state);
     }
@@ -488,13 +492,7 @@ impl Node {
             }
             for room in &state.rooms {
                 let channel = self.keys.room_channel(&socket.nsp, room);
-                if let Some(members) = registry.rooms.get_mut(&channel) {
-                    members.remove(&socket.id);
-                    if members.is_empty() {
-                        registry.rooms.remove(&channel);
-                        unsubscribe.push(channel);
-                    }
-                }
+                unsubscribe.extend(registry.remove_member(channel, &socket.id));
             }
         }
         for channel in unsubscribe {
@@ -670,13 +668,7 @@ impl Node {
                     continue;
                 }
                 let channel = self.keys.room_channel(&socket.nsp, room);
-                if let Some(members) = registry.rooms.get_mut(&channel) {
-                    members.remove(&socket.id);
-                    if members.is_empty() {
-                        registry.rooms.remove(&channel);
-                        unsubscribe.push(channel);
-                    }
-                }
+                unsubscribe.extend(registry.remove_member(channel, &socket.id));
             }
         }
         drop(state);

@@ -43,6 +43,19 @@ pub(crate) struct Queued {
     pub reason: Option<String>,
 }
 
+impl Queued {
+    /// The socket's last event.
+    pub(crate) fn disconnect(reason: &str) -> Queued {
+        Queued {
+            kind: EventKind::Disconnect,
+            data: None,
+            bin: Vec::new(),
+            ack: None,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct SocketState {
     pub phase: Phase,

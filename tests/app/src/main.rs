@@ -14,7 +14,8 @@
 //! with ack to the client; acks with the client's answer), `kick`, `close`.
 //! Every handled event is counted in `test:handled` (hash field = app id) and
 //! every message event's `seq` recorded per socket; disconnects go to the
-//! list `test:disconnects` as `sid reason`.
+//! list `test:disconnects` as `sid reason`; sockets met for the first time
+//! after their connection go to `test:new_sessions` as `app sid`.
 
 use std::time::Duration;
 
@@ -75,6 +76,15 @@ impl Counters {
             .arg(format!("{}:test:handled", self.prefix))
             .arg(&self.app)
             .arg(1)
+            .query_async(&mut redis)
+            .await;
+    }
+
+    async fn new_session(&self, sid: &str) {
+        let mut redis = self.redis.clone();
+        let _: redis::RedisResult<()> = redis::cmd("RPUSH")
+            .arg(format!("{}:test:new_sessions", self.prefix))
+            .arg(format!("{} {sid}", self.app))
             .query_async(&mut redis)
             .await;
     }
@@ -235,6 +245,10 @@ async fn main() -> anyhow::Result<()> {
     let mut app = App::new(config);
     app.namespace("/", |ns| setup(ns, counters.clone()));
     app.namespace("/other", |ns| setup(ns, counters.clone()));
+    app.on_new_session(move |socket: Socket| {
+        let counters = counters.clone();
+        async move { counters.new_session(socket.id()).await }
+    });
     app.run(iocluster_app::shutdown_signal()).await?;
     Ok(())
 }
