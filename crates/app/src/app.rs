@@ -137,6 +137,8 @@ impl Namespace {
 pub enum AppError {
     #[error("cannot connect to Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("cannot open the ops listener: {0}")]
+    Ops(#[from] std::io::Error),
 }
 
 /// A handle that emits from outside handlers (timers, other tasks).
@@ -273,8 +275,13 @@ impl App {
         heartbeat(&mut redis, &keys, &config, &nsps).await?;
 
         let stop = CancellationToken::new();
+        let readiness = iocluster_ops::Readiness::default();
+        let mut tasks = Vec::new();
+        if let Some(addr) = &config.ops_listen {
+            tasks.push(iocluster_ops::serve(addr, readiness.clone(), stop.child_token()).await?);
+        }
         let replies_ready = CancellationToken::new();
-        let mut tasks = vec![
+        tasks.extend([
             tokio::spawn(publisher(
                 redis.clone(),
                 keys.inflight(&config.app_id),
@@ -291,12 +298,14 @@ impl App {
                 keys.clone(),
                 config.clone(),
                 nsps.clone(),
+                readiness.clone(),
                 stop.clone(),
             )),
-        ];
+        ]);
         // Join confirmations and acks come on our channel: listen before
         // taking any event.
         replies_ready.cancelled().await;
+        readiness.set(true);
         tracing::info!(app = %config.app_id, prefix = %config.prefix, namespaces = ?nsps, "app-node serving");
 
         let shared = Arc::new(Shared {
@@ -384,6 +393,7 @@ impl App {
         }
 
         tracing::info!("shutting down: finishing events in hand");
+        readiness.set(false);
         let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
         if tokio::time::timeout(config.shutdown_grace, semaphore.acquire_many(all))
             .await
@@ -491,6 +501,12 @@ impl Shared {
             }
         };
         let socket = Socket::from_event(&event, self.ctx.clone());
+        let kind = match event.kind {
+            EventKind::Connect => "connect",
+            EventKind::Message => "message",
+            EventKind::Disconnect => "disconnect",
+        };
+        let started = std::time::Instant::now();
         let work = self.run_handlers(&event, socket);
         let reject =
             match tokio::time::timeout(self.handler_timeout, AssertUnwindSafe(work).catch_unwind())
@@ -506,6 +522,9 @@ impl Shared {
                     (event.kind == EventKind::Connect).then(|| Reject::new("Internal error"))
                 }
             };
+        metrics::histogram!("iocluster_handler_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("iocluster_events_handled_total", "kind" => kind).increment(1);
         let done = Command::Done(envelope::Done {
             nsp: event.nsp.clone(),
             sid: event.sid.clone(),
@@ -631,6 +650,7 @@ async fn lease_keeper(
     keys: Keys,
     config: AppConfig,
     nsps: Vec<String>,
+    readiness: iocluster_ops::Readiness,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval((config.lease / 4).max(Duration::from_millis(20)));
@@ -642,8 +662,21 @@ async fn lease_keeper(
             _ = ticker.tick() => {}
         }
         if let Err(error) = heartbeat(&mut redis, &keys, &config, &nsps).await {
+            readiness.set(false);
+            metrics::counter!("iocluster_redis_errors_total", "task" => "lease").increment(1);
             tracing::warn!(%error, "cannot renew the lease");
             continue;
+        }
+        if !stop.is_cancelled() {
+            readiness.set(true);
+        }
+        match redis::cmd("LLEN")
+            .arg(keys.events())
+            .query_async::<u64>(&mut redis)
+            .await
+        {
+            Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
+            Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
         }
         let now = now_ms();
         let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
@@ -670,6 +703,7 @@ async fn lease_keeper(
                 .await;
             match moved {
                 Ok(moved) if moved >= 0 => {
+                    metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);
                     tracing::warn!(app = %app, moved, "app-node lease lapsed: its events went back to the queue")
                 }
                 Ok(_) => {}

@@ -27,6 +27,9 @@ pub struct AppConfig {
     pub join_timeout: Duration,
     /// How long shutdown waits for running handlers. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Address of the operations listener (`/health`, `/ready`, `/metrics`).
+    /// Default: none.
+    pub ops_listen: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -40,6 +43,7 @@ impl Default for AppConfig {
             handler_timeout: Duration::from_secs(30),
             join_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            ops_listen: None,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct RawAppConfig {
     pub handler_timeout_ms: Option<u64>,
     pub join_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub ops_listen: Option<String>,
 }
 
 /// Why settings were refused.
@@ -132,6 +137,15 @@ impl RawAppConfig {
                 defaults.shutdown_grace,
                 "shutdown_grace_ms",
             )?,
+            ops_listen: match self.ops_listen {
+                Some(addr) => {
+                    addr.parse::<std::net::SocketAddr>().map_err(|error| {
+                        ConfigError::Invalid("ops_listen", format!("{addr:?}: {error}"))
+                    })?;
+                    Some(addr)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -160,6 +174,10 @@ pub struct AppArgs {
     /// Events handled at once (default 256).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Operations listener: /health, /ready and /metrics (Prometheus)
+    /// (default: none).
+    #[arg(long, env = "IOCLUSTER_OPS_LISTEN", value_name = "ADDR")]
+    pub ops_listen: Option<String>,
     /// Log format: text (default) or json.
     #[arg(
         long,
@@ -189,6 +207,7 @@ impl AppArgs {
             app_id: self.app_id.clone().or(file.app_id),
             lease_ms: self.lease.or(file.lease_ms),
             concurrency: self.concurrency.or(file.concurrency),
+            ops_listen: self.ops_listen.clone().or(file.ops_listen),
             ..file
         }
         .validate()

@@ -14,21 +14,38 @@
 //!
 //! [`Bridge`] is the cheap handle the rest of the node uses to queue work.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
 
 use futures_util::StreamExt;
 use iocluster_protocol::envelope::Command;
-use iocluster_protocol::keys::Keys;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger;
 use crate::node::Node;
 
 /// Work for the writer task.
 pub(crate) enum Outgoing {
-    Event(Vec<u8>),
+    Event(Bytes),
     Publish(String, Vec<u8>),
+}
+
+/// Ledger work for the writer task (see [`crate::ledger`]), applied in order
+/// after the events of the same batch. Never dropped: one create and one
+/// announce or forget per socket bound it.
+pub(crate) enum LedgerOp {
+    /// A new socket's entry.
+    Create(Arc<str>, Vec<u8>),
+    /// The socket needs no announcement (its connection was refused).
+    Forget(Arc<str>),
+    /// The socket's own disconnect event.
+    Announce(Arc<str>, Vec<u8>),
+    /// This node has a ledger (again).
+    Register,
 }
 
 /// Work for the subscriber task, applied in order.
@@ -44,6 +61,11 @@ pub(crate) enum SubscriptionChange {
 pub(crate) struct Bridge {
     /// Bounded by `event_buffer`: a full buffer refuses work.
     outgoing: mpsc::Sender<Outgoing>,
+    ledger: mpsc::UnboundedSender<LedgerOp>,
+    /// Sockets whose ledger entry is stale; the writer rewrites each once,
+    /// however often it changed meanwhile.
+    stale: Arc<Mutex<HashSet<Arc<str>>>>,
+    wake: Arc<Notify>,
     /// Unbounded, but fed only by room changes, which the registry bounds.
     changes: mpsc::UnboundedSender<SubscriptionChange>,
 }
@@ -51,16 +73,25 @@ pub(crate) struct Bridge {
 /// The receiving ends, handed to the tasks.
 pub(crate) struct BridgeReceivers {
     outgoing: mpsc::Receiver<Outgoing>,
+    ledger: mpsc::UnboundedReceiver<LedgerOp>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
 }
 
 pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
     let (outgoing, outgoing_rx) = mpsc::channel(capacity);
+    let (ledger, ledger_rx) = mpsc::unbounded_channel();
     let (changes, changes_rx) = mpsc::unbounded_channel();
     (
-        Bridge { outgoing, changes },
+        Bridge {
+            outgoing,
+            ledger,
+            stale: Arc::default(),
+            wake: Arc::default(),
+            changes,
+        },
         BridgeReceivers {
             outgoing: outgoing_rx,
+            ledger: ledger_rx,
             changes: changes_rx,
         },
     )
@@ -68,7 +99,7 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
 
 impl Bridge {
     /// Queues an event for the queue; `false` when the buffer is full.
-    pub(crate) fn push_event(&self, envelope: Vec<u8>) -> bool {
+    pub(crate) fn push_event(&self, envelope: Bytes) -> bool {
         self.outgoing.try_send(Outgoing::Event(envelope)).is_ok()
     }
 
@@ -77,6 +108,30 @@ impl Bridge {
         self.outgoing
             .try_send(Outgoing::Publish(channel, payload))
             .is_ok()
+    }
+
+    pub(crate) fn ledger(&self, op: LedgerOp) {
+        let _ = self.ledger.send(op);
+    }
+
+    /// Marks a socket's ledger entry stale.
+    pub(crate) fn ledger_stale(&self, sid: Arc<str>) {
+        let fresh = self
+            .stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid);
+        if fresh {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take_stale(&self) -> Vec<Arc<str>> {
+        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        if stale.is_empty() {
+            return Vec::new();
+        }
+        stale.drain().collect()
     }
 
     pub(crate) fn subscribe(&self, channel: String) {
@@ -115,9 +170,14 @@ pub(crate) fn spawn(
     stop: CancellationToken,
     drain: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let keys = node.keys().clone();
     vec![
-        tokio::spawn(writer(redis.clone(), keys, receivers.outgoing, drain)),
+        tokio::spawn(writer(
+            node.clone(),
+            redis.clone(),
+            receivers.outgoing,
+            receivers.ledger,
+            drain,
+        )),
         tokio::spawn(subscriber(
             node.clone(),
             client,
@@ -129,52 +189,123 @@ pub(crate) fn spawn(
 }
 
 async fn writer(
+    node: Arc<Node>,
     mut redis: redis::aio::ConnectionManager,
-    keys: Keys,
     mut outgoing: mpsc::Receiver<Outgoing>,
+    mut ledger: mpsc::UnboundedReceiver<LedgerOp>,
     drain: CancellationToken,
 ) {
+    let keys = node.keys().clone();
+    let bridge = node.bridge().clone();
     let events_key = keys.events();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let ledger_key = keys.ledger(node.id());
+    let ledgers_key = keys.ledgers();
+    let reaped_key = keys.reaped(node.id());
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut ops = Vec::new();
+    let mut draining = false;
     loop {
-        let first = tokio::select! {
-            item = outgoing.recv() => item,
-            _ = drain.cancelled() => {
-                outgoing.close();
-                outgoing.recv().await
+        if !draining {
+            tokio::select! {
+                _ = drain.cancelled() => {
+                    draining = true;
+                    outgoing.close();
+                    ledger.close();
+                }
+                _ = bridge.wake.notified() => {}
+                item = outgoing.recv() => items.extend(item),
+                op = ledger.recv() => ops.extend(op),
             }
-        };
-        let Some(first) = first else { return };
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        }
+        while items.len() < MAX_BATCH {
             match outgoing.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(item) => items.push(item),
                 Err(_) => break,
             }
         }
+        while ops.len() < MAX_BATCH {
+            match ledger.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let stale = node.ledger_entries(bridge.take_stale());
+        if items.is_empty() && ops.is_empty() && stale.is_empty() {
+            if draining {
+                return;
+            }
+            continue;
+        }
+        // One MULTI/EXEC: a batch is written whole or not at all, so a
+        // socket's events and its ledger entry never disagree.
         let mut pipe = redis::pipe();
-        let events: Vec<&[u8]> = batch
+        pipe.atomic();
+        let events: Vec<&[u8]> = items
             .iter()
             .filter_map(|item| match item {
-                Outgoing::Event(bytes) => Some(bytes.as_slice()),
+                Outgoing::Event(bytes) => Some(bytes.as_ref()),
                 Outgoing::Publish(..) => None,
             })
             .collect();
         if !events.is_empty() {
             pipe.cmd("LPUSH").arg(&events_key).arg(events).ignore();
         }
-        for item in &batch {
+        for item in &items {
             if let Outgoing::Publish(channel, payload) = item {
                 pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
         }
+        for op in &ops {
+            match op {
+                LedgerOp::Create(sid, envelope) => {
+                    pipe.cmd("HSET")
+                        .arg(&ledger_key)
+                        .arg(sid.as_ref())
+                        .arg(envelope)
+                        .ignore();
+                }
+                LedgerOp::Forget(sid) => {
+                    pipe.cmd("HDEL").arg(&ledger_key).arg(sid.as_ref()).ignore();
+                }
+                LedgerOp::Announce(sid, envelope) => {
+                    pipe.cmd("EVAL")
+                        .arg(ledger::ANNOUNCE)
+                        .arg(4)
+                        .arg(&ledger_key)
+                        .arg(&events_key)
+                        .arg(&ledgers_key)
+                        .arg(&reaped_key)
+                        .arg(sid.as_ref())
+                        .arg(node.id())
+                        .arg(envelope)
+                        .ignore();
+                }
+                LedgerOp::Register => {
+                    pipe.cmd("SADD").arg(&ledgers_key).arg(node.id()).ignore();
+                }
+            }
+        }
+        for (sid, envelope) in &stale {
+            pipe.cmd("EVAL")
+                .arg(ledger::UPDATE)
+                .arg(1)
+                .arg(&ledger_key)
+                .arg(sid.as_ref())
+                .arg(envelope)
+                .ignore();
+        }
         let mut backoff = Duration::from_millis(50);
         while let Err(error) = pipe.query_async::<()>(&mut redis).await {
-            tracing::warn!(%error, items = batch.len(), "cannot write to Redis; retrying");
+            metrics::counter!("iocluster_redis_errors_total", "task" => "writer").increment(1);
+            tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        batch.clear();
+        if ops.iter().any(|op| matches!(op, LedgerOp::Register)) {
+            node.resync_done();
+        }
+        items.clear();
+        ops.clear();
     }
 }
 
@@ -214,6 +345,7 @@ async fn subscriber(
                 _ = stop.cancelled() => return,
                 message = stream.next() => {
                     let Some(message) = message else {
+                        metrics::counter!("iocluster_redis_reconnects_total", "task" => "subscriber").increment(1);
                         tracing::warn!("Redis subscription lost; reconnecting");
                         break;
                     };
@@ -242,6 +374,89 @@ async fn subscriber(
     }
 }
 
+/// Writes this node's lease and details. Returns whether the node was
+/// missing from the live set (its lease had lapsed, or Redis lost it) and
+/// whether it has a ledger in Redis and a drained-ledger mark.
+async fn renew(
+    node: &Node,
+    redis: &mut redis::aio::ConnectionManager,
+    started: u64,
+) -> redis::RedisResult<(bool, bool, bool)> {
+    let keys = node.keys();
+    let lease = node.config().lease.as_millis() as u64;
+    let now = now_ms();
+    let (has_ledger, reaped, added): (bool, bool, u64) = redis::pipe()
+        .cmd("SISMEMBER")
+        .arg(keys.ledgers())
+        .arg(node.id())
+        .cmd("EXISTS")
+        .arg(keys.reaped(node.id()))
+        .cmd("ZADD")
+        .arg(keys.nodes())
+        .arg(now + lease)
+        .arg(node.id())
+        .cmd("HSET")
+        .arg(keys.node_info(node.id()))
+        .arg("url")
+        .arg(&node.config().public_url)
+        .arg("connections")
+        .arg(node.connection_count())
+        .arg("started")
+        .arg(started)
+        .arg("updated")
+        .arg(now)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.node_info(node.id()))
+        .arg(lease * 2)
+        .ignore()
+        .query_async(redis)
+        .await?;
+    Ok((added == 1, has_ledger, reaped))
+}
+
+/// Registers the node before it serves anyone: announces what a previous
+/// life under the same id left in its ledger, then takes the lease and
+/// opens the ledger.
+pub(crate) async fn register(
+    node: &Node,
+    redis: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<u64> {
+    let keys = node.keys();
+    let announced = ledger::drain(redis, keys, node.id(), true).await?;
+    if announced > 0 {
+        tracing::warn!(
+            sockets = announced,
+            "announced the disconnect of the sockets a previous run of this node held"
+        );
+    }
+    renew(node, redis, now_ms()).await?;
+    redis::cmd("SADD")
+        .arg(keys.ledgers())
+        .arg(node.id())
+        .query_async::<()>(redis)
+        .await?;
+    Ok(announced)
+}
+
+/// Leaves the live set (shutdown): the frontend stops listing this node.
+pub(crate) async fn deregister(
+    node: &Node,
+    redis: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<()> {
+    let keys = node.keys();
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(keys.nodes())
+        .arg(node.id())
+        .ignore()
+        .cmd("DEL")
+        .arg(keys.node_info(node.id()))
+        .ignore()
+        .query_async(redis)
+        .await
+}
+
 async fn registry(
     node: Arc<Node>,
     mut redis: redis::aio::ConnectionManager,
@@ -259,51 +474,50 @@ async fn registry(
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        if node.is_draining() {
+            continue;
+        }
         if last_beat.is_none_or(|at| at.elapsed() >= beat) {
-            let now = now_ms();
-            let result = redis::pipe()
-                .cmd("ZADD")
-                .arg(keys.nodes())
-                .arg(now + lease.as_millis() as u64)
-                .arg(node.id())
-                .ignore()
-                .cmd("HSET")
-                .arg(keys.node_info(node.id()))
-                .arg("url")
-                .arg(&node.config().public_url)
-                .arg("connections")
-                .arg(node.connection_count())
-                .arg("started")
-                .arg(started)
-                .arg("updated")
-                .arg(now)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(keys.node_info(node.id()))
-                .arg(lease.as_millis() as u64 * 2)
-                .ignore()
-                .query_async::<()>(&mut redis)
-                .await;
-            match result {
-                Ok(()) => last_beat = Some(tokio::time::Instant::now()),
-                Err(error) => tracing::warn!(%error, "cannot renew the node lease"),
+            match renew(&node, &mut redis, started).await {
+                Ok((missing, has_ledger, reaped)) => {
+                    last_beat = Some(tokio::time::Instant::now());
+                    node.set_redis_ok(true);
+                    if !has_ledger && !reaped {
+                        // Redis lost everything (a restart without
+                        // persistence): the queue lost the events in flight
+                        // and the ledger is gone.
+                        node.resync();
+                    } else if missing || !has_ledger {
+                        // Another node drained this node's ledger: the
+                        // cluster announced its clients gone. Make it true.
+                        node.fence();
+                    }
+                }
+                Err(error) => {
+                    node.set_redis_ok(false);
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
+                        .increment(1);
+                    tracing::warn!(%error, "cannot renew the node lease");
+                }
             }
+            match redis::cmd("LLEN")
+                .arg(keys.events())
+                .query_async::<u64>(&mut redis)
+                .await
+            {
+                Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
+                Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
+            }
+            if let Err(error) = ledger::reap(&mut redis, &keys, node.id()).await {
+                tracing::warn!(%error, "cannot check for lost io-nodes");
+            }
+            node.redeliver_overdue();
         }
         if let Err(error) = node.refresh_namespaces().await {
             tracing::warn!(%error, "cannot read the served namespaces");
         }
     }
-    let result = redis::pipe()
-        .cmd("ZREM")
-        .arg(keys.nodes())
-        .arg(node.id())
-        .ignore()
-        .cmd("DEL")
-        .arg(keys.node_info(node.id()))
-        .ignore()
-        .query_async::<()>(&mut redis)
-        .await;
-    if let Err(error) = result {
+    if let Err(error) = deregister(&node, &mut redis).await {
         tracing::warn!(%error, "cannot deregister the node");
     }
 }

@@ -2,7 +2,7 @@
 //! [`Config`] the node runs with. Validation happens before anything binds, so a
 //! bad setting stops the process with a clear message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -29,6 +29,13 @@ pub struct RawConfig {
     pub event_buffer: Option<usize>,
     pub lease_ms: Option<u64>,
     pub cors_origins: Option<Vec<String>>,
+    pub redeliver_after_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_packets_per_second: Option<u32>,
+    pub ops_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 impl RawConfig {
@@ -59,6 +66,13 @@ impl RawConfig {
             event_buffer: self.event_buffer.or(other.event_buffer),
             lease_ms: self.lease_ms.or(other.lease_ms),
             cors_origins: self.cors_origins.or(other.cors_origins),
+            redeliver_after_ms: self.redeliver_after_ms.or(other.redeliver_after_ms),
+            max_connections: self.max_connections.or(other.max_connections),
+            max_packets_per_second: self.max_packets_per_second.or(other.max_packets_per_second),
+            ops_listen: self.ops_listen.or(other.ops_listen),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(other.shutdown_timeout_ms),
         }
     }
 
@@ -106,6 +120,20 @@ impl RawConfig {
             0 => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
             n => Ok(n),
         };
+        if let Some(ops) = &self.ops_listen {
+            ops.parse::<std::net::SocketAddr>()
+                .map_err(|error| ConfigError::Invalid("ops_listen", format!("{ops:?}: {error}")))?;
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert",
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        };
         let config = Config {
             public_url: self
                 .public_url
@@ -126,6 +154,20 @@ impl RawConfig {
             event_buffer: positive(self.event_buffer, 100_000, "event_buffer")?,
             lease: ms(self.lease_ms, 5_000, "lease_ms")?,
             cors_origins: self.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
+            redeliver_after: ms(self.redeliver_after_ms, 60_000, "redeliver_after_ms")?,
+            max_connections: positive(self.max_connections, 100_000, "max_connections")?,
+            max_packets_per_second: match self.max_packets_per_second.unwrap_or(2_000) {
+                0 => {
+                    return Err(ConfigError::Invalid(
+                        "max_packets_per_second",
+                        "must be greater than 0".into(),
+                    ));
+                }
+                n => n,
+            },
+            ops_listen: self.ops_listen,
+            tls,
+            shutdown_timeout: ms(self.shutdown_timeout_ms, 10_000, "shutdown_timeout_ms")?,
         };
         Ok(config)
     }
@@ -178,6 +220,33 @@ pub struct Config {
     /// Origins allowed to use the polling transport across origins; `*` allows
     /// any. Default `["*"]`.
     pub cors_origins: Vec<String>,
+    /// An event with an app-node gets pushed again when its `done` has not
+    /// come after this long (it was lost with Redis, or the `done` was
+    /// published while this node's subscription was down). Keep it above the
+    /// app-nodes' handler timeout. Default 60 s.
+    pub redeliver_after: Duration,
+    /// Most Engine.IO sessions this node holds; past it, handshakes get
+    /// HTTP 503. Default 100 000.
+    pub max_connections: usize,
+    /// Packets per second one connection may send (burst: as many); a
+    /// faster client is slowed down (its packets wait, so TCP pushes back).
+    /// Default 2000.
+    pub max_packets_per_second: u32,
+    /// Address of the operations listener (`/health`, `/ready`, `/metrics`).
+    /// Default: none.
+    pub ops_listen: Option<String>,
+    /// Certificate chain and private key (PEM) to serve clients over TLS.
+    pub tls: Option<TlsFiles>,
+    /// On SIGTERM, how long the node waits for its clients to close and
+    /// their disconnect events to reach Redis. Default 10 s.
+    pub shutdown_timeout: Duration,
+}
+
+/// PEM files for TLS on the client listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Why settings were refused.

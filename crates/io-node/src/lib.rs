@@ -15,9 +15,12 @@
 pub mod config;
 
 mod bridge;
+mod ledger;
+mod limits;
 mod node;
 mod session;
 mod socket;
+pub mod tls;
 mod transport;
 
 use std::future::Future;
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
+use axum::serve::{Listener, ListenerExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,19 +43,20 @@ pub enum RunError {
     Redis(#[from] redis::RedisError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
-/// How long shutdown waits for queued events to reach Redis.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
-
-/// Serves clients on `listener` until `shutdown` resolves, then closes every
-/// client (they reconnect elsewhere), writes their disconnect events to Redis
-/// and leaves the registry.
+/// Serves clients on `listener` until `shutdown` resolves, then stops taking
+/// new clients, leaves the registry, closes every client (stock clients
+/// reconnect elsewhere), writes their disconnect events to Redis and exits,
+/// all within `shutdown_timeout`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let client = redis::Client::open(config.redis.as_str())?;
     // Large pipelines under load may take longer than the client's default
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
@@ -63,13 +68,23 @@ pub async fn run(
     if let Err(error) = node.refresh_namespaces().await {
         tracing::warn!(%error, "cannot read the served namespaces yet");
     }
+    let mut registration = redis.clone();
+    bridge::register(&node, &mut registration).await?;
+    node.readiness().set(true);
 
+    let ops_stop = CancellationToken::new();
+    let ops = match &node.config().ops_listen {
+        Some(addr) => {
+            Some(iocluster_ops::serve(addr, node.readiness().clone(), ops_stop.clone()).await?)
+        }
+        None => None,
+    };
     let stop = CancellationToken::new();
     let drain = CancellationToken::new();
     let tasks = bridge::spawn(
         node.clone(),
         client,
-        redis,
+        redis.clone(),
         receivers,
         stop.clone(),
         drain.clone(),
@@ -87,21 +102,27 @@ pub async fn run(
         listen = %listener.local_addr()?,
         path = %path,
         public_url = %node.config().public_url,
+        tls = tls.is_some(),
         "io-node listening"
     );
     let http_stop = CancellationToken::new();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let server = match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            serve(listener, app, http_stop.clone())
+        }
+        None => serve(listener, app, http_stop.clone()),
+    };
 
     shutdown.await;
-    tracing::info!("shutting down: closing clients");
+    let deadline = tokio::time::Instant::now() + node.config().shutdown_timeout;
+    tracing::info!("shutting down: no new clients, leaving the registry, closing clients");
+    node.begin_shutdown();
+    if let Err(error) = bridge::deregister(&node, &mut redis.clone()).await {
+        tracing::warn!(%error, "cannot leave the registry");
+    }
     node.close_all(session::CloseReason::ServerShutdown);
     // Give session tasks a moment to queue their disconnect events.
-    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
     while node.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -110,10 +131,33 @@ pub async fn run(
     drain.cancel();
     for task in tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!("shutdown grace period ran out before Redis took everything");
+            tracing::warn!("shutdown deadline passed before Redis took everything");
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
+    }
     tracing::info!("io-node stopped");
     Ok(())
+}
+
+/// Serves the client routes on any listener whose address is a socket
+/// address, until `stop` is cancelled.
+fn serve<L>(listener: L, app: Router, stop: CancellationToken) -> tokio::task::JoinHandle<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned());
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "client listener failed");
+        }
+    })
 }

@@ -52,6 +52,35 @@ struct Args {
     /// Milliseconds this node's registry lease lasts without renewal (default 5000).
     #[arg(long, value_name = "MS")]
     lease: Option<u64>,
+    /// Frames queued for one client before it counts as too slow and is
+    /// disconnected (default 1024).
+    #[arg(long, value_name = "FRAMES")]
+    outbox_capacity: Option<usize>,
+    /// Milliseconds after which an event whose `done` never came is pushed
+    /// again (default 60000).
+    #[arg(long, value_name = "MS")]
+    redeliver_after: Option<u64>,
+    /// Most client connections this node holds; more get HTTP 503 (default 100000).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Packets per second one connection may send before it is slowed down
+    /// (default 2000).
+    #[arg(long, value_name = "N")]
+    max_packets_per_second: Option<u32>,
+    /// Operations listener: /health, /ready and /metrics (Prometheus)
+    /// (default: none).
+    #[arg(long, env = "IOCLUSTER_OPS_LISTEN", value_name = "ADDR")]
+    ops_listen: Option<String>,
+    /// PEM certificate chain: serve clients over TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Milliseconds SIGTERM waits for clients to close and their disconnect
+    /// events to reach Redis (default 10000).
+    #[arg(long, value_name = "MS")]
+    shutdown_timeout: Option<u64>,
     /// Log format: text (default) or json.
     #[arg(
         long,
@@ -88,6 +117,14 @@ fn main() -> anyhow::Result<()> {
         admission_timeout_ms: args.admission_timeout,
         max_payload: args.max_payload,
         lease_ms: args.lease,
+        outbox_capacity: args.outbox_capacity,
+        redeliver_after_ms: args.redeliver_after,
+        max_connections: args.max_connections,
+        max_packets_per_second: args.max_packets_per_second,
+        ops_listen: args.ops_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        shutdown_timeout_ms: args.shutdown_timeout,
         ..RawConfig::default()
     };
     let config = flags.or(file).validate().context("invalid configuration")?;

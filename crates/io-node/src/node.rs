@@ -6,6 +6,7 @@
 //! the registry. No lock is held across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,10 @@ use iocluster_protocol::{engine, ids};
 use serde_bytes::ByteBuf;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, LedgerOp};
 use crate::config::Config;
 use crate::session::{CloseReason, Frame, PartialPacket, Session};
-use crate::socket::{Phase, Queued, Socket, SocketState};
+use crate::socket::{Inflight, Phase, Queued, Socket, SocketState};
 
 /// Sockets by id, by namespace and by room. Room members are indexed by the
 /// room's channel name, the unit this node subscribes to.
@@ -91,6 +92,11 @@ pub struct Node {
     redis: redis::aio::ConnectionManager,
     /// Serializes on-demand namespace refreshes.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// A ledger rewrite is on its way to Redis (see [`Node::resync`]).
+    resync_pending: AtomicBool,
+    /// Shutting down: no new clients.
+    draining: AtomicBool,
+    readiness: iocluster_ops::Readiness,
 }
 
 impl Node {
@@ -116,6 +122,9 @@ impl Node {
             }),
             redis,
             refresh_lock: tokio::sync::Mutex::new(()),
+            resync_pending: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            readiness: iocluster_ops::Readiness::default(),
         })
     }
 
@@ -129,6 +138,35 @@ impl Node {
 
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+
+    /// Ready: Redis answers and the node is not shutting down.
+    pub(crate) fn readiness(&self) -> &iocluster_ops::Readiness {
+        &self.readiness
+    }
+
+    pub(crate) fn set_redis_ok(&self, ok: bool) {
+        self.readiness.set(ok && !self.is_draining());
+    }
+
+    /// Stops taking new clients (handshakes get 503) and reports not ready.
+    pub(crate) fn begin_shutdown(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.readiness.set(false);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether a new client may connect: not shutting down, under the
+    /// connection limit.
+    pub(crate) fn admits_new_session(&self) -> bool {
+        !self.is_draining() && self.connection_count() < self.config.max_connections
     }
 
     /// Live Engine.IO sessions.
@@ -156,7 +194,10 @@ impl Node {
     }
 
     pub(crate) fn insert_session(&self, session: Arc<Session>) {
-        write(&self.sessions).insert(session.sid.clone(), session);
+        let mut sessions = write(&self.sessions);
+        sessions.insert(session.sid.clone(), session);
+        metrics::gauge!("iocluster_connections").set(sessions.len() as f64);
+        metrics::counter!("iocluster_connections_opened_total").increment(1);
     }
 
     pub(crate) fn session(&self, sid: &str) -> Option<Arc<Session>> {
@@ -173,8 +214,14 @@ impl Node {
 
     /// Cleanup after a session closed: its sockets disconnect.
     pub(crate) fn on_session_closed(&self, session: &Arc<Session>) {
-        write(&self.sessions).remove(&session.sid);
+        {
+            let mut sessions = write(&self.sessions);
+            sessions.remove(&session.sid);
+            metrics::gauge!("iocluster_connections").set(sessions.len() as f64);
+        }
         let reason = session.close_reason();
+        metrics::counter!("iocluster_connections_closed_total", "reason" => reason.as_str())
+            .increment(1);
         let sockets: Vec<_> = {
             let mut state = session.lock();
             state.partial = None;
@@ -380,6 +427,10 @@ impl Node {
             .insert(socket.id.clone(), socket.clone());
         {
             let mut state = socket.lock();
+            self.bridge.ledger(LedgerOp::Create(
+                socket.id.clone(),
+                socket.ledger_entry(self.id(), &state),
+            ));
             state.queue.push_back(Queued {
                 kind: EventKind::Connect,
                 data: auth,
@@ -445,18 +496,29 @@ impl Node {
         let seq = state.next_seq;
         state.next_seq += 1;
         let last = queued.kind == EventKind::Disconnect;
-        let event = socket.event(self.id(), state, seq, queued);
-        if !last {
-            state.inflight = Some(seq);
-        }
-        if !self.bridge.push_event(event.encode()) {
-            tracing::warn!(socket = %socket.id, "event buffer full: closing the client");
-            socket.session.close(CloseReason::Overloaded);
-        }
+        metrics::counter!("iocluster_events_out_total", "kind" => event_kind(queued.kind))
+            .increment(1);
+        let envelope = socket.event(self.id(), state, seq, queued).encode();
         if last {
             // The disconnect event is the last: nothing will come back for it.
+            // It goes through the ledger, so it is announced once even if
+            // this node is being declared dead right now.
+            state.settled = true;
             state.queue.clear();
+            self.bridge
+                .ledger(LedgerOp::Announce(socket.id.clone(), envelope));
             write(&self.registry).sockets.remove(&socket.id);
+            return;
+        }
+        let envelope = Bytes::from(envelope);
+        state.inflight = Some(Inflight {
+            seq,
+            envelope: envelope.clone(),
+            since: Instant::now(),
+        });
+        if !self.bridge.push_event(envelope) {
+            tracing::warn!(socket = %socket.id, "event buffer full: closing the client");
+            socket.session.close(CloseReason::Overloaded);
         }
     }
 
@@ -504,6 +566,8 @@ impl Node {
 
     /// Applies one command from an app-node.
     pub(crate) fn apply(&self, command: Command) {
+        metrics::counter!("iocluster_commands_total", "type" => command_type(&command))
+            .increment(1);
         match command {
             Command::Emit(emit) => self.emit(emit),
             Command::Ack(ack) => {
@@ -535,6 +599,7 @@ impl Node {
             Command::SetData(set) => {
                 if let Some(socket) = self.socket(&set.sid, &set.nsp) {
                     socket.lock().data = Some(set.data);
+                    self.bridge.ledger_stale(socket.id.clone());
                 }
             }
             Command::Disconnect(disconnect) => {
@@ -569,7 +634,7 @@ impl Node {
             return;
         };
         let mut state = socket.lock();
-        if state.inflight != Some(done.seq) {
+        if state.inflight.as_ref().map(|inflight| inflight.seq) != Some(done.seq) {
             tracing::debug!(socket = %socket.id, seq = done.seq, "done for an event not in flight");
             return;
         }
@@ -607,6 +672,8 @@ impl Node {
                 }
                 // The application refused it: no disconnect event will follow.
                 state.queue.clear();
+                state.settled = true;
+                self.bridge.ledger(LedgerOp::Forget(socket.id.clone()));
                 write(&self.registry).sockets.remove(&socket.id);
                 self.leave_all(socket, state);
             }
@@ -653,6 +720,7 @@ impl Node {
             }
         }
         drop(state);
+        self.bridge.ledger_stale(socket.id.clone());
         for channel in subscribe {
             self.bridge.subscribe(channel);
         }
@@ -672,6 +740,7 @@ impl Node {
             }
         }
         drop(state);
+        self.bridge.ledger_stale(socket.id.clone());
         for channel in unsubscribe {
             self.bridge.unsubscribe(channel);
         }
@@ -696,6 +765,7 @@ impl Node {
             None => {
                 // Encoded once, shared by every recipient.
                 let frame = packet_frame(PacketKind::Event, &emit.nsp, None, &emit.data, emit.bin);
+                metrics::counter!("iocluster_deliveries_total").increment(recipients.len() as u64);
                 for socket in recipients {
                     let mut state = socket.lock();
                     socket.deliver(&mut state, frame.clone(), limit);
@@ -707,6 +777,7 @@ impl Node {
                     .into_iter()
                     .map(|b| Bytes::from(b.into_vec()))
                     .collect();
+                metrics::counter!("iocluster_deliveries_total").increment(recipients.len() as u64);
                 for socket in recipients {
                     let mut state = socket.lock();
                     let id = state.next_ack;
@@ -783,6 +854,112 @@ impl Node {
         candidates
     }
 
+    // ---- ledger and redelivery ------------------------------------------
+
+    /// The current ledger entries of the given sockets, skipping those
+    /// already settled.
+    pub(crate) fn ledger_entries(&self, sids: Vec<Arc<str>>) -> Vec<(Arc<str>, Vec<u8>)> {
+        if sids.is_empty() {
+            return Vec::new();
+        }
+        let sockets: Vec<Arc<Socket>> = {
+            let registry = read(&self.registry);
+            sids.iter()
+                .filter_map(|sid| registry.sockets.get(sid).cloned())
+                .collect()
+        };
+        sockets
+            .into_iter()
+            .filter_map(|socket| {
+                let state = socket.lock();
+                (!state.settled)
+                    .then(|| (socket.id.clone(), socket.ledger_entry(self.id(), &state)))
+            })
+            .collect()
+    }
+
+    fn all_sockets(&self) -> Vec<Arc<Socket>> {
+        read(&self.registry).sockets.values().cloned().collect()
+    }
+
+    /// Redis lost its data (restarted without persistence): rewrite the
+    /// ledger and push again every event that was with an app-node (it was
+    /// in the lost queue, or its `done` will never come). At-least-once: an
+    /// event that had in fact been handled is handled again.
+    pub(crate) fn resync(&self) {
+        if self.resync_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut pushed = 0usize;
+        for socket in self.all_sockets() {
+            let state = socket.lock();
+            if state.settled {
+                continue;
+            }
+            self.bridge.ledger(LedgerOp::Create(
+                socket.id.clone(),
+                socket.ledger_entry(self.id(), &state),
+            ));
+            if let Some(inflight) = &state.inflight {
+                if !self.bridge.push_event(inflight.envelope.clone()) {
+                    socket.session.close(CloseReason::Overloaded);
+                }
+                pushed += 1;
+            }
+        }
+        self.bridge.ledger(LedgerOp::Register);
+        tracing::warn!(
+            events = pushed,
+            "Redis lost its data: ledger rewritten, in-flight events pushed again"
+        );
+    }
+
+    /// The ledger rewrite reached Redis.
+    pub(crate) fn resync_done(&self) {
+        self.resync_pending.store(false, Ordering::Release);
+    }
+
+    /// Another io-node found this node's lease lapsed and announced its
+    /// sockets gone: close every client (they reconnect elsewhere) without
+    /// announcing them twice, and open a fresh ledger.
+    pub(crate) fn fence(&self) {
+        if self.resync_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(
+            "this node's lease lapsed and its clients were declared gone: closing them"
+        );
+        self.close_all(CloseReason::LeaseLost);
+        self.bridge.ledger(LedgerOp::Register);
+    }
+
+    /// Pushes again the events whose `done` is overdue: lost with a Redis
+    /// failover, or published while this node's subscription was down.
+    pub(crate) fn redeliver_overdue(&self) {
+        let after = self.config.redeliver_after;
+        let mut again = 0usize;
+        let mut inflight_now = 0usize;
+        for socket in self.all_sockets() {
+            let mut state = socket.lock();
+            let Some(inflight) = state.inflight.as_mut() else {
+                continue;
+            };
+            inflight_now += 1;
+            if inflight.since.elapsed() < after {
+                continue;
+            }
+            inflight.since = Instant::now();
+            if self.bridge.push_event(inflight.envelope.clone()) {
+                again += 1;
+            }
+        }
+        metrics::counter!("iocluster_redeliveries_total").increment(again as u64);
+        metrics::gauge!("iocluster_inflight_events").set(inflight_now as f64);
+        if again > 0 {
+            tracing::warn!(events = again, "no done in time: events pushed again");
+        }
+    }
+
     // ---- namespaces -----------------------------------------------------
 
     /// Whether an app-node serves `nsp`. The list is refreshed in the
@@ -824,6 +1001,26 @@ impl Node {
         cache.served = served.into_iter().collect();
         cache.refreshed = Some(Instant::now());
         Ok(())
+    }
+}
+
+fn event_kind(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Connect => "connect",
+        EventKind::Message => "message",
+        EventKind::Disconnect => "disconnect",
+    }
+}
+
+fn command_type(command: &Command) -> &'static str {
+    match command {
+        Command::Emit(_) => "emit",
+        Command::Ack(_) => "ack",
+        Command::Join(_) => "join",
+        Command::Leave(_) => "leave",
+        Command::SetData(_) => "data",
+        Command::Disconnect(_) => "disconnect",
+        Command::Done(_) => "done",
     }
 }
 

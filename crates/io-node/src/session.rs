@@ -54,6 +54,7 @@ pub(crate) enum CloseReason {
     Overloaded,
     ServerShutdown,
     ForcedClose,
+    LeaseLost,
 }
 
 impl CloseReason {
@@ -69,6 +70,7 @@ impl CloseReason {
             CloseReason::Overloaded => "server overloaded",
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::ForcedClose => "forced server close",
+            CloseReason::LeaseLost => "io-node lease lost",
         }
     }
 }
@@ -87,6 +89,8 @@ pub(crate) struct PartialPacket {
 /// Mutable session state, behind one short-held lock.
 #[derive(Default)]
 pub(crate) struct SessionState {
+    /// Packet rate of the polling transport (the WebSocket keeps its own).
+    pub limiter: Option<crate::limits::RateLimiter>,
     /// The WebSocket transport took over (directly or by upgrade).
     pub websocket: bool,
     /// A WebSocket probe succeeded and the client may send `upgrade`.

@@ -56,6 +56,16 @@ impl Queued {
     }
 }
 
+/// The event of a socket an app-node is handling.
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub seq: u64,
+    /// Kept to push it again if it was lost (Redis restarted) or its `done`
+    /// never came (see `Node::redeliver_overdue`).
+    pub envelope: bytes::Bytes,
+    pub since: std::time::Instant,
+}
+
 #[derive(Debug)]
 pub(crate) struct SocketState {
     pub phase: Phase,
@@ -64,7 +74,10 @@ pub(crate) struct SocketState {
     /// The seq of the next event dispatched.
     pub next_seq: u64,
     /// The event an app-node is handling, if any.
-    pub inflight: Option<u64>,
+    pub inflight: Option<Inflight>,
+    /// The socket's disconnect was announced (or needs none): its ledger
+    /// entry is gone for good.
+    pub settled: bool,
     pub queue: VecDeque<Queued>,
     /// Acks this node asked the client for, by the client-side ack id.
     pub acks: HashMap<u64, ReplyTo>,
@@ -100,6 +113,7 @@ impl Socket {
                 data: None,
                 next_seq: 0,
                 inflight: None,
+                settled: false,
                 queue: VecDeque::new(),
                 acks: HashMap::new(),
                 next_ack: 0,
@@ -137,6 +151,14 @@ impl Socket {
             }
             Phase::Pending { closed: true, .. } | Phase::Closed => {}
         }
+    }
+
+    /// The socket's ledger entry: its disconnect event as announced if this
+    /// node died, with the current snapshot.
+    pub(crate) fn ledger_entry(&self, node_id: &str, state: &SocketState) -> Vec<u8> {
+        let reason = crate::ledger::NODE_LOST;
+        self.event(node_id, state, state.next_seq, Queued::disconnect(reason))
+            .encode()
     }
 
     /// Builds the event envelope for `queued`, with the socket's current

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
+use crate::limits::RateLimiter;
 use crate::node::Node;
 use crate::session::{self, CloseReason, Frame, Session};
 
@@ -75,6 +76,16 @@ async fn route(node: Arc<Node>, peer: SocketAddr, request: Request) -> Response 
         Some("websocket") => true,
         _ => return error(TransportError::UnknownTransport),
     };
+    if query.sid.is_none() && !node.admits_new_session() {
+        // Shutting down, or at max_connections: try another node.
+        metrics::counter!("iocluster_connections_refused_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"code":3,"message":"Server unavailable"}"#,
+        )
+            .into_response();
+    }
     match (websocket, query.sid) {
         (false, None) if request.method() == Method::GET => {
             handshake_polling(&node, peer, &request, pairs)
@@ -156,6 +167,7 @@ fn cors(node: &Node, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
 }
 
 fn capture_handshake(
+    secure: bool,
     peer: SocketAddr,
     request: &Request,
     query: Vec<(String, String)>,
@@ -181,7 +193,7 @@ fn capture_handshake(
             .path_and_query()
             .map(|pq| pq.as_str().to_owned())
             .unwrap_or_default(),
-        secure: false,
+        secure,
         auth: None,
     })
 }
@@ -219,7 +231,7 @@ fn handshake_polling(
     request: &Request,
     query: Vec<(String, String)>,
 ) -> Response {
-    let handshake = capture_handshake(peer, request, query);
+    let handshake = capture_handshake(node.config().tls.is_some(), peer, request, query);
     let session = open_session(node, handshake, false);
     text(open_packet(node, &session.sid, &["websocket"]))
 }
@@ -290,7 +302,17 @@ async fn read_post(node: &Arc<Node>, session: &Arc<Session>, request: Request) -
         session.close(CloseReason::ParseError);
         return error(TransportError::BadRequest);
     };
+    let rate = node.config().max_packets_per_second;
     for record in engine::split_payload(payload) {
+        let wait = session
+            .lock()
+            .limiter
+            .get_or_insert_with(|| RateLimiter::new(rate))
+            .take();
+        if let Some(wait) = wait {
+            metrics::counter!("iocluster_throttled_packets_total").increment(1);
+            tokio::time::sleep(wait).await;
+        }
         let result = match engine::decode_polling_record(record) {
             Ok(packet) => node.on_engine_packet(session, packet).await,
             Err(_) => Err(CloseReason::ParseError),
@@ -333,7 +355,7 @@ fn upgrade_websocket(
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let handshake = existing
         .is_none()
-        .then(|| capture_handshake(peer, &request, query));
+        .then(|| capture_handshake(node.config().tls.is_some(), peer, &request, query));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let max_payload = node.config().max_payload;
     tokio::spawn(async move {
@@ -439,9 +461,24 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
         _ = session.cancel.cancelled() => return,
     };
     let (mut sink, mut stream) = ws.split();
+    let mut limiter = RateLimiter::new(node.config().max_packets_per_second);
+    let mut throttle: Option<std::time::Duration> = None;
     loop {
+        // A client over its packet rate: read nothing from it for a while
+        // (its frames keep flowing out meanwhile).
+        let paused = async {
+            match throttle {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            message = stream.next() => {
+            _ = paused => throttle = None,
+            message = stream.next(), if throttle.is_none() => {
+                throttle = limiter.take();
+                if throttle.is_some() {
+                    metrics::counter!("iocluster_throttled_packets_total").increment(1);
+                }
                 let result = match message {
                     Some(Ok(Message::Text(text))) => match engine::decode_text(text.as_str()) {
                         Ok(packet) => node.on_engine_packet(&session, packet).await,

@@ -61,6 +61,25 @@ impl Keys {
         self.join(&["node", node])
     }
 
+    /// Hash: an io-node's ledger, one field per open socket (its id), whose
+    /// value is the socket's `disconnect` event envelope as the cluster would
+    /// announce it if the node died. The event is announced once: by the
+    /// node, or by whoever drains the ledger of a node found dead.
+    pub fn ledger(&self, node: &str) -> String {
+        self.join(&["sockets", node])
+    }
+
+    /// Set: the io-nodes that have a ledger (to find those of dead nodes).
+    pub fn ledgers(&self) -> String {
+        self.join(&["ledgers"])
+    }
+
+    /// String with a TTL: set when a dead io-node's ledger was drained, so
+    /// that node, if it was alive after all, announces nothing twice.
+    pub fn reaped(&self, node: &str) -> String {
+        self.join(&["reaped", node])
+    }
+
     /// Channel: commands for clients of one io-node.
     pub fn node_channel(&self, node: &str) -> String {
         self.join(&["n", node])
@@ -98,6 +117,9 @@ mod tests {
         assert_eq!(keys.node_channel("n1"), "ioc:n:n1");
         assert_eq!(keys.room_channel("/chat", "a:b,c"), "ioc:r:/chat,a:b,c");
         assert_eq!(keys.all_channel(), "ioc:all");
+        assert_eq!(keys.ledger("n1"), "ioc:sockets:n1");
+        assert_eq!(keys.ledgers(), "ioc:ledgers");
+        assert_eq!(keys.reaped("n1"), "ioc:reaped:n1");
         assert_eq!(keys.app_channel("a1"), "ioc:a:a1");
     }
 }

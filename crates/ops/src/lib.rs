@@ -1,0 +1,110 @@
+//! The operations listener every iocluster node can open (`--ops-listen`):
+//!
+//! - `GET /health`: 200 while the process serves at all (liveness);
+//! - `GET /ready`: 200 when the node can do its job (Redis reachable, not
+//!   shutting down), else 503 (readiness: take it out of rotation);
+//! - `GET /metrics`: Prometheus text format, from the `metrics` facade.
+//!
+//! Nodes record metrics with the `metrics` macros wherever they are; without
+//! an ops listener no recorder is installed and the macros cost next to
+//! nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the node is ready; cheap to clone and to update.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return
+/// the same handle). `None` if another recorder was installed first.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .and_then(|builder| builder.install_recorder());
+            match recorder {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot install the metrics recorder");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// The ops routes.
+pub fn router(readiness: Readiness, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = readiness.get();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.as_ref().map(|handle| {
+                    handle.run_upkeep();
+                    handle.render()
+                });
+                async move {
+                    match body {
+                        Some(body) => (StatusCode::OK, body),
+                        None => (StatusCode::NOT_FOUND, "metrics are off".to_owned()),
+                    }
+                }
+            }),
+        )
+}
+
+/// Binds `addr` and serves the ops routes until `stop` is cancelled.
+pub async fn serve(
+    addr: &str,
+    readiness: Readiness,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(listen = %listener.local_addr()?, "ops listener (health, ready, metrics)");
+    let app = router(readiness, metrics_handle());
+    Ok(tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::warn!(%error, "ops listener failed");
+        }
+    }))
+}
