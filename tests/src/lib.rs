@@ -60,8 +60,18 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> Process {
-        let file = std::fs::File::create(&log).expect("cannot create the log file");
+    fn spawn(command: Command, log: PathBuf) -> Process {
+        let _ = std::fs::remove_file(&log);
+        Self::spawn_appending(command, log)
+    }
+
+    /// Like `spawn`, keeping what an earlier run wrote to the log.
+    fn spawn_appending(mut command: Command, log: PathBuf) -> Process {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("cannot open the log file");
         let err = file.try_clone().expect("cannot clone the log file");
         command
             .stdout(Stdio::from(file))
@@ -168,7 +178,7 @@ impl RedisServer {
         {
             panic!("redis-server is not installed: run scripts/test.sh, which installs it");
         }
-        Process::spawn(command, logs.join(format!("redis-{port}.log")))
+        Process::spawn_appending(command, logs.join(format!("redis-{port}.log")))
     }
 
     async fn wait_ready(&self) {
@@ -227,6 +237,8 @@ impl RedisServer {
 pub struct IoNode {
     pub id: String,
     pub port: u16,
+    /// Its ops listener (`/health`, `/ready`, `/metrics`).
+    pub ops_port: u16,
     pub process: Process,
 }
 
@@ -238,12 +250,44 @@ impl IoNode {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    pub fn ops_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ops_port)
+    }
 }
 
 /// An app-node process.
 pub struct AppNode {
     pub id: String,
+    pub ops_port: u16,
     pub process: Process,
+}
+
+impl AppNode {
+    pub fn ops_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ops_port)
+    }
+}
+
+/// The value of a Prometheus sample (`name{labels}` exactly as exposed, or
+/// a bare name) from a node's ops listener; 0 when absent.
+pub async fn metric(ops_addr: &str, sample: &str) -> f64 {
+    let response = http(ops_addr, "GET", "/metrics", &[], b"")
+        .await
+        .expect("cannot read /metrics");
+    assert_eq!(
+        response.status, 200,
+        "/metrics answered {}",
+        response.status
+    );
+    response
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(name, _)| *name == sample)
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }
 
 static PREFIXES: AtomicU32 = AtomicU32::new(0);
@@ -298,8 +342,26 @@ impl Cluster {
     /// Starts one more io-node (with the builder's extra flags).
     pub async fn start_io(&mut self) -> usize {
         let index = self.io.len();
-        let id = format!("io{index}");
-        let port = free_port();
+        let node = self
+            .spawn_io(format!("io{index}"), free_port(), free_port())
+            .await;
+        self.io.push(node);
+        index
+    }
+
+    /// Kills io-node `index` (if still running) and starts it again with the
+    /// same id and ports.
+    pub async fn restart_io(&mut self, index: usize) {
+        self.io[index].process.kill();
+        let (id, port, ops) = (
+            self.io[index].id.clone(),
+            self.io[index].port,
+            self.io[index].ops_port,
+        );
+        self.io[index] = self.spawn_io(id, port, ops).await;
+    }
+
+    async fn spawn_io(&self, id: String, port: u16, ops_port: u16) -> IoNode {
         let mut command = Command::new(bin("iocluster-io-node"));
         command
             .args([
@@ -314,19 +376,26 @@ impl Cluster {
             .args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
             .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()])
             .args(["--lease", &LEASE_MS.to_string()])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .args(&self.io_args)
             .env("RUST_LOG", "info,iocluster_io_node=debug");
-        let process = Process::spawn(command, self.logs.join(format!("{id}.log")));
-        let node = IoNode { id, port, process };
-        wait_http_ok(&node.addr(), "/health").await;
-        self.io.push(node);
-        index
+        let log = self.logs.join(format!("{id}.log"));
+        let process = Process::spawn_appending(command, log);
+        let node = IoNode {
+            id,
+            port,
+            ops_port,
+            process,
+        };
+        wait_http_ok(&node.ops_addr(), "/ready").await;
+        node
     }
 
     /// Starts one more app-node of the cluster's app binary.
     pub async fn start_app(&mut self) -> usize {
         let index = self.apps.len();
         let id = format!("app{index}");
+        let ops_port = free_port();
         let mut command = Command::new(bin(&self.app_binary));
         command
             .args([
@@ -338,10 +407,12 @@ impl Cluster {
                 &id,
             ])
             .args(["--lease", &LEASE_MS.to_string()])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .env("RUST_LOG", "info,iocluster_app=debug");
         let process = Process::spawn(command, self.logs.join(format!("{id}.log")));
         self.apps.push(AppNode {
             id: id.clone(),
+            ops_port,
             process,
         });
         self.wait_app_ready(&id).await;

@@ -259,14 +259,19 @@ impl App {
         } = self;
         let keys = ctx.keys.clone();
         let client = redis::Client::open(config.redis.as_str())?;
+        // Reconnect attempts at most a second apart, whatever the outage
+        // lasted, so the node is back within a second of Redis.
         let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_max_delay(Duration::from_secs(1))
             .set_response_timeout(Some(Duration::from_secs(10)));
         let mut redis = client
             .get_connection_manager_with_config(manager.clone())
             .await?;
         // Blocking pops need a connection of their own, without a response
         // timeout shorter than the pop's.
-        let blocking_config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let blocking_config = redis::aio::ConnectionManagerConfig::new()
+            .set_max_delay(Duration::from_secs(1))
+            .set_response_timeout(Some(BLOCKING_POP + Duration::from_secs(5)));
         let mut blocking = client
             .get_connection_manager_with_config(blocking_config)
             .await?;
@@ -330,6 +335,7 @@ impl App {
                 _ = &mut shutdown => break,
             };
             let room = (semaphore.available_permits() + 1).min(FETCH_BATCH);
+            tracing::trace!(room, "fetching");
             let fetched: redis::RedisResult<Vec<Vec<u8>>> = fetch
                 .key(&events_key)
                 .key(&inflight_key)
@@ -352,7 +358,8 @@ impl App {
                     .arg(&inflight_key)
                     .arg("RIGHT")
                     .arg("LEFT")
-                    .arg(1.0);
+                    .arg(BLOCKING_POP.as_secs_f64());
+                tracing::trace!("blocking pop");
                 let popped: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
                     popped = pop.query_async(&mut blocking) => popped,
                     // An event moved by an abandoned pop stays in our
@@ -437,6 +444,9 @@ impl App {
         Ok(())
     }
 }
+
+/// How long one blocking pop waits for an event.
+const BLOCKING_POP: Duration = Duration::from_secs(1);
 
 fn normalize_nsp(nsp: &str) -> String {
     if nsp.starts_with('/') {

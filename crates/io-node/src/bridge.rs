@@ -15,6 +15,7 @@
 //! [`Bridge`] is the cheap handle the rest of the node uses to queue work.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +31,8 @@ use crate::node::Node;
 
 /// Work for the writer task.
 pub(crate) enum Outgoing {
-    Event(Bytes),
+    /// An event and its place in the order events were queued.
+    Event(Bytes, u64),
     Publish(String, Vec<u8>),
 }
 
@@ -66,6 +68,9 @@ pub(crate) struct Bridge {
     /// however often it changed meanwhile.
     stale: Arc<Mutex<HashSet<Arc<str>>>>,
     wake: Arc<Notify>,
+    /// Numbers events as they are queued, and the highest number written.
+    queued: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
     /// Unbounded, but fed only by room changes, which the registry bounds.
     changes: mpsc::UnboundedSender<SubscriptionChange>,
 }
@@ -87,6 +92,8 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
             ledger,
             stale: Arc::default(),
             wake: Arc::default(),
+            queued: Arc::default(),
+            written: Arc::default(),
             changes,
         },
         BridgeReceivers {
@@ -98,9 +105,19 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
 }
 
 impl Bridge {
-    /// Queues an event for the queue; `false` when the buffer is full.
-    pub(crate) fn push_event(&self, envelope: Bytes) -> bool {
-        self.outgoing.try_send(Outgoing::Event(envelope)).is_ok()
+    /// Queues an event for the queue; returns its number (see
+    /// [`Bridge::written`]), or `None` when the buffer is full.
+    pub(crate) fn push_event(&self, envelope: Bytes) -> Option<u64> {
+        let number = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.outgoing
+            .try_send(Outgoing::Event(envelope, number))
+            .ok()
+            .map(|()| number)
+    }
+
+    /// The highest number of an event written to Redis so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 
     /// Queues a publish; `false` when the buffer is full.
@@ -237,13 +254,21 @@ async fn writer(
             continue;
         }
         // One MULTI/EXEC: a batch is written whole or not at all, so a
-        // socket's events and its ledger entry never disagree.
+        // socket's events and its ledger entry never disagree. It starts by
+        // checking that this Redis still knows the node: if not, it lost its
+        // data (a restart), and with it the events written before this batch.
         let mut pipe = redis::pipe();
         pipe.atomic();
+        pipe.cmd("SISMEMBER").arg(&ledgers_key).arg(node.id());
+        pipe.cmd("EXISTS").arg(&reaped_key);
+        let mut highest = 0;
         let events: Vec<&[u8]> = items
             .iter()
             .filter_map(|item| match item {
-                Outgoing::Event(bytes) => Some(bytes.as_ref()),
+                Outgoing::Event(bytes, number) => {
+                    highest = highest.max(*number);
+                    Some(bytes.as_ref())
+                }
                 Outgoing::Publish(..) => None,
             })
             .collect();
@@ -281,7 +306,15 @@ async fn writer(
                         .ignore();
                 }
                 LedgerOp::Register => {
+                    // Lease first: a ledger without a lease looks dead.
+                    let lease = node.config().lease.as_millis() as u64;
+                    pipe.cmd("ZADD")
+                        .arg(keys.nodes())
+                        .arg(now_ms() + lease)
+                        .arg(node.id())
+                        .ignore();
                     pipe.cmd("SADD").arg(&ledgers_key).arg(node.id()).ignore();
+                    pipe.cmd("DEL").arg(&reaped_key).ignore();
                 }
             }
         }
@@ -295,13 +328,24 @@ async fn writer(
                 .ignore();
         }
         let mut backoff = Duration::from_millis(50);
-        while let Err(error) = pipe.query_async::<()>(&mut redis).await {
-            metrics::counter!("iocluster_redis_errors_total", "task" => "writer").increment(1);
-            tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+        let (known, reaped) = loop {
+            match pipe.query_async::<(bool, bool)>(&mut redis).await {
+                Ok(checks) => break checks,
+                Err(error) => {
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
+                        .increment(1);
+                    tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
+        if !known && !reaped && !registers {
+            node.resync(bridge.written());
         }
-        if ops.iter().any(|op| matches!(op, LedgerOp::Register)) {
+        bridge.written.fetch_max(highest, Ordering::AcqRel);
+        if registers {
             node.resync_done();
         }
         items.clear();
@@ -317,6 +361,7 @@ async fn subscriber(
 ) {
     let keys = node.keys().clone();
     let mut backoff = Duration::from_millis(50);
+    let mut resubscribed = false;
     loop {
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
@@ -327,7 +372,7 @@ async fn subscriber(
             Err(error) => {
                 tracing::warn!(%error, "cannot open the Redis subscription; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
                 continue;
             }
         };
@@ -340,6 +385,13 @@ async fn subscriber(
         }
         backoff = Duration::from_millis(50);
         tracing::debug!(channels = channels.len(), "subscribed");
+        if resubscribed {
+            // Commands published while this node was not subscribed are
+            // lost, `done`s among them: push those events again rather than
+            // leave their sockets waiting.
+            node.redeliver_inflight();
+        }
+        resubscribed = true;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -431,9 +483,15 @@ pub(crate) async fn register(
         );
     }
     renew(node, redis, now_ms()).await?;
-    redis::cmd("SADD")
+    redis::pipe()
+        .atomic()
+        .cmd("SADD")
         .arg(keys.ledgers())
         .arg(node.id())
+        .ignore()
+        .cmd("DEL")
+        .arg(keys.reaped(node.id()))
+        .ignore()
         .query_async::<()>(redis)
         .await?;
     Ok(announced)
@@ -478,19 +536,30 @@ async fn registry(
             continue;
         }
         if last_beat.is_none_or(|at| at.elapsed() >= beat) {
-            match renew(&node, &mut redis, started).await {
+            // A Redis that does not answer within half a lease counts as down.
+            let renewed = tokio::time::timeout(lease / 2, renew(&node, &mut redis, started))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no answer within half a lease",
+                    )))
+                });
+            match renewed {
                 Ok((missing, has_ledger, reaped)) => {
                     last_beat = Some(tokio::time::Instant::now());
                     node.set_redis_ok(true);
-                    if !has_ledger && !reaped {
+                    if reaped {
+                        // Another node found this node's lease lapsed and
+                        // announced its clients gone. Make it true.
+                        node.fence();
+                    } else if !has_ledger {
                         // Redis lost everything (a restart without
                         // persistence): the queue lost the events in flight
                         // and the ledger is gone.
-                        node.resync();
-                    } else if missing || !has_ledger {
-                        // Another node drained this node's ledger: the
-                        // cluster announced its clients gone. Make it true.
-                        node.fence();
+                        node.resync(node.bridge().written());
+                    } else if missing {
+                        tracing::warn!("the node's lease had lapsed; renewed");
                     }
                 }
                 Err(error) => {

@@ -14,8 +14,10 @@
 //! Redis runs each script atomically, so an entry is announced by exactly one
 //! of them, even with several io-nodes racing to drain the same dead node.
 //! A node whose ledger was drained while it was in fact alive (a stall longer
-//! than its lease) finds out at its next lease renewal and closes its clients
-//! without announcing them again (they reconnect elsewhere).
+//! than its lease) finds the `P:reaped:<node>` mark the drain set at its next
+//! lease renewal, closes its clients without announcing them again (they
+//! reconnect elsewhere) and opens a fresh ledger (lease, `P:ledgers`, mark
+//! removed, in one transaction).
 //!
 //! If Redis itself lost everything (restarted without persistence), the node
 //! finds itself missing from `P:ledgers` without a `P:reaped:<node>` mark: it
@@ -71,6 +73,9 @@ if ARGV[4] ~= '1' then
     redis.call('ZREM', KEYS[1], node)
     redis.call('DEL', KEYS[6])
   end
+  -- Tells the node, should it be alive after all, that its sockets are
+  -- being announced: it must close them (and announce none twice).
+  redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
 end
 local batch = tonumber(ARGV[3])
 local moved = 0
@@ -88,9 +93,6 @@ until cursor == '0' or moved >= batch
 local left = redis.call('HLEN', KEYS[2])
 if left == 0 then
   redis.call('SREM', KEYS[4], node)
-  if ARGV[4] ~= '1' then
-    redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
-  end
 end
 return {moved, left}";
 

@@ -9,7 +9,7 @@ use iocluster_io_node::RawConfig;
 /// Holds Socket.IO v4 client connections (WebSocket and HTTP long-polling) and
 /// bridges them to app-nodes through Redis. Flags override the config file.
 #[derive(Debug, Parser)]
-#[command(name = "iocluster-io-node", version)]
+#[command(name = "iocluster-io-node", version, args_override_self = true)]
 struct Args {
     /// Redis URL.
     #[arg(long, env = "IOCLUSTER_REDIS_URL", value_name = "URL")]

@@ -511,12 +511,14 @@ impl Node {
             return;
         }
         let envelope = Bytes::from(envelope);
+        let number = self.bridge.push_event(envelope.clone());
         state.inflight = Some(Inflight {
             seq,
-            envelope: envelope.clone(),
+            envelope,
             since: Instant::now(),
+            number: number.unwrap_or(0),
         });
-        if !self.bridge.push_event(envelope) {
+        if number.is_none() {
             tracing::warn!(socket = %socket.id, "event buffer full: closing the client");
             socket.session.close(CloseReason::Overloaded);
         }
@@ -883,16 +885,17 @@ impl Node {
     }
 
     /// Redis lost its data (restarted without persistence): rewrite the
-    /// ledger and push again every event that was with an app-node (it was
-    /// in the lost queue, or its `done` will never come). At-least-once: an
-    /// event that had in fact been handled is handled again.
-    pub(crate) fn resync(&self) {
+    /// ledger and push again the events in flight that were written before
+    /// the loss (numbered `lost_upto` or less): they were in the lost queue,
+    /// or their `done` will never come. At-least-once: an event that had in
+    /// fact been handled is handled again.
+    pub(crate) fn resync(&self, lost_upto: u64) {
         if self.resync_pending.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut pushed = 0usize;
         for socket in self.all_sockets() {
-            let state = socket.lock();
+            let mut state = socket.lock();
             if state.settled {
                 continue;
             }
@@ -900,9 +903,12 @@ impl Node {
                 socket.id.clone(),
                 socket.ledger_entry(self.id(), &state),
             ));
-            if let Some(inflight) = &state.inflight {
-                if !self.bridge.push_event(inflight.envelope.clone()) {
-                    socket.session.close(CloseReason::Overloaded);
+            if let Some(inflight) = state.inflight.as_mut()
+                && inflight.number <= lost_upto
+            {
+                match self.bridge.push_event(inflight.envelope.clone()) {
+                    Some(number) => inflight.number = number,
+                    None => socket.session.close(CloseReason::Overloaded),
                 }
                 pushed += 1;
             }
@@ -933,10 +939,19 @@ impl Node {
         self.bridge.ledger(LedgerOp::Register);
     }
 
+    /// Pushes again every event with an app-node (its `done` may have been
+    /// published while this node could not hear it).
+    pub(crate) fn redeliver_inflight(&self) {
+        self.redeliver(Duration::ZERO);
+    }
+
     /// Pushes again the events whose `done` is overdue: lost with a Redis
     /// failover, or published while this node's subscription was down.
     pub(crate) fn redeliver_overdue(&self) {
-        let after = self.config.redeliver_after;
+        self.redeliver(self.config.redeliver_after);
+    }
+
+    fn redeliver(&self, after: Duration) {
         let mut again = 0usize;
         let mut inflight_now = 0usize;
         for socket in self.all_sockets() {
@@ -949,7 +964,8 @@ impl Node {
                 continue;
             }
             inflight.since = Instant::now();
-            if self.bridge.push_event(inflight.envelope.clone()) {
+            if let Some(number) = self.bridge.push_event(inflight.envelope.clone()) {
+                inflight.number = number;
                 again += 1;
             }
         }

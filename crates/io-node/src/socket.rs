@@ -64,6 +64,8 @@ pub(crate) struct Inflight {
     /// never came (see `Node::redeliver_overdue`).
     pub envelope: bytes::Bytes,
     pub since: std::time::Instant,
+    /// Its number in the order events were queued (see `Bridge::written`).
+    pub number: u64,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,8 @@
 //! `{rooms, sids, event, data, except}`, `broadcast` `{event, data}`, `all`
 //! `{event, data}`, `slow` (ms; ack: app id), `state` (ack: `{rooms, data}`),
 //! `append` (n: appends n to the socket data list), `ask` `{event, data}` (emits
-//! with ack to the client; acks with the client's answer), `kick`, `close`.
+//! with ack to the client; acks with the client's answer), `flood` ({room,
+//! count, size}: that many `blob` events to the room), `kick`, `close`.
 //! Every handled event is counted in `test:handled` (hash field = app id) and
 //! every message event's `seq` recorded per socket; disconnects go to the
 //! list `test:disconnects` as `sid reason`; sockets met for the first time
@@ -43,6 +44,13 @@ struct Auth {
     #[serde(default)]
     rooms: Vec<String>,
     data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Flood {
+    room: String,
+    count: usize,
+    size: usize,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +219,18 @@ fn setup(ns: &mut iocluster_app::Namespace, counters: Counters) {
                         }
                     }
                 }
+                "flood" => {
+                    // {room, count, size}: that many `blob` events of `size`
+                    // bytes to the room, as fast as the cluster takes them.
+                    if let Ok(Some(flood)) = payload.arg::<Flood>(0) {
+                        let blob = "x".repeat(flood.size);
+                        let emitter = socket.of(socket.nsp()).to(flood.room);
+                        for n in 0..flood.count {
+                            let _ = emitter.emit("blob", &json!({ "n": n, "blob": blob }));
+                        }
+                    }
+                    reply(json!(true));
+                }
                 "kick" => {
                     let _ = socket.disconnect();
                 }
@@ -238,7 +258,11 @@ async fn main() -> anyhow::Result<()> {
     let config = args.app.config()?;
     let client = redis::Client::open(config.redis.as_str())?;
     let counters = Counters {
-        redis: client.get_connection_manager().await?,
+        redis: client
+            .get_connection_manager_with_config(
+                redis::aio::ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1)),
+            )
+            .await?,
         prefix: config.prefix.clone(),
         app: config.app_id.clone(),
     };

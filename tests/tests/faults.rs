@@ -1,0 +1,452 @@
+//! Faults done for real: io-nodes killed with SIGKILL, Redis killed and
+//! restarted empty, app-nodes replaced under load, clients that stop reading
+//! or flood. Each test prints how long recovery took (for
+//! docs/RELIABILITY.md); none asserts a duration.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use iocluster_client::{Client, ClientOptions};
+use iocluster_tests::{Cluster, eventually, http, metric};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Sids of the sockets an io-node's ledger holds.
+async fn ledger(cluster: &Cluster, node: &str) -> Vec<String> {
+    let mut redis = cluster.redis().await;
+    redis::cmd("HKEYS")
+        .arg(format!("{}:sockets:{node}", cluster.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+/// The disconnect events handled with `reason`, by sid.
+async fn disconnected_with(cluster: &Cluster, reason: &str) -> Vec<String> {
+    cluster
+        .disconnect_reasons()
+        .await
+        .into_iter()
+        .filter_map(|line| {
+            let (sid, why) = line.split_once(' ')?;
+            (why == reason).then(|| sid.to_owned())
+        })
+        .collect()
+}
+
+fn assert_once_each(announced: &[String], expected: &[String]) {
+    let unique: HashSet<&String> = announced.iter().collect();
+    assert_eq!(
+        unique.len(),
+        announced.len(),
+        "announced twice: {announced:?}"
+    );
+    let expected: HashSet<&String> = expected.iter().collect();
+    assert_eq!(unique, expected);
+}
+
+#[tokio::test]
+async fn a_killed_io_node_is_announced_once_and_its_clients_fail_over() {
+    let mut cluster = Cluster::builder("kill-io").io_nodes(3).start().await;
+    // Bystanders on another node must not be touched.
+    let bystander = Client::connect(&cluster.io[1].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let bystander = bystander.socket("/", None).await.unwrap();
+    let clients = 40;
+    let scenario = cluster.spawn_scenario("failover.mjs", &[&format!("--clients={clients}")]);
+    let sids = eventually(WAIT, "every client admitted on io0", || async {
+        let sids = ledger(&cluster, "io0").await;
+        (sids.len() == clients && cluster.handled_total().await > clients as i64).then_some(sids)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = Instant::now();
+    cluster.io[0].process.kill();
+    // Two surviving io-nodes race to drain the dead node's ledger.
+    eventually(WAIT, "a disconnect event per lost socket", || async {
+        let announced = disconnected_with(&cluster, "io-node lost").await;
+        (announced.len() >= clients).then_some(())
+    })
+    .await;
+    eprintln!(
+        "recovery: {clients} disconnect events handled {} ms after SIGKILL (lease {} ms)",
+        killed.elapsed().as_millis(),
+        iocluster_tests::LEASE_MS
+    );
+    let result = scenario.await.unwrap();
+    eprintln!(
+        "recovery: {clients} clients failed over within {} ms of SIGKILL",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(result["failedOver"], clients, "{result}");
+    assert_eq!(result["reasons"], json!(["transport close"]), "{result}");
+    let first: Vec<String> = serde_json::from_value(result["firstSids"].clone()).unwrap();
+    let mut expected = sids.clone();
+    expected.sort();
+    let mut first_sorted = first.clone();
+    first_sorted.sort();
+    assert_eq!(
+        first_sorted, expected,
+        "the ledger held exactly the clients"
+    );
+
+    // Nothing more comes, and nothing twice.
+    tokio::time::sleep(Duration::from_millis(2 * iocluster_tests::LEASE_MS)).await;
+    assert_once_each(&disconnected_with(&cluster, "io-node lost").await, &sids);
+    assert!(ledger(&cluster, "io0").await.is_empty());
+    assert!(!cluster.registered("nodes", "io0").await);
+    // The bystander is still there and served.
+    let answer = bystander
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+    assert!(answer.args[0].as_str().unwrap().starts_with("app"));
+    let by_id = bystander.id().to_owned();
+    assert!(
+        !cluster
+            .disconnect_reasons()
+            .await
+            .iter()
+            .any(|line| line.starts_with(&by_id))
+    );
+}
+
+#[tokio::test]
+async fn an_io_node_restarted_under_its_old_id_announces_its_previous_clients() {
+    // One io-node: nobody else could drain its ledger.
+    let mut cluster = Cluster::builder("restart-io")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    let mut sids = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+            .await
+            .unwrap();
+        let socket = client.socket("/", None).await.unwrap();
+        sids.push(socket.id().to_owned());
+        held.push((client, socket));
+    }
+    cluster.restart_io(0).await;
+    let announced = eventually(WAIT, "the previous life's sockets announced", || async {
+        let announced = disconnected_with(&cluster, "io-node lost").await;
+        (announced.len() >= sids.len()).then_some(announced)
+    })
+    .await;
+    assert_once_each(&announced, &sids);
+    // The restarted node serves new clients.
+    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client.socket("/", None).await.unwrap();
+    socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
+    let mut cluster = Cluster::builder("redis-restart").start().await;
+    let a = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let a = a
+        .socket("/", Some(json!({ "rooms": ["r"] })))
+        .await
+        .unwrap();
+    let b_client = Client::connect(&cluster.io[1].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let b = b_client
+        .socket("/", Some(json!({ "rooms": ["r"] })))
+        .await
+        .unwrap();
+    assert_eq!(a.recv_event(WAIT).await.unwrap().name, "welcome");
+    assert_eq!(b.recv_event(WAIT).await.unwrap().name, "welcome");
+
+    cluster.redis.stop();
+    let down = Instant::now();
+    // Events sent while Redis is down wait in the io-node, in order.
+    let pending: Vec<_> = (0..3)
+        .map(|n| a.emit_with_ack("append", vec![json!(n)], Duration::from_secs(30)))
+        .collect();
+    let pending = futures_util::future::join_all(pending);
+    let ops = cluster.io[0].ops_addr();
+    eventually(WAIT, "io0 reports not ready", || async {
+        let ready = http(&ops, "GET", "/ready", &[], b"").await.ok()?;
+        (ready.status == 503).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.redis.restart().await;
+    let answers = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("the events were handled after Redis came back");
+    eprintln!(
+        "recovery: events sent during a {} ms Redis outage answered {} ms after it came back",
+        1500,
+        down.elapsed().as_millis().saturating_sub(1500)
+    );
+    for answer in answers {
+        answer.expect("every event sent during the outage is answered");
+    }
+    // The socket's state lives in the io-node: still there.
+    let state = a.emit_with_ack("state", vec![], WAIT).await.unwrap();
+    assert_eq!(state.args[0]["rooms"], json!(["r"]), "{state:?}");
+    // Room subscriptions are restored: a room emit from io0 reaches io1.
+    eventually(WAIT, "the room works across nodes again", || async {
+        a.emit_with_ack(
+            "toRoom",
+            vec![json!({ "rooms": ["r"], "event": "hello", "data": 1 })],
+            WAIT,
+        )
+        .await
+        .ok()?;
+        let got = b.recv_event(Duration::from_millis(500)).await.ok()?;
+        (got.name == "hello").then_some(())
+    })
+    .await;
+    eventually(WAIT, "io0 ready again", || async {
+        let ready = http(&ops, "GET", "/ready", &[], b"").await.ok()?;
+        (ready.status == 200).then_some(())
+    })
+    .await;
+    // Nobody was disconnected, no process died, the ledger is back.
+    assert!(cluster.disconnect_reasons().await.is_empty());
+    for app in &mut cluster.apps {
+        assert!(app.process.is_running(), "app-node {} survived", app.id);
+    }
+    eventually(WAIT, "the ledger rewritten", || async {
+        (ledger(&cluster, "io0").await == vec![a.id().to_owned()]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_app_node_replaced_one_by_one_while_clients_talk() {
+    let mut cluster = Cluster::builder("rolling-deploy").start().await;
+    let scenario =
+        cluster.spawn_scenario("load.mjs", &["--clients=12", "--events=40", "--slow=20"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for old in 0..2 {
+        cluster.start_app().await;
+        let status = cluster.apps[old]
+            .process
+            .terminate(Duration::from_secs(15))
+            .expect("the app-node was running");
+        assert!(status.success(), "app-node exited with {status}");
+    }
+    let result = scenario.await.unwrap();
+    // load.mjs connects without reconnection: a dropped connection would
+    // have failed it.
+    assert_eq!(result["acked"], 12 * 40, "{result}");
+    let served_by_new =
+        result["apps"]["app2"].as_u64().unwrap_or(0) + result["apps"]["app3"].as_u64().unwrap_or(0);
+    assert!(served_by_new > 0, "{result}");
+}
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw WebSocket client connected to `/` with `auth`; returns the stream
+/// and the socket id.
+async fn raw_client(addr: &str, auth: serde_json::Value) -> (RawWs, String) {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message
+            && let Some(json) = text.as_str().strip_prefix("40")
+        {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            return (ws, value["sid"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_nobody_else_suffers() {
+    let cluster = Cluster::builder("slow-client")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        // Long heartbeats: the stuck client must be caught by its outbox,
+        // not by a ping timeout.
+        .io_args(&[
+            "--outbox-capacity",
+            "64",
+            "--ping-interval",
+            "20000",
+            "--ping-timeout",
+            "20000",
+        ])
+        .start()
+        .await;
+    let (_stuck, stuck_sid) = raw_client(&cluster.io[0].addr(), json!({ "rooms": ["r"] })).await;
+    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let reader = client
+        .socket("/", Some(json!({ "rooms": ["r"] })))
+        .await
+        .unwrap();
+    assert_eq!(reader.recv_event(WAIT).await.unwrap().name, "welcome");
+    // 25 MB in rounds a reader keeps up with; the stuck client gets all of
+    // it queued, far past its outbox and its socket buffers.
+    let (rounds, count) = (20, 20);
+    for _ in 0..rounds {
+        reader
+            .emit_with_ack(
+                "flood",
+                vec![json!({ "room": "r", "count": count, "size": 65536 })],
+                WAIT,
+            )
+            .await
+            .unwrap();
+        for n in 0..count {
+            let event = reader.recv_event(WAIT).await.unwrap();
+            assert_eq!(event.name, "blob");
+            assert_eq!(event.args[0]["n"], n, "in order, none missing");
+        }
+    }
+    let reasons = eventually(WAIT, "the stuck client disconnected", || async {
+        let reasons = disconnected_with(&cluster, "slow client").await;
+        (!reasons.is_empty()).then_some(reasons)
+    })
+    .await;
+    assert_eq!(reasons, vec![stuck_sid]);
+    let closed = metric(
+        &cluster.io[0].ops_addr(),
+        r#"iocluster_connections_closed_total{reason="slow client"}"#,
+    )
+    .await;
+    assert_eq!(closed, 1.0);
+    // The reader is still connected and served.
+    reader
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn floods_are_slowed_and_connection_counts_capped() {
+    let cluster = Cluster::builder("floods")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .io_args(&[
+            "--max-connections",
+            "3",
+            "--max-packets-per-second",
+            "40",
+            // The raw client answers no heartbeat.
+            "--ping-interval",
+            "20000",
+            "--ping-timeout",
+            "20000",
+        ])
+        .start()
+        .await;
+    let addr = cluster.io[0].addr();
+    let (mut ws, _) = raw_client(&addr, json!({})).await;
+    // 100 pings at once: 40 pass at once, the rest at 40/s; all answered,
+    // the connection stays up.
+    for n in 0..100 {
+        ws.feed(Message::text(format!("2{n}"))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut pongs = 0;
+    while pongs < 100 {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("pongs keep coming")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message
+            && text.as_str().starts_with('3')
+        {
+            assert_eq!(text.as_str(), format!("3{pongs}"), "in order");
+            pongs += 1;
+        }
+    }
+    let throttled = metric(
+        &cluster.io[0].ops_addr(),
+        "iocluster_throttled_packets_total",
+    )
+    .await;
+    assert!(throttled > 0.0, "the flood was throttled and counted");
+
+    // Connection cap: 3 sessions (the raw client is one).
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    for _ in 0..2 {
+        let ok = http(&addr, "GET", handshake, &[], b"").await.unwrap();
+        assert_eq!(ok.status, 200);
+    }
+    let refused = http(&addr, "GET", handshake, &[], b"").await.unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("Server unavailable"));
+    let counted = metric(
+        &cluster.io[0].ops_addr(),
+        "iocluster_connections_refused_total",
+    )
+    .await;
+    assert_eq!(counted, 1.0);
+}
+
+#[tokio::test]
+async fn clients_connect_over_tls() {
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("test-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = logs.join("tls-cert.pem");
+    let key = logs.join("tls-key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let cluster = Cluster::builder("tls")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .io_args(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .start()
+        .await;
+    let url = format!("https://{}", cluster.io[0].addr());
+    let result = iocluster_tests::node_scenario(
+        "tls.mjs",
+        &[format!("--urls={url}"), format!("--ca={}", cert.display())],
+    )
+    .await;
+    assert_eq!(
+        result,
+        json!({ "websocket": "websocket", "polling": "polling", "upgrade": "websocket" })
+    );
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = http(
+        &cluster.io[0].addr(),
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(plain.is_err() || plain.unwrap().status != 200);
+}
