@@ -450,3 +450,62 @@ async fn clients_connect_over_tls() {
     .await;
     assert!(plain.is_err() || plain.unwrap().status != 200);
 }
+
+#[tokio::test]
+async fn every_node_reports_health_readiness_and_metrics() {
+    let cluster = Cluster::builder("ops")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    let io = cluster.io[0].ops_addr();
+    let app = cluster.apps[0].ops_addr();
+    for addr in [&io, &app] {
+        for path in ["/health", "/ready"] {
+            let response = http(addr, "GET", path, &[], b"").await.unwrap();
+            assert_eq!(response.status, 200, "{addr}{path}");
+        }
+    }
+    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client.socket("/", None).await.unwrap();
+    for n in 0..5 {
+        socket
+            .emit_with_ack("echo", vec![json!(n)], WAIT)
+            .await
+            .unwrap();
+    }
+    let sample = |addr: String, name: &'static str| async move { metric(&addr, name).await };
+    assert_eq!(sample(io.clone(), "iocluster_connections").await, 1.0);
+    assert_eq!(
+        sample(io.clone(), r#"iocluster_events_out_total{kind="message"}"#).await,
+        5.0
+    );
+    assert_eq!(
+        sample(
+            io.clone(),
+            r#"iocluster_client_packets_total{type="event"}"#
+        )
+        .await,
+        5.0
+    );
+    assert!(sample(io.clone(), r#"iocluster_commands_total{type="done"}"#).await >= 6.0);
+    assert!(sample(io.clone(), "iocluster_deliveries_total").await >= 5.0);
+    assert_eq!(
+        sample(
+            app.clone(),
+            r#"iocluster_events_handled_total{kind="message"}"#
+        )
+        .await,
+        5.0
+    );
+    assert_eq!(
+        sample(
+            app.clone(),
+            r#"iocluster_handler_seconds_count{kind="message"}"#
+        )
+        .await,
+        5.0
+    );
+}

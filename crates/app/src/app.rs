@@ -22,6 +22,7 @@ use iocluster_protocol::envelope::{self, Command, Event, EventKind, Reply};
 use iocluster_protocol::keys::Keys;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::AppConfig;
 use crate::payload::{FromPayload, Payload};
@@ -510,6 +511,17 @@ impl Shared {
                 return;
             }
         };
+        let span = tracing::debug_span!(
+            "event",
+            sid = %event.sid,
+            nsp = %event.nsp,
+            seq = event.seq,
+            kind = ?event.kind,
+        );
+        self.handle_event(raw, event).instrument(span).await;
+    }
+
+    async fn handle_event(&self, raw: Vec<u8>, event: Event) {
         let socket = Socket::from_event(&event, self.ctx.clone());
         let kind = match event.kind {
             EventKind::Connect => "connect",

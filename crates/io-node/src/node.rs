@@ -336,6 +336,8 @@ impl Node {
         data: &str,
         bin: Vec<ByteBuf>,
     ) -> Result<(), CloseReason> {
+        metrics::counter!("iocluster_client_packets_total", "type" => packet_type(kind))
+            .increment(1);
         match kind {
             PacketKind::Connect => self.on_connect(session, nsp, data).await,
             PacketKind::Disconnect => {
@@ -1017,6 +1019,18 @@ impl Node {
         cache.served = served.into_iter().collect();
         cache.refreshed = Some(Instant::now());
         Ok(())
+    }
+}
+
+fn packet_type(kind: PacketKind) -> &'static str {
+    match kind {
+        PacketKind::Connect => "connect",
+        PacketKind::Disconnect => "disconnect",
+        PacketKind::Event => "event",
+        PacketKind::Ack => "ack",
+        PacketKind::ConnectError => "connect_error",
+        PacketKind::BinaryEvent => "binary_event",
+        PacketKind::BinaryAck => "binary_ack",
     }
 }
 
