@@ -187,13 +187,14 @@ async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.redis.restart().await;
+    let back = Instant::now();
     let answers = tokio::time::timeout(Duration::from_secs(30), pending)
         .await
         .expect("the events were handled after Redis came back");
     eprintln!(
         "recovery: events sent during a {} ms Redis outage answered {} ms after it came back",
-        1500,
-        down.elapsed().as_millis().saturating_sub(1500)
+        back.duration_since(down).as_millis(),
+        back.elapsed().as_millis()
     );
     for answer in answers {
         answer.expect("every event sent during the outage is answered");

@@ -237,6 +237,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_is_valid() {
+        let sample: RawAppConfig = toml::from_str(include_str!("../../../config/app-node.toml"))
+            .expect("config/app-node.toml parses");
+        sample.validate().expect("config/app-node.toml is valid");
+    }
+
+    #[test]
     fn validation() {
         assert!(RawAppConfig::default().validate().is_ok());
         assert!(

@@ -277,6 +277,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_is_valid() {
+        let sample: RawConfig = toml::from_str(include_str!("../../../config/io-node.toml"))
+            .expect("config/io-node.toml parses");
+        sample.validate().expect("config/io-node.toml is valid");
+    }
+
+    #[test]
     fn defaults_and_validation() {
         let config = RawConfig::default().validate().unwrap();
         assert_eq!(config.path, "/socket.io/");
