@@ -7,12 +7,21 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use iocluster_client::{Client, ClientOptions};
+use iocluster_client::{Client, ClientOptions, Socket};
 use iocluster_tests::{Cluster, eventually, http, metric};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// A Rust client connected to namespace `/` of `url`, with `auth`.
+async fn connected(url: &str, auth: Option<serde_json::Value>) -> (Client, Socket) {
+    let client = Client::connect(url, ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client.socket("/", auth).await.unwrap();
+    (client, socket)
+}
 
 /// Sids of the sockets an io-node's ledger holds.
 async fn ledger(cluster: &Cluster, node: &str) -> Vec<String> {
@@ -52,10 +61,7 @@ fn assert_once_each(announced: &[String], expected: &[String]) {
 async fn a_killed_io_node_is_announced_once_and_its_clients_fail_over() {
     let mut cluster = Cluster::builder("kill-io").io_nodes(3).start().await;
     // Bystanders on another node must not be touched.
-    let bystander = Client::connect(&cluster.io[1].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let bystander = bystander.socket("/", None).await.unwrap();
+    let (_bystander_client, bystander) = connected(&cluster.io[1].url(), None).await;
     let clients = 40;
     let scenario = cluster.spawn_scenario("failover.mjs", &[&format!("--clients={clients}")]);
     let sids = eventually(WAIT, "every client admitted on io0", || async {
@@ -127,10 +133,7 @@ async fn an_io_node_restarted_under_its_old_id_announces_its_previous_clients() 
     let mut sids = Vec::new();
     let mut held = Vec::new();
     for _ in 0..5 {
-        let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-            .await
-            .unwrap();
-        let socket = client.socket("/", None).await.unwrap();
+        let (client, socket) = connected(&cluster.io[0].url(), None).await;
         sids.push(socket.id().to_owned());
         held.push((client, socket));
     }
@@ -142,10 +145,7 @@ async fn an_io_node_restarted_under_its_old_id_announces_its_previous_clients() 
     .await;
     assert_once_each(&announced, &sids);
     // The restarted node serves new clients.
-    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let socket = client.socket("/", None).await.unwrap();
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
     socket
         .emit_with_ack("slow", vec![json!(0)], WAIT)
         .await
@@ -155,20 +155,8 @@ async fn an_io_node_restarted_under_its_old_id_announces_its_previous_clients() 
 #[tokio::test]
 async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     let mut cluster = Cluster::builder("redis-restart").start().await;
-    let a = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let a = a
-        .socket("/", Some(json!({ "rooms": ["r"] })))
-        .await
-        .unwrap();
-    let b_client = Client::connect(&cluster.io[1].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let b = b_client
-        .socket("/", Some(json!({ "rooms": ["r"] })))
-        .await
-        .unwrap();
+    let (_a_client, a) = connected(&cluster.io[0].url(), Some(json!({ "rooms": ["r"] }))).await;
+    let (_b_client, b) = connected(&cluster.io[1].url(), Some(json!({ "rooms": ["r"] }))).await;
     assert_eq!(a.recv_event(WAIT).await.unwrap().name, "welcome");
     assert_eq!(b.recv_event(WAIT).await.unwrap().name, "welcome");
 
@@ -296,13 +284,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_nobody_else_suffers() {
         .start()
         .await;
     let (_stuck, stuck_sid) = raw_client(&cluster.io[0].addr(), json!({ "rooms": ["r"] })).await;
-    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let reader = client
-        .socket("/", Some(json!({ "rooms": ["r"] })))
-        .await
-        .unwrap();
+    let (_client, reader) = connected(&cluster.io[0].url(), Some(json!({ "rooms": ["r"] }))).await;
     assert_eq!(reader.recv_event(WAIT).await.unwrap().name, "welcome");
     // 25 MB in rounds a reader keeps up with; the stuck client gets all of
     // it queued, far past its outbox and its socket buffers.
@@ -467,10 +449,7 @@ async fn every_node_reports_health_readiness_and_metrics() {
             assert_eq!(response.status, 200, "{addr}{path}");
         }
     }
-    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let socket = client.socket("/", None).await.unwrap();
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
     for n in 0..5 {
         socket
             .emit_with_ack("echo", vec![json!(n)], WAIT)

@@ -523,11 +523,7 @@ impl Shared {
 
     async fn handle_event(&self, raw: Vec<u8>, event: Event) {
         let socket = Socket::from_event(&event, self.ctx.clone());
-        let kind = match event.kind {
-            EventKind::Connect => "connect",
-            EventKind::Message => "message",
-            EventKind::Disconnect => "disconnect",
-        };
+        let kind = event.kind.as_str();
         let started = std::time::Instant::now();
         let work = self.run_handlers(&event, socket);
         let reject =
@@ -692,14 +688,7 @@ async fn lease_keeper(
         if !stop.is_cancelled() {
             readiness.set(true);
         }
-        match redis::cmd("LLEN")
-            .arg(keys.events())
-            .query_async::<u64>(&mut redis)
-            .await
-        {
-            Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
-            Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
-        }
+        iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
         let now = now_ms();
         let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
             .arg(keys.apps())

@@ -569,14 +569,7 @@ async fn registry(
                     tracing::warn!(%error, "cannot renew the node lease");
                 }
             }
-            match redis::cmd("LLEN")
-                .arg(keys.events())
-                .query_async::<u64>(&mut redis)
-                .await
-            {
-                Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
-                Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
-            }
+            iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
             if let Err(error) = ledger::reap(&mut redis, &keys, node.id()).await {
                 tracing::warn!(%error, "cannot check for lost io-nodes");
             }

@@ -498,7 +498,7 @@ impl Node {
         let seq = state.next_seq;
         state.next_seq += 1;
         let last = queued.kind == EventKind::Disconnect;
-        metrics::counter!("iocluster_events_out_total", "kind" => event_kind(queued.kind))
+        metrics::counter!("iocluster_events_out_total", "kind" => queued.kind.as_str())
             .increment(1);
         let envelope = socket.event(self.id(), state, seq, queued).encode();
         if last {
@@ -570,8 +570,7 @@ impl Node {
 
     /// Applies one command from an app-node.
     pub(crate) fn apply(&self, command: Command) {
-        metrics::counter!("iocluster_commands_total", "type" => command_type(&command))
-            .increment(1);
+        metrics::counter!("iocluster_commands_total", "type" => command.type_name()).increment(1);
         match command {
             Command::Emit(emit) => self.emit(emit),
             Command::Ack(ack) => {
@@ -1031,26 +1030,6 @@ fn packet_type(kind: PacketKind) -> &'static str {
         PacketKind::ConnectError => "connect_error",
         PacketKind::BinaryEvent => "binary_event",
         PacketKind::BinaryAck => "binary_ack",
-    }
-}
-
-fn event_kind(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Connect => "connect",
-        EventKind::Message => "message",
-        EventKind::Disconnect => "disconnect",
-    }
-}
-
-fn command_type(command: &Command) -> &'static str {
-    match command {
-        Command::Emit(_) => "emit",
-        Command::Ack(_) => "ack",
-        Command::Join(_) => "join",
-        Command::Leave(_) => "leave",
-        Command::SetData(_) => "data",
-        Command::Disconnect(_) => "disconnect",
-        Command::Done(_) => "done",
     }
 }
 

@@ -58,6 +58,19 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Reads the length of the event queue into the `iocluster_queue_depth`
+/// gauge (every node reports it, so any one scrape shows the backlog).
+pub async fn sample_queue_depth(redis: &mut redis::aio::ConnectionManager, events_key: &str) {
+    match redis::cmd("LLEN")
+        .arg(events_key)
+        .query_async::<u64>(redis)
+        .await
+    {
+        Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
+        Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
+    }
+}
+
 /// The ops routes.
 pub fn router(readiness: Readiness, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()

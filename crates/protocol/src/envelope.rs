@@ -67,6 +67,17 @@ pub struct Handshake {
     pub auth: Option<String>,
 }
 
+impl EventKind {
+    /// The wire name (`connect`, `message`, `disconnect`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Connect => "connect",
+            EventKind::Message => "message",
+            EventKind::Disconnect => "disconnect",
+        }
+    }
+}
+
 /// One client packet, with a snapshot of the client, on its way to an app-node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
