@@ -1,0 +1,18 @@
+//! The MessagePack envelopes read from Redis (events, commands, replies):
+//! decoding never panics, and what decodes survives encode → decode.
+#![no_main]
+
+use iocluster_protocol::envelope::{Command, Event, Reply};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(event) = Event::decode(data) {
+        assert_eq!(Event::decode(&event.encode()).ok().as_ref(), Some(&event));
+    }
+    if let Ok(command) = Command::decode(data) {
+        assert_eq!(Command::decode(&command.encode()).ok().as_ref(), Some(&command));
+    }
+    if let Ok(reply) = Reply::decode(data) {
+        assert_eq!(Reply::decode(&reply.encode()).ok().as_ref(), Some(&reply));
+    }
+});
