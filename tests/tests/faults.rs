@@ -489,3 +489,59 @@ async fn every_node_reports_health_readiness_and_metrics() {
         5.0
     );
 }
+
+#[tokio::test]
+async fn a_stalled_io_node_declared_dead_closes_its_clients_without_announcing_twice() {
+    let cluster = Cluster::builder("stall-io").io_nodes(2).start().await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connected(&cluster.io[0].url(), None).await);
+    }
+    let sids: Vec<String> = held.iter().map(|(_, s)| s.id().to_owned()).collect();
+    let pid = cluster.io[0].process.pid().to_string();
+    // A stall longer than the lease, as a long GC pause or a partition would.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let announced = eventually(WAIT, "the stalled node's sockets announced", || async {
+        let announced = disconnected_with(&cluster, "io-node lost").await;
+        (announced.len() >= sids.len()).then_some(announced)
+    })
+    .await;
+    assert_once_each(&announced, &sids);
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // It wakes up, finds itself declared dead, and closes its clients.
+    for (_, socket) in &held {
+        let closed =
+            tokio::time::timeout(WAIT, async { while socket.recv().await.is_some() {} }).await;
+        assert!(closed.is_ok(), "client of the stalled node closed");
+    }
+    // Nothing was announced twice, under any reason.
+    tokio::time::sleep(Duration::from_millis(2 * iocluster_tests::LEASE_MS)).await;
+    let all = cluster.disconnect_reasons().await;
+    for sid in &sids {
+        let count = all
+            .iter()
+            .filter(|line| line.starts_with(sid.as_str()))
+            .count();
+        assert_eq!(count, 1, "{sid}: {all:?}");
+    }
+    // And it serves again, registered and with a fresh ledger.
+    assert!(cluster.registered("nodes", "io0").await);
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
+    socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ledger(&cluster, "io0").await, vec![socket.id().to_owned()]);
+}
