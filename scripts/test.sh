@@ -11,6 +11,7 @@ source scripts/lib.sh
 ensure_redis
 ensure_node
 npm_install tests/js
+npm_install frontend
 
 step "cargo build --workspace --bins"
 cargo build --workspace --bins

@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -269,6 +269,57 @@ impl AppNode {
     }
 }
 
+/// A frontend process: public and admin listeners.
+pub struct FrontendNode {
+    pub port: u16,
+    pub admin_port: u16,
+    pub api_key: String,
+    pub process: Process,
+}
+
+impl FrontendNode {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// An admin API call with the key; returns the status and the JSON body.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {}", self.api_key);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let response = http(
+            &self.admin_addr(),
+            method,
+            path,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .await
+        .expect("the admin API answers");
+        let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+        (response.status, json)
+    }
+}
+
 /// The value of a Prometheus sample (`name{labels}` exactly as exposed, or
 /// a bare name) from a node's ops listener; 0 when absent.
 pub async fn metric(ops_addr: &str, sample: &str) -> f64 {
@@ -347,6 +398,39 @@ impl Cluster {
             .await;
         self.io.push(node);
         index
+    }
+
+    /// Starts a frontend on this cluster's Redis and prefix, with an API key.
+    pub async fn start_frontend(&self) -> FrontendNode {
+        let (port, admin_port) = (free_port(), free_port());
+        let api_key = "test-key-0123456789abcdef".to_owned();
+        let root = workspace_root();
+        let mut command = Command::new(bin("iocluster-frontend"));
+        command
+            .args(["--redis", &self.redis.url(), "--prefix", &self.prefix])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--static-dir")
+            .arg(root.join("frontend").join("static"))
+            .arg("--client-bundle")
+            .arg(
+                root.join("frontend")
+                    .join("node_modules")
+                    .join("socket.io-client")
+                    .join("dist")
+                    .join("socket.io.min.js"),
+            )
+            .env("IOCLUSTER_API_KEY", &api_key)
+            .env("RUST_LOG", "info,iocluster_frontend=debug");
+        let process = Process::spawn(command, self.logs.join("frontend.log"));
+        let node = FrontendNode {
+            port,
+            admin_port,
+            api_key,
+            process,
+        };
+        wait_http_ok(&node.addr(), "/config.json").await;
+        node
     }
 
     /// Kills io-node `index` (if still running) and starts it again with the

@@ -181,6 +181,12 @@ impl Emitter {
         self
     }
 
+    /// Adds every socket of a user (admitted by the io-node from a
+    /// registered credential or a token), on any io-node.
+    pub fn to_user(self, user: &str) -> Emitter {
+        self.to(ids::user_room(user))
+    }
+
     /// Adds one socket by id.
     pub fn to_socket(mut self, sid: impl Into<String>) -> Emitter {
         self.sids.push(sid.into());
@@ -212,8 +218,7 @@ impl Emitter {
 
     /// Emits `event` with prepared arguments, attachments included.
     pub fn emit_payload(&self, event: &str, payload: &Payload) -> Result<(), EmitError> {
-        let routes = self.routes();
-        let command = Command::Emit(envelope::Emit {
+        let mut emit = envelope::Emit {
             nsp: self.nsp.clone(),
             rooms: self.rooms.clone(),
             sids: self.sids.clone(),
@@ -222,9 +227,11 @@ impl Emitter {
             data: payload.event_json(event)?,
             bin: to_bins(payload),
             ack: None,
-            id: (routes.len() > 1).then(rand::random::<u64>),
-        });
-        let encoded = command.encode();
+            id: None,
+        };
+        let routes = emit.routes(&self.ctx.keys);
+        emit.id = (routes.len() > 1).then(rand::random::<u64>);
+        let encoded = Command::Emit(emit).encode();
         for channel in routes {
             self.ctx
                 .publisher
@@ -235,28 +242,6 @@ impl Emitter {
                 .map_err(|_| EmitError::Overloaded)?;
         }
         Ok(())
-    }
-
-    /// The channels that reach every recipient: one per room, one per io-node
-    /// holding a named socket, or the broadcast channel.
-    fn routes(&self) -> Vec<String> {
-        if self.rooms.is_empty() && self.sids.is_empty() {
-            return vec![self.ctx.keys.all_channel()];
-        }
-        let mut routes: Vec<String> = self
-            .rooms
-            .iter()
-            .map(|room| self.ctx.keys.room_channel(&self.nsp, room))
-            .collect();
-        for sid in self.sids.iter().chain(self.rooms.iter()) {
-            if let Some(node) = ids::node_of(sid) {
-                let channel = self.ctx.keys.node_channel(node);
-                if !routes.contains(&channel) {
-                    routes.push(channel);
-                }
-            }
-        }
-        routes
     }
 }
 
@@ -321,6 +306,12 @@ impl Socket {
     /// leaves made by this handler.
     pub fn rooms(&self) -> Vec<String> {
         lock(&self.inner.rooms).clone()
+    }
+
+    /// The user this socket was admitted as (by a registered credential or a
+    /// token, see the io-node's `users_auth` / `jwt_secret`), if any.
+    pub fn user(&self) -> Option<String> {
+        ids::user_of(lock(&self.inner.rooms).iter()).map(str::to_owned)
     }
 
     /// The socket's data as `T`, if set.

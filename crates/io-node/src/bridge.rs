@@ -457,6 +457,7 @@ async fn renew(
         .arg(started)
         .arg("updated")
         .arg(now)
+        .arg(node.stats())
         .ignore()
         .cmd("PEXPIRE")
         .arg(keys.node_info(node.id()))

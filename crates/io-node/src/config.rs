@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub users_auth: Option<bool>,
+    pub jwt_secret: Option<Secret>,
+    pub require_auth: Option<bool>,
 }
 
 impl RawConfig {
@@ -73,6 +76,9 @@ impl RawConfig {
             tls_cert: self.tls_cert.or(other.tls_cert),
             tls_key: self.tls_key.or(other.tls_key),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(other.shutdown_timeout_ms),
+            users_auth: self.users_auth.or(other.users_auth),
+            jwt_secret: self.jwt_secret.or(other.jwt_secret),
+            require_auth: self.require_auth.or(other.require_auth),
         }
     }
 
@@ -168,6 +174,17 @@ impl RawConfig {
             ops_listen: self.ops_listen,
             tls,
             shutdown_timeout: ms(self.shutdown_timeout_ms, 10_000, "shutdown_timeout_ms")?,
+            users_auth: self.users_auth.unwrap_or(false),
+            jwt_secret: match self.jwt_secret {
+                Some(secret) if secret.0.len() < 32 => {
+                    return Err(ConfigError::Invalid(
+                        "jwt_secret",
+                        "must be at least 32 bytes".into(),
+                    ));
+                }
+                secret => secret,
+            },
+            require_auth: self.require_auth.unwrap_or(false),
         };
         Ok(config)
     }
@@ -240,6 +257,27 @@ pub struct Config {
     /// On SIGTERM, how long the node waits for its clients to close and
     /// their disconnect events to reach Redis. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Admit clients whose CONNECT auth is `{userId, hash}` matching a
+    /// credential registered in Redis (by the frontend's admin API), without
+    /// an app-node round trip. Default off.
+    pub users_auth: bool,
+    /// Admit clients whose CONNECT auth is `{token}`, an HS256 JWT signed
+    /// with this secret (`sub` = user id, `exp` required). Default: none.
+    pub jwt_secret: Option<Secret>,
+    /// Refuse clients that present no credentials (instead of letting the
+    /// app-nodes decide). Default off.
+    pub require_auth: bool,
+}
+
+/// A secret: never shown by `Debug`, so never in a log line.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
 }
 
 /// PEM files for TLS on the client listener.

@@ -14,6 +14,7 @@
 
 pub mod config;
 
+mod auth;
 mod bridge;
 mod ledger;
 mod limits;

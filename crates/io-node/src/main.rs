@@ -81,6 +81,22 @@ struct Args {
     /// events to reach Redis (default 10000).
     #[arg(long, value_name = "MS")]
     shutdown_timeout: Option<u64>,
+    /// Admit clients with auth {userId, hash} matching a credential
+    /// registered in Redis (the frontend's admin API), without an app-node.
+    #[arg(long)]
+    users_auth: bool,
+    /// Admit clients with auth {token}: an HS256 JWT signed with this secret
+    /// (at least 32 bytes; sub = user id, exp required).
+    #[arg(
+        long,
+        env = "IOCLUSTER_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// Refuse clients without valid credentials instead of asking app-nodes.
+    #[arg(long)]
+    require_auth: bool,
     /// Log format: text (default) or json.
     #[arg(
         long,
@@ -125,6 +141,9 @@ fn main() -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         shutdown_timeout_ms: args.shutdown_timeout,
+        users_auth: args.users_auth.then_some(true),
+        jwt_secret: args.jwt_secret.map(iocluster_io_node::config::Secret),
+        require_auth: args.require_auth.then_some(true),
         ..RawConfig::default()
     };
     let config = flags.or(file).validate().context("invalid configuration")?;

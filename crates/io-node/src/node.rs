@@ -6,7 +6,7 @@
 //! the registry. No lock is held across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,9 @@ struct NamespaceCache {
     refreshed: Option<Instant>,
 }
 
+/// The largest rooms a node lists in its registry entry.
+const STATS_ROOMS: usize = 100;
+
 /// How stale the served-namespace list may be before a miss refreshes it.
 const NAMESPACE_REFRESH: Duration = Duration::from_millis(250);
 
@@ -96,6 +99,9 @@ pub struct Node {
     resync_pending: AtomicBool,
     /// Shutting down: no new clients.
     draining: AtomicBool,
+    /// Totals for the registry's stats (rates are computed by readers).
+    events_out: AtomicU64,
+    deliveries: AtomicU64,
     readiness: iocluster_ops::Readiness,
 }
 
@@ -124,6 +130,8 @@ impl Node {
             refresh_lock: tokio::sync::Mutex::new(()),
             resync_pending: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            events_out: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
             readiness: iocluster_ops::Readiness::default(),
         })
     }
@@ -142,6 +150,10 @@ impl Node {
 
     pub(crate) fn bridge(&self) -> &Bridge {
         &self.bridge
+    }
+
+    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
+        self.redis.clone()
     }
 
     /// Ready: Redis answers and the node is not shutting down.
@@ -172,6 +184,61 @@ impl Node {
     /// Live Engine.IO sessions.
     pub fn connection_count(&self) -> usize {
         read(&self.sessions).len()
+    }
+
+    /// What the registry publishes about this node besides its lease, as
+    /// `(field, value)` pairs: sockets per namespace, the largest rooms
+    /// (reserved `$` rooms left out), distinct users, and running totals of
+    /// events queued and frames delivered (readers derive rates).
+    pub(crate) fn stats(&self) -> Vec<(&'static str, String)> {
+        let room_prefix = self.keys.room_channel("", "");
+        let room_prefix = room_prefix.trim_end_matches(',');
+        let (namespaces, mut rooms, users) = {
+            let registry = read(&self.registry);
+            let namespaces: serde_json::Map<String, serde_json::Value> = registry
+                .namespaces
+                .iter()
+                .map(|(nsp, members)| (nsp.to_string(), members.len().into()))
+                .collect();
+            let mut users = 0usize;
+            let mut rooms: Vec<(String, usize)> = Vec::new();
+            for (channel, members) in &registry.rooms {
+                let Some(name) = channel.strip_prefix(room_prefix) else {
+                    continue;
+                };
+                let room = name.split_once(',').map_or("", |(_, room)| room);
+                if room.starts_with(ids::RESERVED_ROOM_PREFIX) {
+                    users += usize::from(room.starts_with("$user:"));
+                    continue;
+                }
+                rooms.push((name.to_owned(), members.len()));
+            }
+            (namespaces, rooms, users)
+        };
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let total_rooms = rooms.len();
+        rooms.truncate(STATS_ROOMS);
+        let rooms: serde_json::Map<String, serde_json::Value> = rooms
+            .into_iter()
+            .map(|(name, size)| (name, size.into()))
+            .collect();
+        vec![
+            (
+                "namespaces",
+                serde_json::Value::Object(namespaces).to_string(),
+            ),
+            ("rooms", serde_json::Value::Object(rooms).to_string()),
+            ("room_count", total_rooms.to_string()),
+            ("users", users.to_string()),
+            (
+                "events",
+                self.events_out.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "deliveries",
+                self.deliveries.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
     }
 
     /// The room channels this node has members in (to resubscribe after a
@@ -406,6 +473,16 @@ impl Node {
             session.send(text_frame(PacketKind::ConnectError, nsp, None, &payload));
             return;
         }
+        let user = match crate::auth::check(self, auth).await {
+            crate::auth::Verdict::Anonymous => None,
+            crate::auth::Verdict::User(user) => Some(user),
+            crate::auth::Verdict::Refused => {
+                metrics::counter!("iocluster_auth_refused_total").increment(1);
+                let payload = socketio::connect_error_payload("Unauthorized", None);
+                session.send(text_frame(PacketKind::ConnectError, nsp, None, &payload));
+                return;
+            }
+        };
         let auth = (!auth.is_empty()).then(|| auth.to_owned());
         let mut handshake = (*session.handshake).clone();
         handshake.auth = auth.clone();
@@ -429,6 +506,21 @@ impl Node {
             .insert(socket.id.clone(), socket.clone());
         {
             let mut state = socket.lock();
+            if let Some(user) = user {
+                // Admitted here: CONNECT now, in the user's room; the connect
+                // event still tells the app-nodes.
+                self.join_locked(&socket, &mut state, vec![ids::user_room(&user)]);
+                state.phase = Phase::Connected;
+                let payload = format!(r#"{{"sid":"{}"}}"#, socket.id);
+                socket
+                    .session
+                    .send(text_frame(PacketKind::Connect, &socket.nsp, None, &payload));
+                write(&self.registry)
+                    .namespaces
+                    .entry(socket.nsp.clone())
+                    .or_default()
+                    .insert(socket.id.clone(), socket.clone());
+            }
             self.bridge.ledger(LedgerOp::Create(
                 socket.id.clone(),
                 socket.ledger_entry(self.id(), &state),
@@ -443,7 +535,9 @@ impl Node {
             self.dispatch_next(&socket, &mut state);
         }
         tracing::debug!(sid = %session.sid, socket = %socket.id, nsp = %nsp, "connect event queued");
-        self.spawn_admission_timeout(socket);
+        if !matches!(socket.lock().phase, Phase::Connected) {
+            self.spawn_admission_timeout(socket);
+        }
     }
 
     fn spawn_admission_timeout(&self, socket: Arc<Socket>) {
@@ -500,6 +594,7 @@ impl Node {
         let last = queued.kind == EventKind::Disconnect;
         metrics::counter!("iocluster_events_out_total", "kind" => queued.kind.as_str())
             .increment(1);
+        self.events_out.fetch_add(1, Ordering::Relaxed);
         let envelope = socket.event(self.id(), state, seq, queued).encode();
         if last {
             // The disconnect event is the last: nothing will come back for it.
@@ -613,18 +708,24 @@ impl Node {
                     socket.session.close(CloseReason::ForcedClose);
                     return;
                 }
-                {
-                    let mut state = socket.lock();
-                    if matches!(state.phase, Phase::Connected) {
-                        let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
-                        socket.deliver(&mut state, frame, self.config.outbox_capacity);
-                    }
-                }
-                socket.session.lock().sockets.remove(&socket.nsp);
-                self.close_socket(&socket, "server namespace disconnect");
+                self.server_disconnect(&socket);
             }
             Command::Done(done) => self.done(done),
         }
+    }
+
+    /// Disconnects a socket from the server side (the client gets DISCONNECT
+    /// and does not reconnect on its own).
+    fn server_disconnect(&self, socket: &Arc<Socket>) {
+        {
+            let mut state = socket.lock();
+            if matches!(state.phase, Phase::Connected) {
+                let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
+                socket.deliver(&mut state, frame, self.config.outbox_capacity);
+            }
+        }
+        socket.session.lock().sockets.remove(&socket.nsp);
+        self.close_socket(socket, "server namespace disconnect");
     }
 
     fn socket(&self, sid: &str, nsp: &str) -> Option<Arc<Socket>> {
@@ -643,7 +744,18 @@ impl Node {
         }
         state.inflight = None;
         if done.seq == 0 {
-            self.admit(&socket, &mut state, done.reject);
+            if matches!(state.phase, Phase::Connected) {
+                // Admitted by this node already; the app-node refusing it
+                // now disconnects it.
+                if let Some(reject) = done.reject {
+                    drop(state);
+                    tracing::debug!(socket = %socket.id, message = %reject.message, "app-node refused a socket admitted by credentials");
+                    self.server_disconnect(&socket);
+                    return;
+                }
+            } else {
+                self.admit(&socket, &mut state, done.reject);
+            }
         }
         self.dispatch_next(&socket, &mut state);
     }
@@ -709,6 +821,14 @@ impl Node {
         ) {
             return;
         }
+        self.join_locked(socket, &mut state, rooms);
+        drop(state);
+        self.bridge.ledger_stale(socket.id.clone());
+    }
+
+    /// Adds the socket to rooms (its state is locked by the caller) and
+    /// subscribes to the rooms new to this node.
+    fn join_locked(&self, socket: &Arc<Socket>, state: &mut SocketState, rooms: Vec<String>) {
         let mut subscribe = Vec::new();
         {
             let mut registry = write(&self.registry);
@@ -722,8 +842,6 @@ impl Node {
                 state.rooms.insert(room);
             }
         }
-        drop(state);
-        self.bridge.ledger_stale(socket.id.clone());
         for channel in subscribe {
             self.bridge.subscribe(channel);
         }
@@ -769,6 +887,8 @@ impl Node {
                 // Encoded once, shared by every recipient.
                 let frame = packet_frame(PacketKind::Event, &emit.nsp, None, &emit.data, emit.bin);
                 metrics::counter!("iocluster_deliveries_total").increment(recipients.len() as u64);
+                self.deliveries
+                    .fetch_add(recipients.len() as u64, Ordering::Relaxed);
                 for socket in recipients {
                     let mut state = socket.lock();
                     socket.deliver(&mut state, frame.clone(), limit);

@@ -155,6 +155,32 @@ pub struct Emit {
     pub id: Option<u64>,
 }
 
+impl Emit {
+    /// The channels that reach every recipient: one per room, one per io-node
+    /// holding a named socket (a socket id used as a room counts), or the
+    /// broadcast channel when neither rooms nor sockets are named. Publish
+    /// the same envelope on each; set `id` when there are several.
+    pub fn routes(&self, keys: &crate::keys::Keys) -> Vec<String> {
+        if self.rooms.is_empty() && self.sids.is_empty() {
+            return vec![keys.all_channel()];
+        }
+        let mut routes: Vec<String> = self
+            .rooms
+            .iter()
+            .map(|room| keys.room_channel(&self.nsp, room))
+            .collect();
+        for sid in self.sids.iter().chain(self.rooms.iter()) {
+            if let Some(node) = crate::ids::node_of(sid) {
+                let channel = keys.node_channel(node);
+                if !routes.contains(&channel) {
+                    routes.push(channel);
+                }
+            }
+        }
+        routes
+    }
+}
+
 /// Answer a client's acknowledgement request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {

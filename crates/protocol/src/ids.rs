@@ -32,6 +32,27 @@ pub fn node_of(sid: &str) -> Option<&str> {
     (is_valid_node_id(node) && !random.is_empty()).then_some(node)
 }
 
+/// Rooms whose names start with this are the cluster's own: the io-node puts
+/// every socket admitted as a user in `$user:<user id>`.
+pub const RESERVED_ROOM_PREFIX: char = '$';
+
+/// The room holding every socket of a user, in each namespace.
+pub fn user_room(user: &str) -> String {
+    format!("$user:{user}")
+}
+
+/// The user a socket belongs to, from its rooms.
+pub fn user_of<'a>(rooms: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
+    rooms
+        .into_iter()
+        .find_map(|room| room.strip_prefix("$user:"))
+}
+
+/// Whether `id` can name a user: 1 to 128 characters, no control characters.
+pub fn is_valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,12 @@ impl Keys {
         self.join(&["reaped", node])
     }
 
+    /// Hash: a registered user credential (`secret` = hex SHA-256 of the
+    /// user's secret, `created` ms); expires with the credential.
+    pub fn user(&self, user: &str) -> String {
+        self.join(&["user", user])
+    }
+
     /// Channel: commands for clients of one io-node.
     pub fn node_channel(&self, node: &str) -> String {
         self.join(&["n", node])

@@ -1,0 +1,470 @@
+//! The admin HTTP API (`/api/v1/...` on the admin listener), bearer-key
+//! protected. Every request is validated whole before anything is written to
+//! Redis: a 4xx means nothing was published or stored.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use iocluster_protocol::envelope::{self, Command};
+use iocluster_protocol::ids;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::Frontend;
+use crate::registry;
+
+/// Most recipients (or exclusions) of each kind in one request.
+const MAX_LIST: usize = 1000;
+/// Longest namespace, room, event name.
+const MAX_NAME: usize = 256;
+/// Event names a Socket.IO client reserves for itself.
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// A 4xx/5xx answer: `{"error": {"code", "message"}}`.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(error: redis::RedisError) -> ApiError {
+        tracing::warn!(%error, "admin API: Redis failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis_unavailable",
+            "Redis is unreachable; nothing was done",
+        )
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Checks `Authorization: Bearer <api_key>` in constant time.
+pub async fn require_key(
+    State(frontend): State<Arc<Frontend>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(key) = &frontend.config.api_key else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin API is off: no api_key is configured",
+        )
+        .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare digests: equal length, no early exit on the first difference.
+    let (a, b) = (
+        Sha256::digest(presented.as_bytes()),
+        Sha256::digest(key.0.as_bytes()),
+    );
+    let same = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0;
+    if !same {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key (Authorization: Bearer <key>)",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Parses a JSON body strictly (unknown fields refused), mapping every
+/// failure to a clear 4xx.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than max_body_bytes",
+            )
+        } else {
+            ApiError::invalid(format!("cannot read the body: {rejection}"))
+        }
+    })?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    serde_json::from_slice(body).map_err(|error| ApiError::invalid(format!("bad JSON: {error}")))
+}
+
+fn root() -> String {
+    "/".to_owned()
+}
+
+fn check_nsp(nsp: &str) -> Result<(), ApiError> {
+    if !nsp.starts_with('/') || nsp.contains(',') || nsp.len() > MAX_NAME {
+        return Err(ApiError::invalid(format!(
+            "namespace {nsp:?} must start with / and contain no comma"
+        )));
+    }
+    Ok(())
+}
+
+fn check_rooms(rooms: &[String], what: &str) -> Result<(), ApiError> {
+    if rooms.len() > MAX_LIST {
+        return Err(ApiError::invalid(format!("at most {MAX_LIST} {what}")));
+    }
+    for room in rooms {
+        if room.is_empty() || room.len() > MAX_NAME {
+            return Err(ApiError::invalid(format!(
+                "room names are 1 to {MAX_NAME} bytes"
+            )));
+        }
+        if room.starts_with(ids::RESERVED_ROOM_PREFIX) {
+            return Err(ApiError::invalid(format!(
+                "room {room:?}: names starting with $ are reserved (use users for a user's sockets)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_sids(sids: &[String]) -> Result<(), ApiError> {
+    if sids.len() > MAX_LIST {
+        return Err(ApiError::invalid(format!("at most {MAX_LIST} sids")));
+    }
+    for sid in sids {
+        if ids::node_of(sid).is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_recipient",
+                format!("{sid:?} is not a socket id (<io-node>.<random>)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn user_rooms(users: &[String]) -> Result<Vec<String>, ApiError> {
+    if users.len() > MAX_LIST {
+        return Err(ApiError::invalid(format!("at most {MAX_LIST} users")));
+    }
+    users
+        .iter()
+        .map(|user| {
+            if ids::is_valid_user_id(user) {
+                Ok(ids::user_room(user))
+            } else {
+                Err(ApiError::invalid(format!(
+                    "{user:?} is not a valid user id"
+                )))
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Recipients {
+    #[serde(default)]
+    sids: Vec<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Exclusions {
+    #[serde(default)]
+    sids: Vec<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    #[serde(default = "root")]
+    nsp: String,
+    event: String,
+    #[serde(default)]
+    args: Vec<Value>,
+    to: Recipients,
+    #[serde(default)]
+    except: Exclusions,
+}
+
+/// `POST /api/v1/publish`
+pub async fn publish(
+    State(frontend): State<Arc<Frontend>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: PublishRequest = parse(body)?;
+    check_nsp(&request.nsp)?;
+    if request.event.is_empty() || request.event.len() > MAX_NAME {
+        return Err(ApiError::invalid(format!(
+            "event names are 1 to {MAX_NAME} bytes"
+        )));
+    }
+    if RESERVED_EVENTS.contains(&request.event.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "{:?} is reserved by Socket.IO clients",
+            request.event
+        )));
+    }
+    let to = request.to;
+    let named = !(to.sids.is_empty() && to.rooms.is_empty() && to.users.is_empty());
+    if to.all == named {
+        return Err(ApiError::invalid(
+            "name the recipients: either to.all = true, or to.sids / to.rooms / to.users",
+        ));
+    }
+    check_sids(&to.sids)?;
+    check_rooms(&to.rooms, "rooms")?;
+    check_sids(&request.except.sids)?;
+    check_rooms(&request.except.rooms, "excluded rooms")?;
+    let mut rooms = to.rooms;
+    rooms.extend(user_rooms(&to.users)?);
+    let mut except_rooms = request.except.rooms;
+    except_rooms.extend(user_rooms(&request.except.users)?);
+    let mut data = vec![Value::String(request.event)];
+    data.extend(request.args);
+    let mut emit = envelope::Emit {
+        nsp: request.nsp,
+        rooms,
+        sids: to.sids,
+        except_rooms,
+        except_sids: request.except.sids,
+        data: Value::Array(data).to_string(),
+        ..envelope::Emit::default()
+    };
+    let routes = emit.routes(&frontend.keys);
+    emit.id = (routes.len() > 1).then(rand::random::<u64>);
+    let reached = frontend.publish(&routes, Command::Emit(emit)).await?;
+    Ok(Json(json!({ "channels": routes.len(), "ioNodesReached": reached })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UserRequest {
+    hash: String,
+    ttl_seconds: Option<u64>,
+    expires_at: Option<u64>,
+}
+
+/// `PUT /api/v1/users/{id}`: registers (or replaces) a user's credential.
+pub async fn put_user(
+    State(frontend): State<Arc<Frontend>>,
+    Path(user): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    if !ids::is_valid_user_id(&user) {
+        return Err(ApiError::invalid(format!(
+            "{user:?} is not a valid user id"
+        )));
+    }
+    let request: UserRequest = parse(body)?;
+    if request.hash.len() < 8 || request.hash.len() > 1024 {
+        return Err(ApiError::invalid("hash must be 8 to 1024 bytes"));
+    }
+    let now = registry::now_ms();
+    let expires_at = match (request.ttl_seconds, request.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("give ttlSeconds or expiresAt, not both"));
+        }
+        (Some(0), None) => return Err(ApiError::invalid("ttlSeconds must be positive")),
+        (Some(ttl), None) => Some(now.saturating_add(ttl.saturating_mul(1000))),
+        (None, Some(at)) if at <= now => {
+            return Err(ApiError::invalid("expiresAt (ms since the epoch) is past"));
+        }
+        (None, at) => at,
+    };
+    let key = frontend.keys.user(&user);
+    let secret: String = Sha256::digest(request.hash.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("DEL")
+        .arg(&key)
+        .ignore()
+        .cmd("HSET")
+        .arg(&key)
+        .arg("secret")
+        .arg(secret)
+        .arg("created")
+        .arg(now)
+        .ignore();
+    if let Some(at) = expires_at {
+        pipe.cmd("PEXPIREAT").arg(&key).arg(at).ignore();
+    }
+    pipe.query_async::<()>(&mut frontend.redis()).await?;
+    tracing::info!(user = %user, "user credential registered");
+    Ok(Json(json!({ "userId": user, "expiresAt": expires_at })).into_response())
+}
+
+/// `DELETE /api/v1/users/{id}`: revokes the credential (new connections
+/// with it are refused; live ones stay until disconnected).
+pub async fn delete_user(
+    State(frontend): State<Arc<Frontend>>,
+    Path(user): Path<String>,
+) -> ApiResult {
+    if !ids::is_valid_user_id(&user) {
+        return Err(ApiError::invalid(format!(
+            "{user:?} is not a valid user id"
+        )));
+    }
+    let removed: u64 = redis::cmd("DEL")
+        .arg(frontend.keys.user(&user))
+        .query_async(&mut frontend.redis())
+        .await?;
+    if removed == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_user",
+            format!("no credential registered for {user:?}"),
+        ));
+    }
+    tracing::info!(user = %user, "user credential revoked");
+    Ok(Json(json!({ "userId": user, "revoked": true })).into_response())
+}
+
+/// `GET /api/v1/cluster`
+pub async fn cluster(State(frontend): State<Arc<Frontend>>) -> ApiResult {
+    let view = registry::cluster_view(&mut frontend.redis(), &frontend.keys).await?;
+    Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectRequest {
+    #[serde(default = "root")]
+    nsp: String,
+    #[serde(default)]
+    close: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsRequest {
+    #[serde(default = "root")]
+    nsp: String,
+    rooms: Vec<String>,
+}
+
+/// `POST /api/v1/clients/{sid}/{action}`: `disconnect`, `join`, `leave`.
+pub async fn client_action(
+    State(frontend): State<Arc<Frontend>>,
+    Path((sid, action)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let Some(node) = ids::node_of(&sid) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_client",
+            format!("{sid:?} is not a socket id"),
+        ));
+    };
+    let command = match action.as_str() {
+        "disconnect" => {
+            let request: DisconnectRequest = parse(body)?;
+            check_nsp(&request.nsp)?;
+            Command::Disconnect(envelope::Disconnect {
+                nsp: request.nsp,
+                sid: sid.clone(),
+                close: request.close,
+            })
+        }
+        "join" | "leave" => {
+            let request: RoomsRequest = parse(body)?;
+            check_nsp(&request.nsp)?;
+            if request.rooms.is_empty() {
+                return Err(ApiError::invalid("rooms must name at least one room"));
+            }
+            check_rooms(&request.rooms, "rooms")?;
+            if action == "join" {
+                Command::Join(envelope::Join {
+                    nsp: request.nsp,
+                    sid: sid.clone(),
+                    rooms: request.rooms,
+                    reply: None,
+                })
+            } else {
+                Command::Leave(envelope::Leave {
+                    nsp: request.nsp,
+                    sid: sid.clone(),
+                    rooms: request.rooms,
+                })
+            }
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("{other:?}: use disconnect, join or leave"),
+            ));
+        }
+    };
+    let channel = frontend.keys.node_channel(node);
+    let reached = frontend.publish(&[channel], command).await?;
+    if reached == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_client",
+            format!("io-node {node:?} holding {sid:?} is not live"),
+        ));
+    }
+    Ok(Json(json!({ "sid": sid, "action": action, "ioNodesReached": reached })).into_response())
+}

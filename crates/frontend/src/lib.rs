@@ -1,0 +1,245 @@
+//! The frontend node: what browsers and operators talk to, besides the
+//! io-nodes themselves.
+//!
+//! - Public listener: the application's static pages (and the demo chat),
+//!   `/config.json` and `/config.js` (the live io-nodes, least loaded first),
+//!   `/iocluster.js` (a helper that connects the stock socket.io-client to a
+//!   live io-node and fails over), `/socket.io.min.js` (the client bundle,
+//!   from npm at set-up time).
+//! - Admin listener (loopback by default): the bearer-key HTTP API
+//!   ([`admin`]), `/openapi.json`, `/docs` and the live dashboard at `/`.
+//!
+//! It keeps no state: everything comes from the Redis registry the nodes
+//! maintain, and everything it does goes out as the same commands app-nodes
+//! publish.
+
+pub mod admin;
+pub mod config;
+pub mod registry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use iocluster_protocol::envelope::Command;
+use iocluster_protocol::keys::Keys;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
+
+pub use config::{Config, RawConfig};
+
+const HELPER_JS: &str = include_str!("../../../frontend/iocluster.js");
+const DASHBOARD_HTML: &str = include_str!("../../../frontend/admin/dashboard.html");
+const DOCS_HTML: &str = include_str!("../../../frontend/admin/docs.html");
+const OPENAPI_JSON: &str = include_str!("../../../frontend/admin/openapi.json");
+
+/// Shared by every handler.
+pub struct Frontend {
+    pub config: Config,
+    pub keys: Keys,
+    redis: redis::aio::ConnectionManager,
+}
+
+impl Frontend {
+    pub fn redis(&self) -> redis::aio::ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// Publishes one command on each channel, in one round trip; returns how
+    /// many io-node subscriptions received it in all.
+    pub async fn publish(&self, channels: &[String], command: Command) -> redis::RedisResult<u64> {
+        let payload = command.encode();
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.cmd("PUBLISH").arg(channel).arg(&payload);
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.redis()).await?;
+        Ok(counts.iter().sum())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves both listeners until `shutdown` resolves.
+pub async fn run(
+    public: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let client = redis::Client::open(config.redis.as_str())?;
+    let manager = redis::aio::ConnectionManagerConfig::new()
+        .set_max_delay(std::time::Duration::from_secs(1))
+        .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+    let redis = client.get_connection_manager_with_config(manager).await?;
+    if config.api_key.is_none() {
+        tracing::warn!("no api_key configured: the admin API answers 401 to every request");
+    }
+    let frontend = Arc::new(Frontend {
+        keys: Keys::new(config.prefix.clone()),
+        config,
+        redis,
+    });
+    let stop = CancellationToken::new();
+    tracing::info!(
+        public = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        "frontend listening"
+    );
+    let public = tokio::spawn(
+        axum::serve(public, public_routes(frontend.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let admin = tokio::spawn(
+        axum::serve(admin, admin_routes(frontend.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    shutdown.await;
+    tracing::info!("frontend shutting down");
+    stop.cancel();
+    let _ = public.await;
+    let _ = admin.await;
+    Ok(())
+}
+
+/// Pages, the io-node list and the browser helper.
+pub fn public_routes(frontend: Arc<Frontend>) -> Router {
+    let pages = ServeDir::new(&frontend.config.static_dir);
+    Router::new()
+        .route("/config.json", get(config_json))
+        .route("/config.js", get(config_js))
+        .route("/iocluster.js", get(helper_js))
+        .route("/socket.io.min.js", get(client_bundle))
+        .fallback_service(pages)
+        .with_state(frontend)
+}
+
+/// The API (behind the key), its description and the dashboard.
+pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/publish", post(admin::publish))
+        .route(
+            "/api/v1/users/{id}",
+            axum::routing::put(admin::put_user).delete(admin::delete_user),
+        )
+        .route("/api/v1/cluster", get(admin::cluster))
+        .route("/api/v1/clients/{sid}/{action}", post(admin::client_action))
+        .route_layer(axum::middleware::from_fn_with_state(
+            frontend.clone(),
+            admin::require_key,
+        ))
+        .layer(DefaultBodyLimit::max(frontend.config.max_body_bytes));
+    Router::new()
+        .route("/", get(|| async { html(DASHBOARD_HTML) }))
+        .route("/docs", get(|| async { html(DOCS_HTML) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
+        )
+        .merge(api)
+        .with_state(frontend)
+}
+
+fn html(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn no_cache(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The live io-nodes; the static list when Redis cannot be read; `None`
+/// when there is neither.
+async fn nodes(frontend: &Frontend) -> Option<Vec<registry::LiveNode>> {
+    let fallback = &frontend.config.fallback_nodes;
+    match registry::live_nodes(&mut frontend.redis(), &frontend.keys, fallback).await {
+        Ok(nodes) => Some(nodes),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the registry; serving the static list");
+            (!fallback.is_empty()).then(|| registry::static_nodes(fallback))
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable").into_response()
+}
+
+async fn config_json(State(frontend): State<Arc<Frontend>>) -> Response {
+    match nodes(&frontend).await {
+        Some(nodes) => no_cache(
+            "application/json",
+            serde_json::json!({ "nodes": nodes }).to_string(),
+        ),
+        None => unavailable(),
+    }
+}
+
+async fn config_js(State(frontend): State<Arc<Frontend>>) -> Response {
+    match nodes(&frontend).await {
+        Some(nodes) => no_cache(
+            "application/javascript; charset=utf-8",
+            registry::config_js(&nodes),
+        ),
+        None => unavailable(),
+    }
+}
+
+async fn helper_js() -> Response {
+    no_cache(
+        "application/javascript; charset=utf-8",
+        HELPER_JS.to_owned(),
+    )
+}
+
+async fn client_bundle(State(frontend): State<Arc<Frontend>>) -> Response {
+    match tokio::fs::read(&frontend.config.client_bundle).await {
+        Ok(bytes) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/javascript; charset=utf-8",
+                ),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, path = %frontend.config.client_bundle.display(), "socket.io-client bundle missing (run npm ci in frontend/)");
+            (
+                StatusCode::NOT_FOUND,
+                "socket.io-client bundle missing: run `npm ci` in frontend/",
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Admission by the io-node itself, without an app-node round trip, for
+//! clients that prove who they are in their CONNECT `auth` object:
+//!
+//! - `{"userId": "...", "hash": "..."}`, checked against the credential an
+//!   application registered in Redis (`P:user:<id>`, field `secret` = hex
+//!   SHA-256 of the hash; the key expires with the credential), when
+//!   `users_auth` is on;
+//! - `{"token": "..."}`, an HS256 JWT signed with `jwt_secret`, with `sub`
+//!   (the user id) and `exp` (seconds since the epoch) required and `nbf`
+//!   honoured.
+//!
+//! A socket admitted this way is in the room `$user:<id>` of its namespace
+//! (reachable as that user on every io-node), gets CONNECT at once, and its
+//! `connect` event still goes to an app-node so application state stays true.
+//! A client that presents credentials that do not verify is refused with
+//! `Unauthorized`; one that presents none is left to the app-nodes, or
+//! refused when `require_auth` is on.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use iocluster_protocol::ids;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::node::Node;
+
+/// What the io-node decided about a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No credentials (or none this node checks): the app-nodes decide.
+    Anonymous,
+    /// Verified: admit as this user.
+    User(String),
+    /// Credentials that do not verify, or none when they are required.
+    Refused,
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+    hash: Option<String>,
+    token: Option<String>,
+}
+
+pub(crate) async fn check(node: &Node, auth: &str) -> Verdict {
+    let config = node.config();
+    if !config.users_auth && config.jwt_secret.is_none() {
+        return Verdict::Anonymous;
+    }
+    let credentials = if auth.is_empty() {
+        None
+    } else {
+        serde_json::from_str::<Credentials>(auth).ok()
+    };
+    let verdict = match credentials {
+        Some(Credentials {
+            token: Some(token), ..
+        }) if config.jwt_secret.is_some() => {
+            let secret = config
+                .jwt_secret
+                .as_ref()
+                .map_or("", |secret| secret.0.as_str());
+            match verify_jwt(&token, secret.as_bytes(), crate::bridge::now_ms() / 1000) {
+                Ok(user) => Verdict::User(user),
+                Err(why) => {
+                    tracing::debug!(why, "token refused");
+                    Verdict::Refused
+                }
+            }
+        }
+        Some(Credentials {
+            user_id: Some(user),
+            hash: Some(hash),
+            ..
+        }) if config.users_auth => match registered_secret(node, &user).await {
+            Ok(Some(stored)) if same(&stored, &hex_sha256(&hash)) => Verdict::User(user),
+            Ok(_) => Verdict::Refused,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a user credential");
+                Verdict::Refused
+            }
+        },
+        _ => Verdict::Anonymous,
+    };
+    if verdict == Verdict::Anonymous && config.require_auth {
+        return Verdict::Refused;
+    }
+    verdict
+}
+
+async fn registered_secret(node: &Node, user: &str) -> redis::RedisResult<Option<String>> {
+    if !ids::is_valid_user_id(user) {
+        return Ok(None);
+    }
+    let mut redis = node.redis();
+    redis::cmd("HGET")
+        .arg(node.keys().user(user))
+        .arg("secret")
+        .query_async(&mut redis)
+        .await
+}
+
+/// Hex SHA-256: how a user's secret is stored.
+pub fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Verifies an HS256 JWT; returns its subject.
+pub fn verify_jwt(token: &str, secret: &[u8], now_s: u64) -> Result<String, &'static str> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWT");
+    };
+    let alg: Header = decode_part(header)?;
+    if alg.alg != "HS256" {
+        return Err("algorithm is not HS256");
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "bad signature encoding")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
+    mac.update(&token.as_bytes()[..header.len() + 1 + payload.len()]);
+    mac.verify_slice(&signature).map_err(|_| "bad signature")?;
+    let claims: Claims = decode_part(payload)?;
+    if claims.exp <= now_s {
+        return Err("expired");
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now_s) {
+        return Err("not valid yet");
+    }
+    if !ids::is_valid_user_id(&claims.sub) {
+        return Err("bad subject");
+    }
+    Ok(claims.sub)
+}
+
+fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, &'static str> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "bad encoding")?;
+    serde_json::from_slice(&bytes).map_err(|_| "bad JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(header: &str, claims: &str, secret: &[u8]) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(signed.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signed}.{signature}")
+    }
+
+    #[test]
+    fn tokens() {
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let good = sign(header, r#"{"sub":"ann","exp":2000}"#, b"s3cret");
+        assert_eq!(verify_jwt(&good, b"s3cret", 1000), Ok("ann".into()));
+        assert_eq!(verify_jwt(&good, b"other", 1000), Err("bad signature"));
+        assert_eq!(verify_jwt(&good, b"s3cret", 2000), Err("expired"));
+        let early = sign(header, r#"{"sub":"ann","exp":2000,"nbf":1500}"#, b"s3cret");
+        assert_eq!(verify_jwt(&early, b"s3cret", 1000), Err("not valid yet"));
+        let none = sign(
+            r#"{"alg":"none"}"#,
+            r#"{"sub":"ann","exp":2000}"#,
+            b"s3cret",
+        );
+        assert_eq!(
+            verify_jwt(&none, b"s3cret", 1000),
+            Err("algorithm is not HS256")
+        );
+        let no_exp = sign(header, r#"{"sub":"ann"}"#, b"s3cret");
+        assert_eq!(verify_jwt(&no_exp, b"s3cret", 1000), Err("bad JSON"));
+        assert_eq!(verify_jwt("a.b", b"s3cret", 1000), Err("not a JWT"));
+        // A payload swapped under a valid signature.
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"sub":"root","exp":9999}"#);
+        parts[1] = &forged;
+        assert_eq!(
+            verify_jwt(&parts.join("."), b"s3cret", 1000),
+            Err("bad signature")
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same(&hex_sha256("x"), &hex_sha256("x")));
+        assert!(!same(&hex_sha256("x"), &hex_sha256("y")));
+        assert!(!same("ab", "abc"));
+    }
+}
