@@ -32,6 +32,22 @@ ensure_node() {
   fi
 }
 
+# Debian's Chromium, for the headless browser tests (driven by playwright-core).
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    step "installing chromium (Debian package) for the browser tests"
+    apt_install chromium
+  fi
+}
+
+# PHP's command line, to run the PHP example of the admin API.
+ensure_php() {
+  if ! command -v php >/dev/null; then
+    step "installing php-cli (Debian package) for the admin API example"
+    apt_install php-cli
+  fi
+}
+
 # npm ci in a folder, skipped when node_modules matches package-lock.json.
 npm_install() {
   local dir=$1

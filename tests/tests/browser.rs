@@ -1,0 +1,74 @@
+//! Real browser tests: Debian's Chromium, headless, driven by playwright-core
+//! from `tests/js`. The dashboard renders the live cluster and publishes; the
+//! chat page fails over to another io-node when its own is killed.
+
+use std::time::Duration;
+
+use iocluster_client::{Client, ClientOptions};
+use iocluster_tests::{Cluster, node_scenario};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_dashboard_shows_the_cluster_and_publishes() {
+    let cluster = Cluster::builder("browser-dashboard").start().await;
+    let frontend = cluster.start_frontend().await;
+    let client = Client::connect(&cluster.io[1].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let reader = client
+        .socket("/", Some(json!({ "rooms": ["news"] })))
+        .await
+        .unwrap();
+    let screenshot = cluster.logs().join("dashboard.png");
+    let result = node_scenario(
+        "browser-dashboard.mjs",
+        &[
+            format!("--admin={}/", frontend.admin_url()),
+            format!("--key={}", frontend.api_key),
+            "--expect=io0,io1".to_owned(),
+            "--room=news".to_owned(),
+            format!("--screenshot={}", screenshot.display()),
+        ],
+    )
+    .await;
+    assert_eq!(result["emptyBeforeKey"], true, "{result}");
+    assert_eq!(result["connections"], 1, "{result}");
+    assert_eq!(result["roomListed"], true, "{result}");
+    assert_eq!(result["keyInPage"], false, "{result}");
+    assert!(
+        result["screenshotBytes"].as_u64().unwrap() > 20_000,
+        "the screenshot shows a rendered page: {result}"
+    );
+    loop {
+        let event = reader.recv_event(Duration::from_secs(10)).await.unwrap();
+        if event.name == "breaking" {
+            assert_eq!(event.args, vec![json!("from the dashboard")]);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_browser_helper_fails_over_when_its_io_node_dies() {
+    let cluster = Cluster::builder("browser-failover")
+        .app_nodes("iocluster-example-chat", 2)
+        .start()
+        .await;
+    let frontend = cluster.start_frontend().await;
+    let pids = cluster
+        .io
+        .iter()
+        .map(|node| format!("{}:{}", node.id, node.process.pid()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let result = node_scenario(
+        "browser-failover.mjs",
+        &[
+            format!("--frontend={}/", frontend.url()),
+            format!("--pids={pids}"),
+        ],
+    )
+    .await;
+    assert_ne!(result["first"], result["second"], "{result}");
+    assert_eq!(result["connections"], 2, "{result}");
+}
