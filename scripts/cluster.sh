@@ -12,6 +12,8 @@
 #   --apps M          app-nodes (default 2)
 #   --app BIN         app-node binary (default iocluster-example-chat)
 #   --base-port P     first io-node port (default 3001); ops listeners from P+100
+#   --frontend        also start iocluster-frontend: pages on P+90, admin API on
+#                     P+91 (key: $IOCLUSTER_API_KEY, else generated, in DIR/cluster.env)
 #   --release         build and run the release binaries
 #   --no-build        do not run cargo build first
 #   --dir DIR         state and logs (default target/cluster)
@@ -24,7 +26,7 @@ source scripts/lib.sh
 
 command=${1:-}
 [ $# -gt 0 ] && shift
-io=2 apps=2 app=iocluster-example-chat base=3001 profile=debug build=1 dir=target/cluster
+io=2 apps=2 app=iocluster-example-chat base=3001 profile=debug build=1 dir=target/cluster frontend=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --io) io=$2; shift 2 ;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --app) app=$2; shift 2 ;;
     --base-port) base=$2; shift 2 ;;
     --release) profile=release; shift ;;
+    --frontend) frontend=1; shift ;;
     --no-build) build=0; shift ;;
     --dir) dir=$2; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -91,7 +94,9 @@ start_cluster() {
     cargo build "${flags[@]}" --workspace --bins
   fi
   local bin="target/$profile"
-  for binary in iocluster-io-node "$app"; do
+  local binaries=(iocluster-io-node "$app")
+  [ "$frontend" = 1 ] && binaries+=(iocluster-frontend)
+  for binary in "${binaries[@]}"; do
     [ -x "$bin/$binary" ] || { echo "$bin/$binary is missing: build it first" >&2; exit 1; }
   done
   mkdir -p "$dir"
@@ -123,6 +128,19 @@ start_cluster() {
     echo "REDIS_URL=$redis"
     echo "IO_URLS=$(printf 'http://127.0.0.1:%s,' "${ports[@]}" | sed 's/,$//')"
   } >"$dir/cluster.env"
+  if [ "$frontend" = 1 ]; then
+    local key=${IOCLUSTER_API_KEY:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
+    IOCLUSTER_API_KEY=$key "$bin/iocluster-frontend" --redis "$redis" \
+      --listen "127.0.0.1:$((base + 90))" --admin-listen "127.0.0.1:$((base + 91))" \
+      >"$dir/frontend.log" 2>&1 &
+    echo "$! iocluster-frontend" >>"$state"
+    wait_port $((base + 90))
+    {
+      echo "FRONTEND_URL=http://127.0.0.1:$((base + 90))"
+      echo "ADMIN_URL=http://127.0.0.1:$((base + 91))"
+      echo "IOCLUSTER_API_KEY=$key"
+    } >>"$dir/cluster.env"
+  fi
 
   step "iocluster is up ($dir)"
   echo "  redis      $redis"
@@ -132,6 +150,10 @@ start_cluster() {
   for i in $(seq 1 "$apps"); do
     echo "  app-$i      $app   ops http://127.0.0.1:$((base + 200 + i - 1))/metrics   log $dir/app-$i.log"
   done
+  if [ "$frontend" = 1 ]; then
+    echo "  frontend   http://127.0.0.1:$((base + 90))   (chat page, /config.json)   log $dir/frontend.log"
+    echo "  admin      http://127.0.0.1:$((base + 91))   (dashboard, /docs; API key in $dir/cluster.env)"
+  fi
   echo "  state      $state (scripts/cluster.sh stop --dir $dir)"
 }
 
