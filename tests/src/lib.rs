@@ -402,6 +402,11 @@ impl Cluster {
 
     /// Starts a frontend on this cluster's Redis and prefix, with an API key.
     pub async fn start_frontend(&self) -> FrontendNode {
+        self.start_frontend_with(&[]).await
+    }
+
+    /// [`Cluster::start_frontend`] with extra flags.
+    pub async fn start_frontend_with(&self, extra: &[&str]) -> FrontendNode {
         let (port, admin_port) = (free_port(), free_port());
         let api_key = "test-key-0123456789abcdef".to_owned();
         let root = workspace_root();
@@ -420,6 +425,7 @@ impl Cluster {
                     .join("dist")
                     .join("socket.io.min.js"),
             )
+            .args(extra)
             .env("IOCLUSTER_API_KEY", &api_key)
             .env("RUST_LOG", "info,iocluster_frontend=debug");
         let process = Process::spawn(command, self.logs.join("frontend.log"));

@@ -426,3 +426,29 @@ async fn the_admin_api_refuses_bad_requests_and_does_nothing() {
     let log = std::fs::read_to_string(&frontend.process.log).unwrap();
     assert!(!log.contains(&frontend.api_key));
 }
+
+#[tokio::test]
+async fn the_static_list_stands_in_when_no_io_node_is_registered() {
+    let cluster = Cluster::builder("frontend-fallback")
+        .io_nodes(0)
+        .app_nodes("iocluster-test-app", 0)
+        .start()
+        .await;
+    let config = cluster.logs().join("frontend.toml");
+    std::fs::write(
+        &config,
+        "[[fallback_nodes]]\nid = \"edge-1\"\nurl = \"https://edge-1.example.com\"\n",
+    )
+    .unwrap();
+    let frontend = cluster
+        .start_frontend_with(&["--config", config.to_str().unwrap()])
+        .await;
+    let response = http(&frontend.addr(), "GET", "/config.json", &[], b"")
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        json,
+        json!({ "nodes": [{ "id": "edge-1", "url": "https://edge-1.example.com", "connections": 0 }] })
+    );
+}
