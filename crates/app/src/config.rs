@@ -63,22 +63,11 @@ pub struct RawAppConfig {
     pub ops_listen: Option<String>,
 }
 
-/// Why settings were refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {0}: {1}")]
-    Read(String, std::io::Error),
-    #[error("invalid config file {0}: {1}")]
-    Parse(String, toml::de::Error),
-    #[error("invalid {0}: {1}")]
-    Invalid(&'static str, String),
-}
+pub use iocluster_ops::ConfigError;
 
 impl RawAppConfig {
     pub fn from_file(path: &std::path::Path) -> Result<RawAppConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e))
+        iocluster_ops::read_toml(path)
     }
 
     /// Checks every value and applies defaults.
@@ -188,11 +177,7 @@ pub struct AppArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use iocluster_ops::LogFormat;
 
 impl AppArgs {
     /// Reads the config file, if any, and lets the flags override it.
@@ -215,13 +200,7 @@ impl AppArgs {
 
     /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
     pub fn init_tracing(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter);
-        match self.log_format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().init(),
-        }
+        iocluster_ops::init_tracing(self.log_format);
     }
 }
 

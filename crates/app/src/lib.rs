@@ -41,19 +41,4 @@ pub use payload::{FromPayload, Payload, PayloadError};
 pub use socket::{Ack, EmitError, Emitter, Socket};
 
 /// Resolves on SIGINT or SIGTERM: pass it to [`App::run`].
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
-}
+pub use iocluster_ops::shutdown_signal;

@@ -5,16 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// A secret: never shown by `Debug`, so never in a log line.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use iocluster_ops::{ConfigError, Secret};
 
 /// An io-node listed when the registry has none.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -42,9 +33,7 @@ pub struct RawConfig {
 
 impl RawConfig {
     pub fn from_file(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::Read(path.display().to_string(), error))?;
-        toml::from_str(&text).map_err(|error| ConfigError::Parse(path.display().to_string(), error))
+        iocluster_ops::read_toml(path)
     }
 
     /// Fills every field `self` leaves empty from `other`.
@@ -162,16 +151,6 @@ pub struct Config {
     pub fallback_nodes: Vec<StaticNode>,
     /// Largest admin request body. Default 64 KiB.
     pub max_body_bytes: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {0}: {1}")]
-    Read(String, std::io::Error),
-    #[error("invalid config file {0}: {1}")]
-    Parse(String, toml::de::Error),
-    #[error("invalid {0}: {1}")]
-    Invalid(&'static str, String),
 }
 
 #[cfg(test)]

@@ -60,24 +60,12 @@ struct Args {
         value_name = "FORMAT",
         default_value = "text"
     )]
-    log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    log_format: iocluster_ops::LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    iocluster_ops::init_tracing(args.log_format);
     let file = match &args.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
@@ -103,25 +91,7 @@ fn main() -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.admin_listen))?;
-        iocluster_frontend::run(public, admin, config, shutdown_signal()).await?;
+        iocluster_frontend::run(public, admin, config, iocluster_ops::shutdown_signal()).await?;
         Ok(())
     })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }

@@ -44,9 +44,7 @@ pub struct RawConfig {
 impl RawConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::Read(path.display().to_string(), error))?;
-        toml::from_str(&text).map_err(|error| ConfigError::Parse(path.display().to_string(), error))
+        iocluster_ops::read_toml(path)
     }
 
     /// Fills every field `self` leaves empty from `other`.
@@ -269,17 +267,6 @@ pub struct Config {
     pub require_auth: bool,
 }
 
-/// A secret: never shown by `Debug`, so never in a log line.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 /// PEM files for TLS on the client listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -287,16 +274,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Why settings were refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {0}: {1}")]
-    Read(String, std::io::Error),
-    #[error("invalid config file {0}: {1}")]
-    Parse(String, toml::de::Error),
-    #[error("invalid {0}: {1}")]
-    Invalid(&'static str, String),
-}
+pub use iocluster_ops::{ConfigError, Secret};
 
 fn random_node_id() -> String {
     use rand::Rng;

@@ -1,4 +1,6 @@
-//! The operations listener every iocluster node can open (`--ops-listen`):
+//! Operations shared by every iocluster node: settings files, secrets,
+//! logging, the shutdown signal ([`node`]), and the operations listener
+//! (`--ops-listen`):
 //!
 //! - `GET /health`: 200 while the process serves at all (liveness);
 //! - `GET /ready`: 200 when the node can do its job (Redis reachable, not
@@ -8,6 +10,10 @@
 //! Nodes record metrics with the `metrics` macros wherever they are; without
 //! an ops listener no recorder is installed and the macros cost next to
 //! nothing.
+
+mod node;
+
+pub use node::{ConfigError, LogFormat, Secret, init_tracing, read_toml, shutdown_signal};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
