@@ -61,6 +61,19 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 sum_over() { local f=$1 total=0; shift; for pid in "$@"; do total=$((total + $($f "$pid"))); done; echo "$total"; }
 
+# Waits for a server to listen; shows its log if it died or never did.
+wait_server() {
+  local pid=$1 port=$2 log=$3
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "server $pid for port $port exited:" >&2; cat "$log" >&2; exit 1
+    fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $port after 30 s:" >&2; cat "$log" >&2; exit 1
+}
+
 start_system() {
   local system=$1 redis_port
   redis_port=$(free_port)
@@ -70,6 +83,7 @@ start_system() {
   wait_port "$redis_port"
   local redis="redis://127.0.0.1:$redis_port" p1 p2
   p1=$(free_port); p2=$(free_port)
+  while [ "$p2" = "$p1" ]; do p2=$(free_port); done
   servers=()
   case "$system" in
     iocluster)
@@ -82,17 +96,18 @@ start_system() {
         RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
           --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
+        wait_server $! "$port" "$run_dir/io-$port.log"
       done
       ;;
     node)
       for port in "$p1" "$p2"; do
         node bench/peers/node/server.mjs "$port" "$redis" >"$run_dir/node-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
+        wait_server $! "$port" "$run_dir/node-$port.log"
       done
       ;;
     *) echo "unknown system $system" >&2; exit 2 ;;
   esac
-  wait_port "$p1"; wait_port "$p2"
   sleep 1
   urls="http://127.0.0.1:$p1,http://127.0.0.1:$p2"
 }
