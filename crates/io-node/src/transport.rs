@@ -366,7 +366,11 @@ fn upgrade_websocket(
                 return;
             }
         };
+        // tungstenite reserves its whole read buffer per connection (128 KiB
+        // by default): idle connections must stay small.
         let config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
         let ws =
@@ -451,6 +455,10 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
         }
     }
 }
+
+/// Bytes read from a WebSocket at a time; larger messages still arrive
+/// whole (up to `max_payload`).
+const WS_READ_BUFFER: usize = 4096;
 
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
