@@ -79,7 +79,8 @@ pub enum PacketError {
 /// WebSocket, binary data travels in binary frames.
 pub fn decode_text(text: &str) -> Result<Packet<'_>, PacketError> {
     let first = *text.as_bytes().first().ok_or(PacketError::Empty)?;
-    let kind = PacketType::from_char(first).ok_or(PacketError::UnknownType(first as char))?;
+    let kind = PacketType::from_char(first)
+        .ok_or_else(|| PacketError::UnknownType(text.chars().next().unwrap_or('?')))?;
     let data = &text[1..];
     Ok(match kind {
         PacketType::Open => Packet::Open(data),
@@ -184,6 +185,13 @@ impl TransportError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unknown_types_are_reported_as_sent() {
+        assert_eq!(decode_text("éa"), Err(PacketError::UnknownType('é')));
+        assert_eq!(decode_text("9"), Err(PacketError::UnknownType('9')));
+    }
+
     use super::*;
 
     #[test]

@@ -315,6 +315,10 @@ pub fn encode(
     };
     let mut out = String::with_capacity(data.len() + nsp.len() + 16);
     write_header(&mut out, kind, nsp, attachments, id);
+    if nsp == "/" && id.is_none() && data.starts_with('/') {
+        // Data that looks like a namespace needs the default one spelled out.
+        out.push_str("/,");
+    }
     out.push_str(data);
     out
 }
@@ -330,6 +334,18 @@ pub fn connect_error_payload(message: &str, data: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn data_that_looks_like_a_namespace_round_trips() {
+        // Found by the fuzzer (2/,/x): the default namespace must be spelled out.
+        let packet = parse("2/,/x", 4).unwrap();
+        assert_eq!((packet.nsp, packet.data), ("/", "/x"));
+        let again = encode(packet.kind, packet.nsp, 0, None, packet.data);
+        assert_eq!(again, "2/,/x");
+        assert_eq!(parse(&again, 4).unwrap(), packet);
+        assert_eq!(encode(PacketKind::Event, "/", 0, None, "[1]"), "2[1]");
+    }
+
     use super::*;
 
     fn ok(text: &str) -> Packet<'_> {
