@@ -11,6 +11,7 @@
 # Systems (2 server processes each, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
 #   node       2 Node Socket.IO 4 processes with @socket.io/redis-adapter
+#   raw        1 process, no Redis (bench/peers/raw): the ceiling
 #
 # Per run it records the bench JSON, the CPU time of every server process and
 # of Redis (from /proc/<pid>/stat), and for `idle` their RSS with the
@@ -39,6 +40,9 @@ ensure_node
 npm_install bench/peers/node
 step "cargo build --release (io-node, bench app-node, load generator)"
 cargo build --release -p iocluster-io-node -p iocluster-bench-app -p iocluster-bench
+if [[ ",$systems," == *,raw,* ]]; then
+  cargo build --release --manifest-path bench/peers/raw/Cargo.toml --target-dir target
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 out_dir=target/bench
@@ -98,6 +102,14 @@ start_system() {
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/io-$port.log"
       done
+      ;;
+    raw)
+      target/release/iocluster-bench-peer-raw "127.0.0.1:$p1" >"$run_dir/raw.log" 2>&1 &
+      pids+=($!); servers+=($!)
+      wait_server $! "$p1" "$run_dir/raw.log"
+      urls="http://127.0.0.1:$p1"
+      sleep 1
+      return
       ;;
     node)
       for port in "$p1" "$p2"; do
