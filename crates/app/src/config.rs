@@ -35,8 +35,8 @@ pub struct AppConfig {
 impl Default for AppConfig {
     fn default() -> AppConfig {
         AppConfig {
-            redis: "redis://127.0.0.1:6379".to_owned(),
-            prefix: "iocluster".to_owned(),
+            redis: iocluster_ops::DEFAULT_REDIS.to_owned(),
+            prefix: iocluster_ops::DEFAULT_PREFIX.to_owned(),
             app_id: random_id(),
             lease: Duration::from_secs(5),
             concurrency: 256,
@@ -80,16 +80,7 @@ impl RawAppConfig {
                 format!("{app_id:?} must be 1 to 32 of [A-Za-z0-9_-]"),
             ));
         }
-        let redis = self.redis.unwrap_or(defaults.redis);
-        redis::Client::open(redis.as_str())
-            .map_err(|e| ConfigError::Invalid("redis", format!("{redis:?}: {e}")))?;
-        let prefix = self.prefix.unwrap_or(defaults.prefix);
-        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::Invalid(
-                "prefix",
-                "must be non-empty without spaces".into(),
-            ));
-        }
+        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
         let ms = |value: Option<u64>, default: Duration, name: &'static str| match value {
             Some(0) => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
             Some(ms) => Ok(Duration::from_millis(ms)),

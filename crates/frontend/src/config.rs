@@ -53,18 +53,7 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let redis = self
-            .redis
-            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
-        redis::Client::open(redis.as_str())
-            .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
-        let prefix = self.prefix.unwrap_or_else(|| "iocluster".to_owned());
-        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::Invalid(
-                "prefix",
-                "must be non-empty without spaces".into(),
-            ));
-        }
+        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
         let addr = |value: Option<String>, default: &str, name: &'static str| {
             let value = value.unwrap_or_else(|| default.to_owned());
             value

@@ -92,16 +92,7 @@ impl RawConfig {
             }
             None => random_node_id(),
         };
-        let redis = self.redis.unwrap_or_else(|| DEFAULT_REDIS.to_owned());
-        redis::Client::open(redis.as_str())
-            .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
-        let prefix = self.prefix.unwrap_or_else(|| "iocluster".to_owned());
-        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::Invalid(
-                "prefix",
-                "must be non-empty without spaces".into(),
-            ));
-        }
+        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         listen
             .parse::<std::net::SocketAddr>()
@@ -189,7 +180,7 @@ impl RawConfig {
 }
 
 /// The Redis URL used when none is given.
-pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+pub use iocluster_ops::DEFAULT_REDIS;
 
 /// The settings an io-node runs with.
 #[derive(Debug, Clone)]

@@ -13,7 +13,10 @@
 
 mod node;
 
-pub use node::{ConfigError, LogFormat, Secret, init_tracing, read_toml, shutdown_signal};
+pub use node::{
+    ConfigError, DEFAULT_PREFIX, DEFAULT_REDIS, LogFormat, Secret, init_tracing, read_toml,
+    redis_and_prefix, shutdown_signal,
+};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
