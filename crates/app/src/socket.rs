@@ -229,8 +229,7 @@ impl Emitter {
             ack: None,
             id: None,
         };
-        let routes = emit.routes(&self.ctx.keys);
-        emit.id = (routes.len() > 1).then(rand::random::<u64>);
+        let routes = emit.route(&self.ctx.keys, rand::random);
         let encoded = Command::Emit(emit).encode();
         for channel in routes {
             self.ctx

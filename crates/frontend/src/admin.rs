@@ -12,11 +12,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use iocluster_protocol::envelope::{self, Command};
-use iocluster_protocol::ids;
+use iocluster_protocol::{credentials, ids};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::Frontend;
 use crate::registry;
@@ -99,17 +98,7 @@ pub async fn require_key(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Compare digests: equal length, no early exit on the first difference.
-    let (a, b) = (
-        Sha256::digest(presented.as_bytes()),
-        Sha256::digest(key.0.as_bytes()),
-    );
-    let same = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0;
-    if !same {
+    if !credentials::same_secret(presented, &key.0) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -289,8 +278,7 @@ pub async fn publish(
         data: Value::Array(data).to_string(),
         ..envelope::Emit::default()
     };
-    let routes = emit.routes(&frontend.keys);
-    emit.id = (routes.len() > 1).then(rand::random::<u64>);
+    let routes = emit.route(&frontend.keys, rand::random);
     let reached = frontend.publish(&routes, Command::Emit(emit)).await?;
     Ok(Json(json!({ "channels": routes.len(), "ioNodesReached": reached })).into_response())
 }
@@ -331,10 +319,7 @@ pub async fn put_user(
         (None, at) => at,
     };
     let key = frontend.keys.user(&user);
-    let secret: String = Sha256::digest(request.hash.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let secret = credentials::digest(&request.hash);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("DEL")

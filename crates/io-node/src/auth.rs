@@ -19,9 +19,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use iocluster_protocol::ids;
+use iocluster_protocol::{credentials, ids};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::node::Node;
 
@@ -75,7 +75,7 @@ pub(crate) async fn check(node: &Node, auth: &str) -> Verdict {
             hash: Some(hash),
             ..
         }) if config.users_auth => match registered_secret(node, &user).await {
-            Ok(Some(stored)) if same(&stored, &hex_sha256(&hash)) => Verdict::User(user),
+            Ok(Some(stored)) if credentials::matches(&stored, &hash) => Verdict::User(user),
             Ok(_) => Verdict::Refused,
             Err(error) => {
                 tracing::warn!(%error, "cannot read a user credential");
@@ -100,23 +100,6 @@ async fn registered_secret(node: &Node, user: &str) -> redis::RedisResult<Option
         .arg("secret")
         .query_async(&mut redis)
         .await
-}
-
-/// Hex SHA-256: how a user's secret is stored.
-pub fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[derive(Deserialize)]
@@ -212,12 +195,5 @@ mod tests {
             verify_jwt(&parts.join("."), b"s3cret", 1000),
             Err("bad signature")
         );
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same(&hex_sha256("x"), &hex_sha256("x")));
-        assert!(!same(&hex_sha256("x"), &hex_sha256("y")));
-        assert!(!same("ab", "abc"));
     }
 }

@@ -179,6 +179,18 @@ impl Emit {
         }
         routes
     }
+
+    /// [`Emit::routes`], setting the deduplication `id` (drawn by `fresh_id`)
+    /// when the emit goes out on several channels.
+    pub fn route(
+        &mut self,
+        keys: &crate::keys::Keys,
+        fresh_id: impl FnOnce() -> u64,
+    ) -> Vec<String> {
+        let routes = self.routes(keys);
+        self.id = (routes.len() > 1).then(fresh_id);
+        routes
+    }
 }
 
 /// Answer a client's acknowledgement request.

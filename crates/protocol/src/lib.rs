@@ -7,12 +7,14 @@
 //!   exchange through Redis (client [`envelope::Event`]s one way,
 //!   [`envelope::Command`]s the other).
 //! - [`keys`]: the names of every Redis key and pub/sub channel, under one prefix.
+//! - [`credentials`]: how user credentials are stored and compared.
 //! - [`ids`]: session / socket ids, which carry the id of the io-node that owns them
 //!   so a command for one client can be routed without a lookup.
 //!
 //! `docs/PROTOCOL.md` describes the Redis side byte for byte; the tests here keep
 //! the examples in that document honest.
 
+pub mod credentials;
 pub mod engine;
 pub mod envelope;
 pub mod ids;
