@@ -19,6 +19,7 @@ pub mod registry;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -43,6 +44,8 @@ pub struct Frontend {
     pub config: Config,
     pub keys: Keys,
     redis: redis::aio::ConnectionManager,
+    /// The last reading of the live io-nodes, and when it was taken.
+    nodes: tokio::sync::Mutex<Option<(Instant, Arc<Vec<registry::LiveNode>>)>>,
 }
 
 impl Frontend {
@@ -80,8 +83,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let client = redis::Client::open(config.redis.as_str())?;
     let manager = redis::aio::ConnectionManagerConfig::new()
-        .set_max_delay(std::time::Duration::from_secs(1))
-        .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+        .set_max_delay(Duration::from_secs(1))
+        .set_response_timeout(Some(Duration::from_secs(5)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");
@@ -90,6 +93,7 @@ pub async fn run(
         keys: Keys::new(config.prefix.clone()),
         config,
         redis,
+        nodes: tokio::sync::Mutex::new(None),
     });
     let stop = CancellationToken::new();
     tracing::info!(
@@ -176,15 +180,29 @@ fn no_cache(content_type: &'static str, body: String) -> Response {
         .into_response()
 }
 
-/// The live io-nodes; the static list when Redis cannot be read; `None`
-/// when there is neither.
-async fn nodes(frontend: &Frontend) -> Option<Vec<registry::LiveNode>> {
+/// How long one reading of the registry serves `/config.json` and
+/// `/config.js`: every page load asks, Redis is read at most this often.
+const NODES_TTL: Duration = Duration::from_millis(500);
+
+/// The live io-nodes (or the static list), from a reading at most
+/// [`NODES_TTL`] old; `None` when there is neither.
+async fn nodes(frontend: &Frontend) -> Option<Arc<Vec<registry::LiveNode>>> {
+    let mut cached = frontend.nodes.lock().await;
+    if let Some((at, nodes)) = cached.as_ref()
+        && at.elapsed() < NODES_TTL
+    {
+        return Some(nodes.clone());
+    }
     let fallback = &frontend.config.fallback_nodes;
     match registry::live_nodes(&mut frontend.redis(), &frontend.keys, fallback).await {
-        Ok(nodes) => Some(nodes),
+        Ok(nodes) => {
+            let nodes = Arc::new(nodes);
+            *cached = Some((Instant::now(), nodes.clone()));
+            Some(nodes)
+        }
         Err(error) => {
-            tracing::warn!(%error, "cannot read the registry; serving the static list");
-            (!fallback.is_empty()).then(|| registry::static_nodes(fallback))
+            tracing::warn!(%error, "cannot read the registry and no static list is configured");
+            None
         }
     }
 }
@@ -197,7 +215,7 @@ async fn config_json(State(frontend): State<Arc<Frontend>>) -> Response {
     match nodes(&frontend).await {
         Some(nodes) => no_cache(
             "application/json",
-            serde_json::json!({ "nodes": nodes }).to_string(),
+            serde_json::json!({ "nodes": &*nodes }).to_string(),
         ),
         None => unavailable(),
     }

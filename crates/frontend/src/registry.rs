@@ -25,38 +25,41 @@ pub fn now_ms() -> u64 {
 }
 
 /// Live io-nodes (lease not lapsed, details present), least loaded first;
-/// the static list when the registry has none.
+/// the static list when the registry has none or cannot be read.
 pub async fn live_nodes(
     redis: &mut redis::aio::ConnectionManager,
     keys: &Keys,
     fallback: &[StaticNode],
 ) -> redis::RedisResult<Vec<LiveNode>> {
-    let mut nodes: Vec<LiveNode> = io_nodes(redis, keys)
-        .await?
-        .into_iter()
-        .map(|node| LiveNode {
-            id: node.id,
-            url: node.url,
-            connections: node.connections,
-        })
-        .collect();
-    if nodes.is_empty() {
-        nodes = static_nodes(fallback);
-    }
+    let registered = match io_nodes(redis, keys).await {
+        Ok(nodes) => nodes,
+        Err(error) if !fallback.is_empty() => {
+            tracing::warn!(%error, "cannot read the registry; serving the static list");
+            Vec::new()
+        }
+        Err(error) => return Err(error),
+    };
+    let mut nodes: Vec<LiveNode> = if registered.is_empty() {
+        fallback
+            .iter()
+            .map(|node| LiveNode {
+                id: node.id.clone(),
+                url: node.url.clone(),
+                connections: 0,
+            })
+            .collect()
+    } else {
+        registered
+            .into_iter()
+            .map(|node| LiveNode {
+                id: node.id,
+                url: node.url,
+                connections: node.connections,
+            })
+            .collect()
+    };
     nodes.sort_by(|a, b| a.connections.cmp(&b.connections).then(a.id.cmp(&b.id)));
     Ok(nodes)
-}
-
-/// The configured fallback list, as live nodes.
-pub fn static_nodes(fallback: &[StaticNode]) -> Vec<LiveNode> {
-    fallback
-        .iter()
-        .map(|node| LiveNode {
-            id: node.id.clone(),
-            url: node.url.clone(),
-            connections: 0,
-        })
-        .collect()
 }
 
 /// An io-node with everything its registry entry says.
