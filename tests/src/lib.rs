@@ -400,6 +400,14 @@ impl Cluster {
         index
     }
 
+    /// A command for one of the workspace's binaries, on this cluster's
+    /// Redis and prefix.
+    fn node_command(&self, binary: &str) -> Command {
+        let mut command = Command::new(bin(binary));
+        command.args(["--redis", &self.redis.url(), "--prefix", &self.prefix]);
+        command
+    }
+
     /// Starts a frontend on this cluster's Redis and prefix, with an API key.
     pub async fn start_frontend(&self) -> FrontendNode {
         self.start_frontend_with(&[]).await
@@ -410,9 +418,8 @@ impl Cluster {
         let (port, admin_port) = (free_port(), free_port());
         let api_key = "test-key-0123456789abcdef".to_owned();
         let root = workspace_root();
-        let mut command = Command::new(bin("iocluster-frontend"));
+        let mut command = self.node_command("iocluster-frontend");
         command
-            .args(["--redis", &self.redis.url(), "--prefix", &self.prefix])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--static-dir")
@@ -452,16 +459,9 @@ impl Cluster {
     }
 
     async fn spawn_io(&self, id: String, port: u16, ops_port: u16) -> IoNode {
-        let mut command = Command::new(bin("iocluster-io-node"));
+        let mut command = self.node_command("iocluster-io-node");
         command
-            .args([
-                "--redis",
-                &self.redis.url(),
-                "--prefix",
-                &self.prefix,
-                "--node-id",
-                &id,
-            ])
+            .args(["--node-id", &id])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
             .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()])
@@ -486,16 +486,9 @@ impl Cluster {
         let index = self.apps.len();
         let id = format!("app{index}");
         let ops_port = free_port();
-        let mut command = Command::new(bin(&self.app_binary));
+        let mut command = self.node_command(&self.app_binary);
         command
-            .args([
-                "--redis",
-                &self.redis.url(),
-                "--prefix",
-                &self.prefix,
-                "--app-id",
-                &id,
-            ])
+            .args(["--app-id", &id])
             .args(["--lease", &LEASE_MS.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .env("RUST_LOG", "info,iocluster_app=debug");
@@ -756,6 +749,44 @@ pub async fn node_scenario(script: &str, args: &[String]) -> serde_json::Value {
         .unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{script} printed no JSON last ({e}):\n{stdout}"))
+}
+
+/// A Rust client on `url`, connected to namespace `/` with `auth`.
+pub async fn socket_on(
+    url: &str,
+    auth: Option<serde_json::Value>,
+) -> Result<(iocluster_client::Client, iocluster_client::Socket), iocluster_client::ClientError> {
+    let client =
+        iocluster_client::Client::connect(url, iocluster_client::ClientOptions::default()).await?;
+    let socket = client.socket("/", auth).await?;
+    Ok((client, socket))
+}
+
+/// The next event named `name` (others, such as the test app's `welcome`,
+/// are skipped); panics after 10 s without one.
+pub async fn next_event(
+    socket: &iocluster_client::Socket,
+    name: &str,
+) -> iocluster_client::Incoming {
+    loop {
+        let event = socket
+            .recv_event(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|error| panic!("no {name:?} event: {error}"));
+        if event.name == name {
+            return event;
+        }
+    }
+}
+
+/// The first argument of the next event named `name` ([`next_event`]).
+pub async fn next_named(socket: &iocluster_client::Socket, name: &str) -> serde_json::Value {
+    let event = next_event(socket, name).await;
+    event
+        .args
+        .into_iter()
+        .next()
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -2,10 +2,8 @@
 //! to a room and a client in that room must get it.
 
 use std::process::Command;
-use std::time::Duration;
 
-use iocluster_client::{Client, ClientOptions};
-use iocluster_tests::{Cluster, workspace_root};
+use iocluster_tests::{Cluster, next_event, socket_on, workspace_root};
 use serde_json::json;
 
 fn available(program: &str) -> bool {
@@ -23,11 +21,7 @@ async fn every_example_client_publishes() {
         .start()
         .await;
     let frontend = cluster.start_frontend().await;
-    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let reader = client
-        .socket("/", Some(json!({ "rooms": ["news"] })))
+    let (_client, reader) = socket_on(&cluster.io[0].url(), Some(json!({ "rooms": ["news"] })))
         .await
         .unwrap();
     let dir = workspace_root().join("docs").join("api-examples");
@@ -58,13 +52,8 @@ async fn every_example_client_publishes() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        loop {
-            let event = reader.recv_event(Duration::from_secs(10)).await.unwrap();
-            if event.name == "news" {
-                assert_eq!(event.args, vec![json!({ "text": text })], "{file}");
-                break;
-            }
-        }
+        let event = next_event(&reader, "news").await;
+        assert_eq!(event.args, vec![json!({ "text": text })], "{file}");
         ran.push(file);
     }
     assert!(

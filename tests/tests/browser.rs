@@ -2,21 +2,14 @@
 //! from `tests/js`. The dashboard renders the live cluster and publishes; the
 //! chat page fails over to another io-node when its own is killed.
 
-use std::time::Duration;
-
-use iocluster_client::{Client, ClientOptions};
-use iocluster_tests::{Cluster, node_scenario};
+use iocluster_tests::{Cluster, next_event, node_scenario, socket_on};
 use serde_json::json;
 
 #[tokio::test]
 async fn the_dashboard_shows_the_cluster_and_publishes() {
     let cluster = Cluster::builder("browser-dashboard").start().await;
     let frontend = cluster.start_frontend().await;
-    let client = Client::connect(&cluster.io[1].url(), ClientOptions::default())
-        .await
-        .unwrap();
-    let reader = client
-        .socket("/", Some(json!({ "rooms": ["news"] })))
+    let (_client, reader) = socket_on(&cluster.io[1].url(), Some(json!({ "rooms": ["news"] })))
         .await
         .unwrap();
     let screenshot = cluster.logs().join("dashboard.png");
@@ -39,13 +32,8 @@ async fn the_dashboard_shows_the_cluster_and_publishes() {
         result["screenshotBytes"].as_u64().unwrap() > 20_000,
         "the screenshot shows a rendered page: {result}"
     );
-    loop {
-        let event = reader.recv_event(Duration::from_secs(10)).await.unwrap();
-        if event.name == "breaking" {
-            assert_eq!(event.args, vec![json!("from the dashboard")]);
-            break;
-        }
-    }
+    let event = next_event(&reader, "breaking").await;
+    assert_eq!(event.args, vec![json!("from the dashboard")]);
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use iocluster_client::{Client, ClientOptions, Socket};
-use iocluster_tests::{Cluster, eventually, http, metric};
+use iocluster_client::{Client, Socket};
+use iocluster_tests::{Cluster, eventually, http, metric, socket_on};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -16,11 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A Rust client connected to namespace `/` of `url`, with `auth`.
 async fn connected(url: &str, auth: Option<serde_json::Value>) -> (Client, Socket) {
-    let client = Client::connect(url, ClientOptions::default())
-        .await
-        .unwrap();
-    let socket = client.socket("/", auth).await.unwrap();
-    (client, socket)
+    socket_on(url, auth).await.unwrap()
 }
 
 /// Sids of the sockets an io-node's ledger holds.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use iocluster_client::{Client, ClientError, ClientOptions, Received, Socket};
-use iocluster_tests::{Cluster, eventually, http, metric};
+use iocluster_client::{Client, ClientError, Received, Socket};
+use iocluster_tests::{Cluster, eventually, http, metric, next_named, socket_on};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -17,19 +17,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const JWT_SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
 async fn connect(url: &str, auth: Value) -> Result<(Client, Socket), ClientError> {
-    let client = Client::connect(url, ClientOptions::default()).await?;
-    let socket = client.socket("/", Some(auth)).await?;
-    Ok((client, socket))
-}
-
-/// The next event named `name`, skipping others (the test app's `welcome`).
-async fn next_named(socket: &Socket, name: &str) -> Value {
-    loop {
-        let event = socket.recv_event(WAIT).await.expect("an event");
-        if event.name == name {
-            return event.args.first().cloned().unwrap_or(Value::Null);
-        }
-    }
+    socket_on(url, Some(auth)).await
 }
 
 /// Nothing named `name` arrives within a moment.
