@@ -541,3 +541,33 @@ async fn a_stalled_io_node_declared_dead_closes_its_clients_without_announcing_t
         .unwrap();
     assert_eq!(ledger(&cluster, "io0").await, vec![socket.id().to_owned()]);
 }
+
+#[tokio::test]
+async fn an_event_whose_done_never_comes_is_pushed_again() {
+    // A handler slower than redeliver_after looks like a lost `done` to the
+    // io-node: it pushes the event again, another app-node handles it, and
+    // the client still gets exactly its one answer.
+    let cluster = Cluster::builder("redeliver")
+        .io_nodes(1)
+        .io_args(&["--redeliver-after", "300"])
+        .start()
+        .await;
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
+    let before = cluster.handled_total().await;
+    let answer = socket
+        .emit_with_ack("slow", vec![json!(2000)], WAIT)
+        .await
+        .unwrap();
+    assert!(answer.args[0].as_str().unwrap().starts_with("app"));
+    let redelivered = metric(&cluster.io[0].ops_addr(), "iocluster_redeliveries_total").await;
+    assert!(redelivered >= 1.0, "pushed again: {redelivered}");
+    eventually(WAIT, "the event handled a second time", || async {
+        (cluster.handled_total().await >= before + 2).then_some(())
+    })
+    .await;
+    // The socket goes on: its next event is served.
+    socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+}

@@ -215,9 +215,15 @@ impl Node {
             }
             (namespaces, rooms, users)
         };
-        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let total_rooms = rooms.len();
-        rooms.truncate(STATS_ROOMS);
+        let largest_first =
+            |a: &(String, usize), b: &(String, usize)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+        // Only the largest matter: partition in linear time, sort just them.
+        if rooms.len() > STATS_ROOMS {
+            rooms.select_nth_unstable_by(STATS_ROOMS, largest_first);
+            rooms.truncate(STATS_ROOMS);
+        }
+        rooms.sort_unstable_by(largest_first);
         let rooms: serde_json::Map<String, serde_json::Value> = rooms
             .into_iter()
             .map(|(name, size)| (name, size.into()))
