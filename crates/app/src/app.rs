@@ -260,19 +260,14 @@ impl App {
         } = self;
         let keys = ctx.keys.clone();
         let client = redis::Client::open(config.redis.as_str())?;
-        // Reconnect attempts at most a second apart, whatever the outage
-        // lasted, so the node is back within a second of Redis.
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_max_delay(Duration::from_secs(1))
-            .set_response_timeout(Some(Duration::from_secs(10)));
+        let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
         let mut redis = client
             .get_connection_manager_with_config(manager.clone())
             .await?;
         // Blocking pops need a connection of their own, without a response
         // timeout shorter than the pop's.
-        let blocking_config = redis::aio::ConnectionManagerConfig::new()
-            .set_max_delay(Duration::from_secs(1))
-            .set_response_timeout(Some(BLOCKING_POP + Duration::from_secs(5)));
+        let blocking_config =
+            iocluster_ops::redis_manager_config(Some(BLOCKING_POP + Duration::from_secs(5)));
         let mut blocking = client
             .get_connection_manager_with_config(blocking_config)
             .await?;

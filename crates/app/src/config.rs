@@ -158,14 +158,8 @@ pub struct AppArgs {
     /// (default: none).
     #[arg(long, env = "IOCLUSTER_OPS_LISTEN", value_name = "ADDR")]
     pub ops_listen: Option<String>,
-    /// Log format: text (default) or json.
-    #[arg(
-        long,
-        env = "IOCLUSTER_LOG_FORMAT",
-        value_name = "FORMAT",
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: iocluster_ops::LogArgs,
 }
 
 pub use iocluster_ops::LogFormat;
@@ -191,7 +185,7 @@ impl AppArgs {
 
     /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
     pub fn init_tracing(&self) {
-        iocluster_ops::init_tracing(self.log_format);
+        self.log.init();
     }
 }
 

@@ -82,9 +82,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = redis::Client::open(config.redis.as_str())?;
-    let manager = redis::aio::ConnectionManagerConfig::new()
-        .set_max_delay(Duration::from_secs(1))
-        .set_response_timeout(Some(Duration::from_secs(5)));
+    let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(5)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");

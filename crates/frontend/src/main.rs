@@ -53,19 +53,13 @@ struct Args {
     /// Largest admin request body in bytes (default 65536).
     #[arg(long, value_name = "BYTES")]
     max_body_bytes: Option<usize>,
-    /// Log format: text (default) or json.
-    #[arg(
-        long,
-        env = "IOCLUSTER_LOG_FORMAT",
-        value_name = "FORMAT",
-        default_value = "text"
-    )]
-    log_format: iocluster_ops::LogFormat,
+    #[command(flatten)]
+    log: iocluster_ops::LogArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    iocluster_ops::init_tracing(args.log_format);
+    args.log.init();
     let file = match &args.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

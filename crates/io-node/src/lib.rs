@@ -61,10 +61,7 @@ pub async fn run(
     let client = redis::Client::open(config.redis.as_str())?;
     // Large pipelines under load may take longer than the client's default
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
-    // Reconnect attempts at most a second apart, whatever the outage lasted.
-    let manager = redis::aio::ConnectionManagerConfig::new()
-        .set_max_delay(Duration::from_secs(1))
-        .set_response_timeout(Some(Duration::from_secs(10)));
+    let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     let (bridge, receivers) = bridge::bridge(config.event_buffer);
     let node = Node::new(config, bridge, redis.clone());

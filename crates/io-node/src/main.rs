@@ -97,19 +97,13 @@ struct Args {
     /// Refuse clients without valid credentials instead of asking app-nodes.
     #[arg(long)]
     require_auth: bool,
-    /// Log format: text (default) or json.
-    #[arg(
-        long,
-        env = "IOCLUSTER_LOG_FORMAT",
-        value_name = "FORMAT",
-        default_value = "text"
-    )]
-    log_format: iocluster_ops::LogFormat,
+    #[command(flatten)]
+    log: iocluster_ops::LogArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    iocluster_ops::init_tracing(args.log_format);
+    args.log.init();
     let file = match &args.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

@@ -70,6 +70,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--log-format` flag every binary takes; flatten it into the
+/// binary's own parser.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format: text (default) or json.
+    #[arg(
+        long,
+        env = "IOCLUSTER_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the tracing subscriber in the chosen format.
+    pub fn init(&self) {
+        init_tracing(self.log_format);
+    }
+}
+
+/// How every node connects to Redis: reconnect attempts at most a second
+/// apart whatever the outage lasted (so a node is back within a second of
+/// Redis), and the given response timeout (`None` for blocking commands).
+pub fn redis_manager_config(
+    response_timeout: Option<std::time::Duration>,
+) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_max_delay(std::time::Duration::from_secs(1))
+        .set_response_timeout(response_timeout)
+}
+
 /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

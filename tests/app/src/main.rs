@@ -259,9 +259,9 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(config.redis.as_str())?;
     let counters = Counters {
         redis: client
-            .get_connection_manager_with_config(
-                redis::aio::ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1)),
-            )
+            .get_connection_manager_with_config(iocluster_ops::redis_manager_config(Some(
+                Duration::from_millis(500),
+            )))
             .await?,
         prefix: config.prefix.clone(),
         app: config.app_id.clone(),
