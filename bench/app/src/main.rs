@@ -9,6 +9,10 @@ use iocluster_app::{App, AppArgs, Payload};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// jemalloc, as the io-node: less CPU per allocation than the system malloc.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "iocluster-bench-app",

@@ -6,6 +6,12 @@ use anyhow::Context;
 use clap::Parser;
 use iocluster_io_node::RawConfig;
 
+/// jemalloc: less CPU per allocation than glibc malloc on the hot paths and
+/// less memory held per idle connection (docs/BENCHMARKS.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Holds Socket.IO v4 client connections (WebSocket and HTTP long-polling) and
 /// bridges them to app-nodes through Redis. Flags override the config file.
 #[derive(Debug, Parser)]

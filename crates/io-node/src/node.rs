@@ -490,14 +490,21 @@ impl Node {
             }
         };
         let auth = (!auth.is_empty()).then(|| auth.to_owned());
-        let mut handshake = (*session.handshake).clone();
-        handshake.auth = auth.clone();
+        // Without `auth` the socket shares the session's handshake.
+        let handshake = match &auth {
+            Some(auth) => {
+                let mut handshake = (*session.handshake).clone();
+                handshake.auth = Some(auth.clone());
+                Arc::new(handshake)
+            }
+            None => session.handshake.clone(),
+        };
         let nsp: Arc<str> = nsp.into();
         let socket = Arc::new(Socket::new(
             ids::make(self.id(), &random_token(20)).into(),
             nsp.clone(),
             session.clone(),
-            Arc::new(handshake),
+            handshake,
         ));
         {
             let mut state = session.lock();
@@ -552,6 +559,7 @@ impl Node {
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {}
+                _ = socket.decided.notified() => return,
                 _ = socket.session.cancel.cancelled() => return,
             }
             let Some(node) = node.upgrade() else { return };
@@ -595,6 +603,10 @@ impl Node {
         let Some(queued) = state.queue.pop_front() else {
             return;
         };
+        if state.queue.is_empty() {
+            // An idle socket keeps no queue buffer.
+            state.queue.shrink_to_fit();
+        }
         let seq = state.next_seq;
         state.next_seq += 1;
         let last = queued.kind == EventKind::Disconnect;
@@ -636,6 +648,7 @@ impl Node {
             Phase::Pending { closed, buffered } => {
                 *closed = true;
                 buffered.clear();
+                socket.decided.notify_one();
             }
             Phase::Connected => state.phase = Phase::Closed,
         }
@@ -778,6 +791,7 @@ impl Node {
         else {
             return;
         };
+        socket.decided.notify_one();
         match (reject, closed) {
             (Some(reject), _) => {
                 if !closed {

@@ -10,13 +10,12 @@
 //! session token, and the session's own task ([`run`]) does the cleanup, so code
 //! holding locks may close a session safely.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use iocluster_protocol::envelope::Handshake;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -104,11 +103,11 @@ pub(crate) struct SessionState {
 
 pub(crate) struct Session {
     pub sid: Arc<str>,
-    /// Sending half of the outbox. Bounded by `outbox_capacity`.
-    outbox: mpsc::Sender<Frame>,
-    /// Receiving half of the outbox, held by whichever transport is writing to
-    /// the client. A second concurrent long-poll finds it locked.
-    pub outbox_rx: tokio::sync::Mutex<mpsc::Receiver<Frame>>,
+    /// Frames waiting for the client, at most `outbox_capacity`.
+    pub outbox: Outbox,
+    /// Held by whichever transport is writing to the client. A second
+    /// concurrent long-poll finds it locked.
+    pub outbox_reader: tokio::sync::Mutex<()>,
     pub state: Mutex<SessionState>,
     pub handshake: Arc<Handshake>,
     /// Woken by a pong.
@@ -127,11 +126,10 @@ impl Session {
         capacity: usize,
         websocket: bool,
     ) -> Arc<Session> {
-        let (outbox, outbox_rx) = mpsc::channel(capacity);
         Arc::new(Session {
             sid,
-            outbox,
-            outbox_rx: tokio::sync::Mutex::new(outbox_rx),
+            outbox: Outbox::new(capacity),
+            outbox_reader: tokio::sync::Mutex::new(()),
             state: Mutex::new(SessionState {
                 websocket,
                 ..SessionState::default()
@@ -147,13 +145,11 @@ impl Session {
     /// Queues a frame for the client. A full outbox means the client does not
     /// read fast enough: the session is closed and `false` returned.
     pub(crate) fn send(&self, frame: Frame) -> bool {
-        match self.outbox.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowClient);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.outbox.push(frame) {
+            true
+        } else {
+            self.close(CloseReason::SlowClient);
+            false
         }
     }
 
@@ -182,6 +178,66 @@ impl Session {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The bounded queue of frames for one client. An idle client's outbox holds
+/// no allocation (a channel would reserve a block of slots per client).
+pub(crate) struct Outbox {
+    queue: Mutex<VecDeque<Frame>>,
+    capacity: usize,
+    ready: tokio::sync::Notify,
+}
+
+impl Outbox {
+    fn new(capacity: usize) -> Outbox {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Frame>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a frame; `false` when the queue is full.
+    fn push(&self, frame: Frame) -> bool {
+        {
+            let mut queue = self.lock();
+            if queue.len() >= self.capacity {
+                return false;
+            }
+            queue.push_back(frame);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next frame, if one is waiting.
+    pub(crate) fn try_pop(&self) -> Option<Frame> {
+        let mut queue = self.lock();
+        let frame = queue.pop_front();
+        if queue.is_empty() {
+            // An idle client keeps no buffer.
+            queue.shrink_to_fit();
+        }
+        frame
+    }
+
+    /// Waits for the next frame. One reader at a time (the holder of
+    /// [`Session::outbox_reader`]): a push between an empty check and the
+    /// wait leaves a permit in `ready`, so no wake-up is lost.
+    pub(crate) async fn pop(&self) -> Frame {
+        loop {
+            if let Some(frame) = self.try_pop() {
+                return frame;
+            }
+            self.ready.notified().await;
+        }
     }
 }
 

@@ -91,6 +91,9 @@ pub(crate) struct Socket {
     pub nsp: Arc<str>,
     pub session: Arc<Session>,
     pub handshake: Arc<Handshake>,
+    /// Notified once the app-nodes decided on the connection (or the client
+    /// left first), so the admission timeout does not outlive the decision.
+    pub decided: tokio::sync::Notify,
     state: Mutex<SocketState>,
 }
 
@@ -106,6 +109,7 @@ impl Socket {
             nsp,
             session,
             handshake,
+            decided: tokio::sync::Notify::new(),
             state: Mutex::new(SocketState {
                 phase: Phase::Pending {
                     buffered: Vec::new(),

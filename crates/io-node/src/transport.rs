@@ -238,13 +238,13 @@ fn handshake_polling(
 
 /// A long-polling GET: waits for frames, then returns all that are ready.
 async fn poll(node: &Node, session: Arc<Session>) -> Response {
-    let Ok(mut outbox) = session.outbox_rx.try_lock() else {
+    let Ok(_reader) = session.outbox_reader.try_lock() else {
         // Two concurrent GETs: the protocol says the session is broken.
         session.close(CloseReason::TransportError);
         return error(TransportError::BadRequest);
     };
     let first = tokio::select! {
-        frame = outbox.recv() => frame,
+        frame = session.outbox.pop() => Some(frame),
         _ = session.cancel.cancelled() => None,
     };
     let Some(first) = first else {
@@ -254,12 +254,12 @@ async fn poll(node: &Node, session: Arc<Session>) -> Response {
     let mut body = String::new();
     write_polling_frame(&mut body, &first);
     while body.len() < budget {
-        match outbox.try_recv() {
-            Ok(frame) => {
+        match session.outbox.try_pop() {
+            Some(frame) => {
                 body.push(engine::RECORD_SEPARATOR);
                 write_polling_frame(&mut body, &frame);
             }
-            Err(_) => break,
+            None => break,
         }
     }
     text(body)
@@ -358,8 +358,11 @@ fn upgrade_websocket(
         .then(|| capture_handshake(node.config().tls.is_some(), peer, &request, query));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let max_payload = node.config().max_payload;
+    // This task lives as long as the connection: what it holds across an
+    // `await` is memory every idle client costs, so the short-lived steps are
+    // boxed and the WebSocket itself lives behind the split's shared lock.
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
+        let upgraded = match Box::pin(on_upgrade).await {
             Ok(upgraded) => upgraded,
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
@@ -373,20 +376,28 @@ fn upgrade_websocket(
             .write_buffer_size(0)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = Box::pin(WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(config),
+        ))
+        .await;
+        let (sink, stream) = ws.split();
         match (existing, handshake) {
             (Some(session), _) => {
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_upgrade(node, session, ws).instrument(span).await;
+                run_upgrade(node, session, sink, stream)
+                    .instrument(span)
+                    .await;
             }
             (None, Some(handshake)) => {
                 let session = open_session(&node, handshake, true);
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_websocket(node, session, ws).instrument(span).await;
+                run_websocket(node, session, sink, stream)
+                    .instrument(span)
+                    .await;
             }
             (None, None) => {}
         }
@@ -401,23 +412,33 @@ fn upgrade_websocket(
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type WsSink = futures_util::stream::SplitSink<Ws, Message>;
+type WsStream = futures_util::stream::SplitStream<Ws>;
 
 /// A WebSocket opened straight away: send the handshake, then serve.
-async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut sink: WsSink, stream: WsStream) {
     let open = open_packet(&node, &session.sid, &[]);
-    if ws.send(Message::Text(open.into())).await.is_err() {
+    if Box::pin(sink.send(Message::Text(open.into())))
+        .await
+        .is_err()
+    {
         session.close(CloseReason::TransportError);
         return;
     }
-    serve_websocket(node, session, ws).await;
+    serve_websocket(node, session, sink, stream).await;
 }
 
 /// A WebSocket opened to upgrade a polling session: answer the probe, wait
 /// for `upgrade`, then take over the outbox.
-async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+async fn run_upgrade(
+    node: Arc<Node>,
+    session: Arc<Session>,
+    mut sink: WsSink,
+    mut stream: WsStream,
+) {
     loop {
         let message = tokio::select! {
-            message = ws.next() => message,
+            message = stream.next() => message,
             _ = session.cancel.cancelled() => return,
         };
         let text = match message {
@@ -427,8 +448,7 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
         };
         match engine::decode_text(text.as_str()) {
             Ok(engine::Packet::Ping("probe")) => {
-                if ws
-                    .send(Message::Text(Utf8Bytes::from_static("3probe")))
+                if Box::pin(sink.send(Message::Text(Utf8Bytes::from_static("3probe"))))
                     .await
                     .is_err()
                 {
@@ -445,7 +465,7 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                     state.websocket = true;
                 }
                 tracing::debug!("upgraded to WebSocket");
-                serve_websocket(node, session, ws).await;
+                serve_websocket(node, session, sink, stream).await;
                 return;
             }
             _ => {
@@ -457,43 +477,51 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
 }
 
 /// Bytes read from a WebSocket at a time; larger messages still arrive
-/// whole (up to `max_payload`).
-const WS_READ_BUFFER: usize = 4096;
+/// whole (up to `max_payload`), a read at a time. Small, because tungstenite
+/// holds this buffer for every connection, idle or not.
+const WS_READ_BUFFER: usize = 512;
 
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
-async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
-    let mut outbox = tokio::select! {
-        outbox = session.outbox_rx.lock() => outbox,
+async fn serve_websocket(
+    node: Arc<Node>,
+    session: Arc<Session>,
+    mut sink: WsSink,
+    mut stream: WsStream,
+) {
+    let _reader = tokio::select! {
+        reader = session.outbox_reader.lock() => reader,
         _ = session.cancel.cancelled() => return,
     };
-    let (mut sink, mut stream) = ws.split();
+    let outbox = &session.outbox;
     let mut limiter = RateLimiter::new(node.config().max_packets_per_second);
-    let mut throttle: Option<std::time::Duration> = None;
+    // Set while a client over its packet rate is not read from (its frames
+    // keep flowing out meanwhile). Boxed: most connections never need it.
+    let mut pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        // A client over its packet rate: read nothing from it for a while
-        // (its frames keep flowing out meanwhile).
+        let reading = pause.is_none();
         let paused = async {
-            match throttle {
-                Some(wait) => tokio::time::sleep(wait).await,
+            match pause.as_mut() {
+                Some(sleep) => sleep.as_mut().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = paused => throttle = None,
-            message = stream.next(), if throttle.is_none() => {
-                throttle = limiter.take();
-                if throttle.is_some() {
+            _ = paused => pause = None,
+            message = stream.next(), if reading => {
+                if let Some(wait) = limiter.take() {
                     metrics::counter!("iocluster_throttled_packets_total").increment(1);
+                    pause = Some(Box::pin(tokio::time::sleep(wait)));
                 }
                 let result = match message {
+                    // Handling is boxed for the same reason as writing.
                     Some(Ok(Message::Text(text))) => match engine::decode_text(text.as_str()) {
-                        Ok(packet) => node.on_engine_packet(&session, packet).await,
+                        Ok(packet) => Box::pin(node.on_engine_packet(&session, packet)).await,
                         Err(_) => Err(CloseReason::ParseError),
                     },
                     Some(Ok(Message::Binary(bytes))) => {
-                        node.on_engine_packet(&session, engine::Packet::Binary(bytes.to_vec().into())).await
+                        Box::pin(node.on_engine_packet(&session, engine::Packet::Binary(bytes.to_vec().into()))).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
                     Some(Ok(Message::Close(_))) | None => Err(CloseReason::TransportClose),
@@ -507,18 +535,19 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
                     break;
                 }
             }
-            frame = outbox.recv() => {
-                let Some(frame) = frame else { break };
-                let write = async {
+            frame = outbox.pop() => {
+                // Boxed: the write state exists only while writing, so an
+                // idle connection's task stays small.
+                let write = Box::pin(async {
                     feed(&mut sink, frame).await?;
                     for _ in 1..WRITE_BATCH {
-                        match outbox.try_recv() {
-                            Ok(frame) => feed(&mut sink, frame).await?,
-                            Err(_) => break,
+                        match outbox.try_pop() {
+                            Some(frame) => feed(&mut sink, frame).await?,
+                            None => break,
                         }
                     }
                     sink.flush().await
-                };
+                });
                 let result = tokio::select! {
                     result = write => result,
                     _ = session.cancel.cancelled() => break,
@@ -534,7 +563,11 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
     }
     // Closing the transport without a Socket.IO DISCONNECT lets stock clients
     // reconnect (to this node or another one).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+    let _ = Box::pin(tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        sink.close(),
+    ))
+    .await;
 }
 
 async fn feed<S>(sink: &mut S, frame: Frame) -> Result<(), S::Error>
