@@ -169,25 +169,44 @@ pub struct App {
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most events taken from the queue in one round trip.
 const FETCH_BATCH: usize = 64;
-/// Most publishes written in one pipeline.
+/// Most publishes written in one round trip, and the bytes after which a
+/// flush takes no more.
 const PUBLISH_BATCH: usize = 512;
+const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 
-/// Moves up to ARGV[1] events from the queue to the in-flight list.
+/// Moves up to ARGV[1] events from the queue to the in-flight list, oldest
+/// first (the queue's right end), in three commands however many there are.
 const FETCH_SCRIPT: &str = r"
+local items = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
+if #items == 0 then return items end
+redis.call('LTRIM', KEYS[1], 0, -#items - 1)
 local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
-  out[i] = v
-end
+for i = #items, 1, -1 do out[#out + 1] = items[i] end
+redis.call('LPUSH', KEYS[2], unpack(out))
 return out";
 
-/// Removes a finished event from the in-flight list and, if it was still
-/// there (not handed to another app-node meanwhile), publishes its done.
-const DONE_SCRIPT: &str = r"
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
+/// Publishes one flush of the publish queue. ARGV is a list of messages:
+/// `channel, n`, then `n` pairs `event, envelope`. A pair with an event is a
+/// `done`: the event leaves the in-flight list and the envelope goes out only
+/// if it was still there (not handed to another app-node meanwhile). Each
+/// message's kept envelopes are published back to back in one `PUBLISH`; an
+/// empty channel publishes nothing.
+const FLUSH_SCRIPT: &str = r"
+local i = 1
+while i <= #ARGV do
+  local channel, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local parts = {}
+  for _ = 1, n do
+    local event, envelope = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    if event == '' or redis.call('LREM', KEYS[1], 1, event) > 0 then
+      parts[#parts + 1] = envelope
+    end
+  end
+  if channel ~= '' and #parts > 0 then
+    redis.call('PUBLISH', channel, table.concat(parts))
+  end
 end
 return 0";
 
@@ -719,7 +738,7 @@ async fn lease_keeper(
     }
 }
 
-/// Writes the publish queue to Redis in order, many per pipeline.
+/// Writes the publish queue to Redis in order, many per round trip.
 async fn publisher(
     mut redis: redis::aio::ConnectionManager,
     inflight_key: String,
@@ -727,40 +746,19 @@ async fn publisher(
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while let Some(first) = queue.recv().await {
+        let mut bytes = first.len();
         batch.push(first);
-        while batch.len() < PUBLISH_BATCH {
+        while batch.len() < PUBLISH_BATCH && bytes < PUBLISH_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(item) => {
+                    bytes += item.len();
+                    batch.push(item);
+                }
                 Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        for item in &batch {
-            match item {
-                Publish::Command { channel, payload } => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-                }
-                Publish::Done {
-                    raw,
-                    channel,
-                    payload,
-                } => {
-                    // EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT
-                    // after a Redis restart, and Redis caches the script anyway.
-                    pipe.cmd("EVAL")
-                        .arg(DONE_SCRIPT)
-                        .arg(1)
-                        .arg(&inflight_key)
-                        .arg(raw)
-                        .arg(channel)
-                        .arg(payload)
-                        .ignore();
-                }
-                Publish::Discard { raw } => {
-                    pipe.cmd("LREM").arg(&inflight_key).arg(1).arg(raw).ignore();
-                }
-            }
-        }
+        let flush = Flush::plan(&batch);
+        let pipe = flush.pipeline(&inflight_key);
         let mut backoff = Duration::from_millis(50);
         while let Err(error) = pipe.query_async::<()>(&mut redis).await {
             tracing::warn!(%error, items = batch.len(), "cannot publish; retrying");
@@ -768,6 +766,87 @@ async fn publisher(
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
         batch.clear();
+    }
+}
+
+/// One flush of the publish queue: consecutive items for the same channel
+/// become one message (their envelopes back to back), so order holds for
+/// every recipient while a handler's commands and its `done` cost one
+/// `PUBLISH`.
+#[derive(Debug, PartialEq)]
+struct Flush<'a> {
+    messages: Vec<Message<'a>>,
+}
+
+/// `(event, envelope)`: with an event, the envelope is a `done` that goes out
+/// only if the event is still in this app-node's in-flight list.
+type Part<'a> = (Option<&'a [u8]>, &'a [u8]);
+
+/// One message of a flush; `channel` is empty for in-flight removals that
+/// publish nothing (undecodable events).
+#[derive(Debug, PartialEq)]
+struct Message<'a> {
+    channel: &'a str,
+    parts: Vec<Part<'a>>,
+}
+
+impl<'a> Flush<'a> {
+    fn plan(batch: &'a [Publish]) -> Flush<'a> {
+        let mut messages: Vec<Message<'a>> = Vec::new();
+        for item in batch {
+            let (channel, part) = match item {
+                Publish::Command { channel, payload } => (channel.as_str(), (None, &payload[..])),
+                Publish::Done {
+                    raw,
+                    channel,
+                    payload,
+                } => (channel.as_str(), (Some(&raw[..]), &payload[..])),
+                Publish::Discard { raw } => ("", (Some(&raw[..]), &[][..])),
+            };
+            match messages.last_mut() {
+                Some(last) if last.channel == channel => last.parts.push(part),
+                _ => messages.push(Message {
+                    channel,
+                    parts: vec![part],
+                }),
+            }
+        }
+        Flush { messages }
+    }
+
+    /// Plain `PUBLISH`es when nothing leaves the in-flight list, else the
+    /// whole flush as one [`FLUSH_SCRIPT`] call.
+    fn pipeline(&self, inflight_key: &str) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        let removes = self
+            .messages
+            .iter()
+            .any(|message| message.parts.iter().any(|(raw, _)| raw.is_some()));
+        if !removes {
+            for message in &self.messages {
+                let payload: Vec<u8> = message
+                    .parts
+                    .iter()
+                    .flat_map(|(_, b)| b.iter().copied())
+                    .collect();
+                pipe.cmd("PUBLISH")
+                    .arg(message.channel)
+                    .arg(payload)
+                    .ignore();
+            }
+            return pipe;
+        }
+        // EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT after a
+        // Redis restart, and one call per flush makes the script text cheap.
+        let cmd = pipe.cmd("EVAL").arg(FLUSH_SCRIPT).arg(1).arg(inflight_key);
+        for message in &self.messages {
+            cmd.arg(message.channel).arg(message.parts.len());
+            for (raw, bytes) in &message.parts {
+                cmd.arg(raw.unwrap_or_default()).arg(*bytes);
+            }
+        }
+        cmd.ignore();
+        pipe
     }
 }
 
@@ -814,5 +893,62 @@ async fn replies(
             }
         }
         tracing::warn!("reply channel lost; reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(channel: &str, payload: &[u8]) -> Publish {
+        Publish::Command {
+            channel: channel.into(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn done(raw: &[u8], channel: &str, payload: &[u8]) -> Publish {
+        Publish::Done {
+            raw: raw.to_vec(),
+            channel: channel.into(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_flush_joins_consecutive_items_for_one_channel_and_keeps_order() {
+        let batch = [
+            command("n1", b"ack1"),
+            done(b"ev1", "n1", b"done1"),
+            command("room", b"emit"),
+            done(b"ev2", "n2", b"done2"),
+            Publish::Discard {
+                raw: b"bad".to_vec(),
+            },
+            done(b"ev3", "n1", b"done3"),
+            command("n1", b"late"),
+        ];
+        let flush = Flush::plan(&batch);
+        let shape: Vec<(&str, Vec<Part>)> = flush
+            .messages
+            .iter()
+            .map(|m| (m.channel, m.parts.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    "n1",
+                    vec![(None, &b"ack1"[..]), (Some(&b"ev1"[..]), &b"done1"[..])]
+                ),
+                ("room", vec![(None, &b"emit"[..])]),
+                ("n2", vec![(Some(&b"ev2"[..]), &b"done2"[..])]),
+                ("", vec![(Some(&b"bad"[..]), &b""[..])]),
+                (
+                    "n1",
+                    vec![(Some(&b"ev3"[..]), &b"done3"[..]), (None, &b"late"[..])]
+                ),
+            ]
+        );
     }
 }

@@ -50,6 +50,21 @@ pub(crate) enum Publish {
     Discard { raw: Vec<u8> },
 }
 
+impl Publish {
+    /// Bytes it sends to Redis.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Publish::Command { channel, payload } => channel.len() + payload.len(),
+            Publish::Done {
+                raw,
+                channel,
+                payload,
+            } => raw.len() + channel.len() + payload.len(),
+            Publish::Discard { raw } => raw.len(),
+        }
+    }
+}
+
 /// State shared by every handle of one app-node.
 pub(crate) struct Ctx {
     pub app_id: String,

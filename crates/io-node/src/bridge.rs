@@ -401,9 +401,12 @@ async fn subscriber(
                         tracing::warn!("Redis subscription lost; reconnecting");
                         break;
                     };
-                    match Command::decode(message.get_payload_bytes()) {
-                        Ok(command) => node.apply(command),
-                        Err(error) => tracing::warn!(%error, channel = message.get_channel_name(), "invalid command"),
+                    // One message carries one or more commands, in order.
+                    for command in Command::decode_all(message.get_payload_bytes()) {
+                        match command {
+                            Ok(command) => node.apply(command),
+                            Err(error) => tracing::warn!(%error, channel = message.get_channel_name(), "invalid command"),
+                        }
                     }
                 }
                 change = changes.recv() => {

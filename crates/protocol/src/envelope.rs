@@ -304,6 +304,23 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, EnvelopeError> {
         decode_tagged(bytes)
     }
+
+    /// Reads a message of one or more commands back to back (how app-nodes
+    /// publish several at once). A command of an unknown type or version is
+    /// reported and skipped; a malformed one ends the message.
+    pub fn decode_all(bytes: &[u8]) -> impl Iterator<Item = Result<Command, EnvelopeError>> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let rest = bytes.get(at..).filter(|rest| !rest.is_empty())?;
+            let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(rest));
+            let result = decode_from(&mut deserializer);
+            at = match result {
+                Err(EnvelopeError::Malformed(_)) => bytes.len(),
+                _ => at + deserializer.position() as usize,
+            };
+            Some(result)
+        })
+    }
 }
 
 /// The io-node received every room of a [`Join`] that asked for a reply.
@@ -364,6 +381,12 @@ enum Outcome<T> {
 }
 
 fn decode_tagged<T: Tagged>(bytes: &[u8]) -> Result<T, EnvelopeError> {
+    decode_from(&mut rmp_serde::Deserializer::from_read_ref(bytes))
+}
+
+fn decode_from<'de, T: Tagged, R: rmp_serde::decode::ReadSlice<'de>>(
+    deserializer: &mut rmp_serde::Deserializer<R>,
+) -> Result<T, EnvelopeError> {
     struct TaggedVisitor<T>(PhantomData<T>);
     impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
         type Value = Outcome<T>;
@@ -389,7 +412,6 @@ fn decode_tagged<T: Tagged>(bytes: &[u8]) -> Result<T, EnvelopeError> {
             Ok(outcome)
         }
     }
-    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
     match deserializer.deserialize_seq(TaggedVisitor::<T>(PhantomData))? {
         Outcome::Decoded(body) => Ok(body),
         Outcome::Version(version) => Err(EnvelopeError::UnsupportedVersion(version)),
@@ -529,9 +551,15 @@ mod tests {
                 }),
             }),
         ];
-        for command in commands {
-            assert_eq!(Command::decode(&command.encode()).unwrap(), command);
+        for command in &commands {
+            assert_eq!(&Command::decode(&command.encode()).unwrap(), command);
         }
+        // Several back to back, as an app-node publishes them.
+        let message: Vec<u8> = commands.iter().flat_map(Command::encode).collect();
+        let decoded: Vec<Command> = Command::decode_all(&message)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded, commands);
         let replies = [
             Reply::Joined(Joined { id: 1 }),
             Reply::Ack(AckReply {
@@ -597,6 +625,34 @@ mod tests {
             assert!(Command::decode(garbage).is_err());
             assert!(Event::decode(garbage).is_err());
         }
+    }
+
+    #[test]
+    fn a_message_of_several_commands_skips_unknown_ones_and_stops_at_garbage() {
+        let done = Command::Done(Done {
+            nsp: "/".into(),
+            sid: "n.s".into(),
+            seq: 3,
+            reject: None,
+        });
+        let mut message = done.encode();
+        message.extend(rmp_serde::to_vec_named(&(1u8, "teleport", ("far",))).unwrap());
+        message.extend(rmp_serde::to_vec_named(&(2u8, "emit", ())).unwrap());
+        message.extend(done.encode());
+        message.extend(b"\x93\x01");
+        message.extend(done.encode());
+        let results: Vec<_> = Command::decode_all(&message).collect();
+        assert_eq!(results.len(), 5, "{results:?}");
+        assert_eq!(results[0].as_ref().unwrap(), &done);
+        assert!(matches!(&results[1], Err(EnvelopeError::UnknownType(t)) if t == "teleport"));
+        assert!(matches!(
+            results[2],
+            Err(EnvelopeError::UnsupportedVersion(2))
+        ));
+        assert_eq!(results[3].as_ref().unwrap(), &done);
+        // The truncated envelope ends the message: what follows is unreadable.
+        assert!(matches!(results[4], Err(EnvelopeError::Malformed(_))));
+        assert_eq!(Command::decode_all(b"").count(), 0);
     }
 }
 
