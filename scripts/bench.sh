@@ -11,6 +11,7 @@
 # Systems (2 server processes each, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
 #   node       2 Node Socket.IO 4 processes with @socket.io/redis-adapter
+#   socketioxide  2 socketioxide processes with socketioxide-redis (bench/peers/socketioxide)
 #   raw        1 process, no Redis (bench/peers/raw): the ceiling
 #
 # Per run it records the bench JSON, the CPU time of every server process and
@@ -40,9 +41,11 @@ ensure_node
 npm_install bench/peers/node
 step "cargo build --release (io-node, bench app-node, load generator)"
 cargo build --release -p iocluster-io-node -p iocluster-bench-app -p iocluster-bench
-if [[ ",$systems," == *,raw,* ]]; then
-  cargo build --release --manifest-path bench/peers/raw/Cargo.toml --target-dir target
-fi
+for peer in raw socketioxide; do
+  if [[ ",$systems," == *,$peer,* ]]; then
+    cargo build --release --manifest-path "bench/peers/$peer/Cargo.toml" --target-dir target
+  fi
+done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 out_dir=target/bench
@@ -110,6 +113,13 @@ start_system() {
       urls="http://127.0.0.1:$p1"
       sleep 1
       return
+      ;;
+    socketioxide)
+      for port in "$p1" "$p2"; do
+        target/release/iocluster-bench-peer-socketioxide "$port" "$redis" >"$run_dir/sx-$port.log" 2>&1 &
+        pids+=($!); servers+=($!)
+        wait_server $! "$port" "$run_dir/sx-$port.log"
+      done
       ;;
     node)
       for port in "$p1" "$p2"; do
