@@ -571,3 +571,54 @@ async fn an_event_whose_done_never_comes_is_pushed_again() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn undecodable_events_in_the_queue_are_dropped_and_serving_goes_on() {
+    // Bytes that are no event (a foreign or buggy writer) reach an app-node:
+    // it drops them from its in-flight list (the flush script's removal-only
+    // message) and keeps serving.
+    let cluster = Cluster::builder("garbage-events").start().await;
+    let mut redis = cluster.redis().await;
+    let events = format!("{}:events", cluster.prefix);
+    let _: () = redis::cmd("LPUSH")
+        .arg(&events)
+        .arg(&b"\x93\x01"[..])
+        .arg("not msgpack at all")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    eventually(WAIT, "the garbage taken and dropped", || {
+        let mut redis = redis.clone();
+        let events = events.clone();
+        let pattern = format!("{}:inflight:*", cluster.prefix);
+        async move {
+            let queued: i64 = redis::cmd("LLEN")
+                .arg(&events)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let lists: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let mut inflight = 0;
+            for list in lists {
+                let n: i64 = redis::cmd("LLEN")
+                    .arg(&list)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                inflight += n;
+            }
+            (queued == 0 && inflight == 0).then_some(())
+        }
+    })
+    .await;
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
+    let answer = socket
+        .emit_with_ack("slow", vec![json!(0)], WAIT)
+        .await
+        .unwrap();
+    assert!(answer.args[0].as_str().unwrap().starts_with("app"));
+}
