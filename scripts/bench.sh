@@ -7,8 +7,17 @@
 #   scripts/bench.sh fanout --rounds 3 -- --subscribers 2000 --rate 20 --seconds 10
 #   scripts/bench.sh echo -- --clients 100 --seconds 10
 #   scripts/bench.sh idle -- --connections 10000 --seconds 5
+#   scripts/bench.sh idle --systems iocluster --processes 6 --generators 6 --sources 8 \
+#     -- --connections 100000 --seconds 10
 #
-# Systems (2 server processes each, one Redis):
+# Options: --rounds N (default 3); --systems a,b (default iocluster,node);
+# --processes N: server processes per system (io-nodes for iocluster; default
+# 2; raw is always one); --generators K: split an idle run over K load
+# generator processes (a process holds at most its open-file limit of
+# connections); --sources M: clients connect from 127.0.0.1 .. 127.0.0.M, one
+# ephemeral port range each (about 28 000 connections per address).
+#
+# Systems (2 server processes each unless --processes, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
 #   node       2 Node Socket.IO 4 processes with @socket.io/redis-adapter
 #   socketioxide  2 socketioxide processes with socketioxide-redis (bench/peers/socketioxide)
@@ -25,16 +34,27 @@ source scripts/lib.sh
 
 scenario=${1:?usage: scripts/bench.sh SCENARIO [--rounds N] [--systems a,b] [-- ARGS]}
 shift
-rounds=3 systems=iocluster,node
+rounds=3 systems=iocluster,node processes=2 generators=1 sources=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
+    --processes) processes=$2; shift 2 ;;
+    --generators) generators=$2; shift 2 ;;
+    --sources) sources=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 bench_args=("$@")
+if [ "$generators" -gt 1 ] && [ "$scenario" != idle ]; then
+  echo "--generators applies to idle runs only (other results cannot be merged)" >&2; exit 2
+fi
+source_args=()
+if [ "$sources" -gt 0 ]; then
+  list=$(seq -s, -f '127.0.0.%g' 1 "$sources")
+  source_args=(--source-addresses "$list")
+fi
 
 ensure_redis
 ensure_node
@@ -88,9 +108,11 @@ start_system() {
     >"$run_dir/redis.log" 2>&1 &
   pids+=($!); redis_pid=$!
   wait_port "$redis_port"
-  local redis="redis://127.0.0.1:$redis_port" p1 p2
-  p1=$(free_port); p2=$(free_port)
-  while [ "$p2" = "$p1" ]; do p2=$(free_port); done
+  local redis="redis://127.0.0.1:$redis_port" ports=() port
+  while [ "${#ports[@]}" -lt "$processes" ]; do
+    port=$(free_port)
+    [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+  done
   servers=()
   case "$system" in
     iocluster)
@@ -99,7 +121,7 @@ start_system() {
           >"$run_dir/app-$i.log" 2>&1 &
         pids+=($!); servers+=($!)
       done
-      for port in "$p1" "$p2"; do
+      for port in "${ports[@]}"; do
         RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
           --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
@@ -107,22 +129,23 @@ start_system() {
       done
       ;;
     raw)
-      target/release/iocluster-bench-peer-raw "127.0.0.1:$p1" >"$run_dir/raw.log" 2>&1 &
+      port=${ports[0]}
+      target/release/iocluster-bench-peer-raw "127.0.0.1:$port" >"$run_dir/raw.log" 2>&1 &
       pids+=($!); servers+=($!)
-      wait_server $! "$p1" "$run_dir/raw.log"
-      urls="http://127.0.0.1:$p1"
+      wait_server $! "$port" "$run_dir/raw.log"
+      urls="http://127.0.0.1:$port"
       sleep 1
       return
       ;;
     socketioxide)
-      for port in "$p1" "$p2"; do
+      for port in "${ports[@]}"; do
         target/release/iocluster-bench-peer-socketioxide "$port" "$redis" >"$run_dir/sx-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/sx-$port.log"
       done
       ;;
     node)
-      for port in "$p1" "$p2"; do
+      for port in "${ports[@]}"; do
         node bench/peers/node/server.mjs "$port" "$redis" >"$run_dir/node-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/node-$port.log"
@@ -131,7 +154,65 @@ start_system() {
     *) echo "unknown system $system" >&2; exit 2 ;;
   esac
   sleep 1
-  urls="http://127.0.0.1:$p1,http://127.0.0.1:$p2"
+  urls=$(printf 'http://127.0.0.1:%s,' "${ports[@]}")
+  urls=${urls%,}
+}
+
+# Runs the scenario with $generators load generators (idle only when more
+# than one: each holds its share of --connections), waits for them, and
+# merges their results into $run_dir/result.json.
+run_generators() {
+  local system=$1 round=$2 g share args plot skip pids_gen=()
+  for g in $(seq 1 "$generators"); do
+    args=("${bench_args[@]}") plot="$out_dir/$scenario-$system-$round.svg"
+    [ "$generators" = 1 ] || plot="$out_dir/$scenario-$system-$round-$g.svg"
+    if [ "$generators" -gt 1 ]; then
+      share=$(python3 - "$g" "$generators" "${bench_args[@]}" <<'PY'
+import sys
+g, k, args = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+n = int(args[args.index("--connections") + 1]) if "--connections" in args else 1000
+print(n // k + (1 if g <= n % k else 0))
+PY
+)
+      args=()
+      skip=0
+      for a in "${bench_args[@]}"; do
+        if [ "$skip" = 1 ]; then skip=0; continue; fi
+        if [ "$a" = --connections ]; then skip=1; continue; fi
+        args+=("$a")
+      done
+      args+=(--connections "$share")
+    fi
+    target/release/iocluster-bench --urls "$urls" "${source_args[@]}" \
+      --plot "$plot" \
+      "$scenario" "${args[@]}" >"$run_dir/result-$g.json" 2>"$run_dir/bench-$g.err" &
+    pids_gen+=($!)
+  done
+  rss_held=0
+  if [ "$scenario" = idle ]; then
+    for g in $(seq 1 "$generators"); do
+      until grep -q IDLE-READY "$run_dir/bench-$g.err" 2>/dev/null || ! kill -0 "${pids_gen[$((g - 1))]}" 2>/dev/null; do sleep 0.2; done
+    done
+    sleep 1
+    rss_held=$(sum_over rss_kib "${servers[@]}")
+  fi
+  for g in $(seq 1 "$generators"); do
+    wait "${pids_gen[$((g - 1))]}" || { cat "$run_dir/bench-$g.err" >&2; exit 1; }
+  done
+  python3 - "$run_dir" "$generators" >"$run_dir/result.json" <<'PY'
+import json, sys
+run_dir, k = sys.argv[1], int(sys.argv[2])
+parts = [json.load(open(f"{run_dir}/result-{g}.json")) for g in range(1, k + 1)]
+if k == 1:
+    print(json.dumps(parts[0]))
+else:
+    merged = dict(parts[0])
+    for key in ("connections", "connected", "failed", "still_connected"):
+        merged[key] = sum(p[key] for p in parts)
+    merged["setup_seconds"] = max(p["setup_seconds"] for p in parts)
+    merged["generators"] = k
+    print(json.dumps(merged))
+PY
 }
 
 IFS=, read -r -a system_list <<<"$systems"
@@ -142,16 +223,7 @@ for round in $(seq 1 "$rounds"); do
     all=("${servers[@]}" "$redis_pid")
     rss_before=$(sum_over rss_kib "${servers[@]}")
     cpu_before=$(sum_over cpu_ticks "${all[@]}")
-    target/release/iocluster-bench --urls "$urls" --plot "$out_dir/$scenario-$system-$round.svg" \
-      "$scenario" "${bench_args[@]}" >"$run_dir/result.json" 2>"$run_dir/bench.err" &
-    bench_pid=$!
-    rss_held=0
-    if [ "$scenario" = idle ]; then
-      until grep -q IDLE-READY "$run_dir/bench.err" 2>/dev/null || ! kill -0 "$bench_pid" 2>/dev/null; do sleep 0.2; done
-      sleep 1
-      rss_held=$(sum_over rss_kib "${servers[@]}")
-    fi
-    wait "$bench_pid" || { cat "$run_dir/bench.err" >&2; exit 1; }
+    run_generators "$system" "$round"
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
     python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
       "$(getconf CLK_TCK)" "$rss_before" "$rss_held" >>"$out" <<'PY'

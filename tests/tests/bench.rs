@@ -73,9 +73,18 @@ async fn the_load_generator_measures_every_scenario() {
     let storm = bench(&cluster, &["connect-storm", "--clients", "100"]).await;
     assert_eq!(storm["connected"], 100, "{storm}");
 
+    // Held from two source addresses, as large idle runs do.
     let idle = bench(
         &cluster,
-        &["idle", "--connections", "100", "--seconds", "1"],
+        &[
+            "--source-addresses",
+            "127.0.0.1,127.0.0.2",
+            "idle",
+            "--connections",
+            "100",
+            "--seconds",
+            "1",
+        ],
     )
     .await;
     assert_eq!(idle["still_connected"], 100, "{idle}");

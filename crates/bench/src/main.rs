@@ -36,6 +36,12 @@ struct Args {
         default_value = "http://127.0.0.1:3001"
     )]
     urls: Vec<String>,
+    /// Local addresses to connect from, comma-separated; clients are spread
+    /// over them round robin. Each address has its own ephemeral port range
+    /// (about 28 000 ports by default), so large idle runs on loopback use
+    /// several, e.g. `127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    source_addresses: Vec<std::net::IpAddr>,
     /// Write an SVG plot of the run here.
     #[arg(long, global = true, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -105,10 +111,30 @@ fn now_us() -> u64 {
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One client connected to namespace `/`.
-async fn connect(url: &str) -> anyhow::Result<(Client, Arc<Socket>)> {
+/// Where clients connect to and from: client `i` takes URL `i` and source
+/// address `i`, both round robin.
+#[derive(Clone)]
+struct Targets {
+    urls: Arc<[String]>,
+    sources: Arc<[std::net::IpAddr]>,
+}
+
+impl Targets {
+    fn url(&self, i: usize) -> &str {
+        &self.urls[i % self.urls.len()]
+    }
+
+    fn source(&self, i: usize) -> Option<std::net::IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+}
+
+/// Client `i` connected to namespace `/`.
+async fn connect(targets: &Targets, i: usize) -> anyhow::Result<(Client, Arc<Socket>)> {
+    let url = targets.url(i);
     let options = ClientOptions {
         connect_timeout: Duration::from_secs(30),
+        local_address: targets.source(i),
         ..ClientOptions::default()
     };
     let client = Client::connect(url, options)
@@ -121,7 +147,7 @@ async fn connect(url: &str) -> anyhow::Result<(Client, Arc<Socket>)> {
 /// Connects `n` clients (at most `concurrency` at a time), each joining the
 /// room `room_of(i)` when given.
 async fn connect_many(
-    urls: &[String],
+    targets: &Targets,
     n: usize,
     concurrency: usize,
     room_of: Option<&(dyn Fn(usize) -> String + Sync)>,
@@ -130,11 +156,10 @@ async fn connect_many(
     let results: Vec<anyhow::Result<(usize, Client, Arc<Socket>)>> =
         futures_util::stream::iter(0..n)
             .map(|i| {
-                let url = urls[i % urls.len()].clone();
                 let room = room_of.map(|f| f(i));
                 let bar = bar.clone();
                 async move {
-                    let (client, socket) = connect(&url).await?;
+                    let (client, socket) = connect(targets, i).await?;
                     if let Some(room) = room {
                         socket
                             .emit_with_ack("join", vec![json!(room)], ACK_TIMEOUT)
@@ -358,10 +383,13 @@ async fn broadcast_run(
 }
 
 async fn run(args: Args) -> anyhow::Result<Value> {
-    let urls = args.urls.clone();
-    if urls.is_empty() {
+    if args.urls.is_empty() {
         bail!("--urls is empty");
     }
+    let targets = Targets {
+        urls: args.urls.clone().into(),
+        sources: args.source_addresses.clone().into(),
+    };
     let concurrency = args.connect_concurrency;
     let (result, timeline, latency) = match args.scenario {
         Scenario::Fanout {
@@ -371,8 +399,8 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             payload,
         } => {
             let room = |_| "fanout".to_owned();
-            let subs = connect_many(&urls, subscribers, concurrency, Some(&room)).await?;
-            let (publisher_client, publisher) = connect(&urls[0]).await?;
+            let subs = connect_many(&targets, subscribers, concurrency, Some(&room)).await?;
+            let (publisher_client, publisher) = connect(&targets, 0).await?;
             let sockets = subs.iter().map(|(_, s)| s.clone()).collect();
             let (mut result, timeline, latency) = broadcast_run(
                 sockets,
@@ -398,7 +426,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         } => {
             let room_size = room_size.max(1);
             let room_of = move |i: usize| format!("room-{}", i / room_size);
-            let all = connect_many(&urls, clients, concurrency, Some(&room_of)).await?;
+            let all = connect_many(&targets, clients, concurrency, Some(&room_of)).await?;
             let sockets = all.iter().map(|(_, s)| s.clone()).collect();
             let publishers = all
                 .iter()
@@ -419,7 +447,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             (result, timeline, latency)
         }
         Scenario::Echo { clients, seconds } => {
-            let all = connect_many(&urls, clients, concurrency, None).await?;
+            let all = connect_many(&targets, clients, concurrency, None).await?;
             let done = Arc::new(AtomicU64::new(0));
             let (sampler, stop_sampler) = sample(done.clone(), "round trips");
             let started = Instant::now();
@@ -481,8 +509,8 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             let started = Instant::now();
             let results: Vec<bool> = futures_util::stream::iter(0..connections)
                 .map(|i| {
-                    let url = urls[i % urls.len()].clone();
-                    async move { connect(&url).await.ok() }
+                    let targets = &targets;
+                    async move { connect(targets, i).await.ok() }
                 })
                 .buffer_unordered(concurrency.max(1))
                 .map(|c| {
@@ -511,10 +539,10 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             let started = Instant::now();
             let tasks: Vec<_> = (0..clients)
                 .map(|i| {
-                    let url = urls[i % urls.len()].clone();
+                    let targets = targets.clone();
                     tokio::spawn(async move {
                         let t = Instant::now();
-                        connect(&url)
+                        connect(&targets, i)
                             .await
                             .map(|held| (t.elapsed().as_micros() as u64, held))
                     })

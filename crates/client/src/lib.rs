@@ -29,6 +29,7 @@ use iocluster_protocol::engine;
 use iocluster_protocol::socketio::{self, PacketKind};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How to connect.
@@ -40,6 +41,11 @@ pub struct ClientOptions {
     pub query: Vec<(String, String)>,
     /// Bound on the handshake and on each namespace connection. Default 10 s.
     pub connect_timeout: Duration,
+    /// The local address to connect from (port chosen by the system). One
+    /// address has one range of ephemeral ports: a load generator holding
+    /// more connections than that spreads them over several addresses
+    /// (any of 127.0.0.0/8 works on loopback). Default: the system's choice.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -48,8 +54,28 @@ impl Default for ClientOptions {
             path: "/socket.io/".into(),
             query: Vec::new(),
             connect_timeout: Duration::from_secs(10),
+            local_address: None,
         }
     }
+}
+
+/// A TCP connection to `authority` (`host:port`) from `local`.
+async fn connect_from(
+    local: std::net::IpAddr,
+    authority: &str,
+) -> Result<tokio::net::TcpStream, ClientError> {
+    let host = authority.split('/').next().unwrap_or(authority);
+    let remote = tokio::net::lookup_host(host)
+        .await?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| ClientError::InvalidUrl(authority.to_owned()))?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    Ok(socket.connect(remote).await?)
 }
 
 /// The server refused a namespace connection (CONNECT_ERROR).
@@ -74,6 +100,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("timed out")]
     Timeout,
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
     #[error("connection closed")]
     Closed,
     #[error("invalid JSON: {0}")]
@@ -148,7 +176,13 @@ impl Client {
             ws_url.push_str(value);
         }
         let handshake = async {
-            let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+            let (mut ws, _) = match options.local_address {
+                None => tokio_tungstenite::connect_async(&ws_url).await?,
+                Some(local) => {
+                    let stream = connect_from(local, base).await?;
+                    tokio_tungstenite::client_async(&ws_url, MaybeTlsStream::Plain(stream)).await?
+                }
+            };
             let open = match ws.next().await {
                 Some(Ok(Message::Text(text))) => text,
                 other => {
@@ -602,5 +636,22 @@ mod tests {
     async fn refuses_urls_it_cannot_reach() {
         let refused = Client::connect("ftp://x", ClientOptions::default()).await;
         assert!(matches!(refused, Err(ClientError::InvalidUrl(_))));
+    }
+
+    #[tokio::test]
+    async fn connects_from_the_local_address_it_is_given() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let options = ClientOptions {
+            local_address: Some("127.0.0.7".parse().unwrap()),
+            connect_timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        let client = tokio::spawn(async move { Client::connect(&url, options).await });
+        let (stream, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.7");
+        // No WebSocket answer: the client reports the failed handshake.
+        drop(stream);
+        assert!(client.await.unwrap().is_err());
     }
 }
