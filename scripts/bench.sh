@@ -102,7 +102,7 @@ wait_server() {
 }
 
 start_system() {
-  local system=$1 redis_port
+  local system=$1
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir" \
     >"$run_dir/redis.log" 2>&1 &
@@ -113,7 +113,7 @@ start_system() {
     port=$(free_port)
     [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
   done
-  servers=()
+  servers=() ops_ports=()
   case "$system" in
     iocluster)
       for i in 1 2; do
@@ -122,7 +122,9 @@ start_system() {
         pids+=($!); servers+=($!)
       done
       for port in "${ports[@]}"; do
+        ops_ports+=("$(free_port)")
         RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
+          --ops-listen "127.0.0.1:${ops_ports[-1]}" \
           --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/io-$port.log"
@@ -223,16 +225,32 @@ for round in $(seq 1 "$rounds"); do
     all=("${servers[@]}" "$redis_pid")
     rss_before=$(sum_over rss_kib "${servers[@]}")
     cpu_before=$(sum_over cpu_ticks "${all[@]}")
+    redis-cli -p "$redis_port" config resetstat >/dev/null
     run_generators "$system" "$round"
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
+    redis-cli -p "$redis_port" info commandstats >"$run_dir/commandstats"
     python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
-      "$(getconf CLK_TCK)" "$rss_before" "$rss_held" >>"$out" <<'PY'
-import json, sys
-system, round_, path, ticks, hz, rss_before, rss_held = sys.argv[1:]
+      "$(getconf CLK_TCK)" "$rss_before" "$rss_held" "$run_dir/commandstats" "${ops_ports[@]}" >>"$out" <<'PY'
+import json, re, sys, urllib.request
+system, round_, path, ticks, hz, rss_before, rss_held, stats = sys.argv[1:9]
 result = json.load(open(path))
 line = {"system": system, "round": int(round_), "result": result,
         "server_cpu_seconds": int(ticks) / int(hz),
         "rss_kib_before": int(rss_before), "rss_kib_held": int(rss_held)}
+# Redis PUBLISH calls over the whole run, setup (joins) included.
+m = re.search(r"cmdstat_publish:calls=(\d+)", open(stats).read())
+line["redis_publishes"] = int(m.group(1)) if m else 0
+# What each io-node received from its Redis subscription (iocluster only).
+received = []
+for port in sys.argv[9:]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    def counter(name):
+        m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        return int(float(m.group(1))) if m else 0
+    received.append({"messages": counter("iocluster_pubsub_messages_total"),
+                     "bytes": counter("iocluster_pubsub_bytes_total")})
+if received:
+    line["io_nodes_received"] = received
 print(json.dumps(line))
 PY
     tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("delivered","lost","deliveries_per_s","round_trips_per_s","connected","seconds_until_all")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
@@ -263,6 +281,12 @@ def metrics(runs):
     delivered = [x.get("delivered") or x.get("round_trips") for x in res]
     if all(delivered):
         out["server_cpu_us_per_delivery"] = med([r["server_cpu_seconds"] * 1e6 / d for r, d in zip(runs, delivered)])
+    sent = [x.get("sent") for x in res]
+    if all(sent):
+        out["redis_publishes_per_message"] = med([r["redis_publishes"] / s for r, s in zip(runs, sent)])
+    if all(r.get("io_nodes_received") for r in runs):
+        for i in range(len(runs[0]["io_nodes_received"])):
+            out[f"io_node_{i + 1}_received_kib"] = med([r["io_nodes_received"][i]["bytes"] / 1024 for r in runs])
     if res[0].get("scenario") == "idle":
         out["kib_per_connection"] = med([(r["rss_kib_held"] - r["rss_kib_before"]) / max(1, r["result"]["connected"]) for r in runs])
     return out

@@ -278,7 +278,7 @@ impl App {
             publish_rx,
         } = self;
         let keys = ctx.keys.clone();
-        let client = redis::Client::open(config.redis.as_str())?;
+        let client = iocluster_ops::redis_client(config.redis.as_str())?;
         let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
         let mut redis = client
             .get_connection_manager_with_config(manager.clone())

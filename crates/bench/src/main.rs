@@ -80,6 +80,12 @@ enum Scenario {
         rate: f64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Make every room of clients on one server (clients go to the
+        /// servers round robin; by default a room's members are spread over
+        /// all of them). Shows whether a broadcast reaches only the servers
+        /// with recipients.
+        #[arg(long)]
+        local_rooms: bool,
     },
     /// Request/ack round trips (`echo`), one in flight per client.
     Echo {
@@ -126,6 +132,32 @@ impl Targets {
 
     fn source(&self, i: usize) -> Option<std::net::IpAddr> {
         (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+}
+
+/// The rooms of the `rooms` scenario: client `i` is on server `i % servers`
+/// and the `k`-th client of a server is in that server's room
+/// `k / size`. With one server group, rooms are runs of consecutive clients,
+/// spread over every server the clients are.
+#[derive(Clone, Copy)]
+struct RoomPlan {
+    clients: usize,
+    size: usize,
+    servers: usize,
+}
+
+impl RoomPlan {
+    fn room_of(&self, i: usize) -> String {
+        let (server, k) = (i % self.servers, i / self.servers);
+        format!("room-{server}-{}", k / self.size)
+    }
+
+    /// How many clients are in client `i`'s room.
+    fn members(&self, i: usize) -> u64 {
+        let (server, k) = (i % self.servers, i / self.servers);
+        let on_server = (self.clients + self.servers - 1 - server) / self.servers;
+        let first = (k / self.size) * self.size;
+        (on_server.min(first + self.size) - first) as u64
     }
 }
 
@@ -423,9 +455,14 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             room_size,
             rate,
             seconds,
+            local_rooms,
         } => {
-            let room_size = room_size.max(1);
-            let room_of = move |i: usize| format!("room-{}", i / room_size);
+            let rooms = RoomPlan {
+                clients,
+                size: room_size.max(1),
+                servers: if local_rooms { targets.urls.len() } else { 1 },
+            };
+            let room_of = move |i: usize| rooms.room_of(i);
             let all = connect_many(&targets, clients, concurrency, Some(&room_of)).await?;
             let sockets = all.iter().map(|(_, s)| s.clone()).collect();
             let publishers = all
@@ -433,15 +470,13 @@ async fn run(args: Args) -> anyhow::Result<Value> {
                 .enumerate()
                 .map(|(i, (_, s))| (s.clone(), room_of(i)))
                 .collect();
-            let size_of = move |i: usize| {
-                let first = (i / room_size) * room_size;
-                (clients.min(first + room_size) - first) as u64
-            };
+            let size_of = move |i: usize| rooms.members(i);
             let (mut result, timeline, latency) =
                 broadcast_run(sockets, publishers, rate, seconds, 16, &size_of, true).await?;
             result["scenario"] = json!("rooms");
             result["clients"] = json!(clients);
             result["room_size"] = json!(room_size);
+            result["local_rooms"] = json!(local_rooms);
             result["rate_per_client"] = json!(rate);
             drop(all);
             (result, timeline, latency)
@@ -628,6 +663,42 @@ fn warn_fd_limit() {
                 "note: the open-file limit is {} (hard {}): run `ulimit -n {}` before large idle runs",
                 parts[3], parts[4], parts[4]
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::RoomPlan;
+
+    /// Every client's room size is the number of clients given that room,
+    /// and local rooms never span two servers.
+    #[test]
+    fn room_plans_count_their_members() {
+        for (clients, size, servers) in [(25, 10, 1), (25, 10, 2), (31, 4, 3), (7, 10, 4)] {
+            let plan = RoomPlan {
+                clients,
+                size,
+                servers,
+            };
+            let mut members: HashMap<String, (u64, Vec<usize>)> = HashMap::new();
+            for i in 0..clients {
+                let entry = members.entry(plan.room_of(i)).or_default();
+                entry.0 += 1;
+                entry.1.push(i % servers);
+            }
+            for i in 0..clients {
+                let (count, on) = &members[&plan.room_of(i)];
+                assert_eq!(
+                    plan.members(i),
+                    *count,
+                    "{clients} {size} {servers} client {i}"
+                );
+                assert!(on.iter().all(|s| *s == on[0]));
+                assert!(*count as usize <= size);
+            }
         }
     }
 }

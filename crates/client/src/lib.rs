@@ -75,6 +75,7 @@ async fn connect_from(
         tokio::net::TcpSocket::new_v6()?
     };
     socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.set_nodelay(true)?;
     Ok(socket.connect(remote).await?)
 }
 
@@ -177,7 +178,7 @@ impl Client {
         }
         let handshake = async {
             let (mut ws, _) = match options.local_address {
-                None => tokio_tungstenite::connect_async(&ws_url).await?,
+                None => tokio_tungstenite::connect_async_with_config(&ws_url, None, true).await?,
                 Some(local) => {
                     let stream = connect_from(local, base).await?;
                     tokio_tungstenite::client_async(&ws_url, MaybeTlsStream::Plain(stream)).await?

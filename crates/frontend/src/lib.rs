@@ -81,7 +81,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let client = redis::Client::open(config.redis.as_str())?;
+    let client = iocluster_ops::redis_client(config.redis.as_str())?;
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(5)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     if config.api_key.is_none() {

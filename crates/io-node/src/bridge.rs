@@ -402,7 +402,10 @@ async fn subscriber(
                         break;
                     };
                     // One message carries one or more commands, in order.
-                    for command in Command::decode_all(message.get_payload_bytes()) {
+                    let payload = message.get_payload_bytes();
+                    metrics::counter!("iocluster_pubsub_messages_total").increment(1);
+                    metrics::counter!("iocluster_pubsub_bytes_total").increment(payload.len() as u64);
+                    for command in Command::decode_all(payload) {
                         match command {
                             Ok(command) => node.apply(command),
                             Err(error) => tracing::warn!(%error, channel = message.get_channel_name(), "invalid command"),

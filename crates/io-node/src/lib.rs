@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let client = redis::Client::open(config.redis.as_str())?;
+    let client = iocluster_ops::redis_client(config.redis.as_str())?;
     // Large pipelines under load may take longer than the client's default
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
@@ -111,7 +111,15 @@ pub async fn run(
             let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
             serve(listener, app, http_stop.clone())
         }
-        None => serve(listener, app, http_stop.clone()),
+        // Frames go out as they are written: Nagle's algorithm would hold a
+        // frame back until the client acknowledged the previous one.
+        None => serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+            http_stop.clone(),
+        ),
     };
 
     shutdown.await;

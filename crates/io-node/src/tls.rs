@@ -74,6 +74,8 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // As for plain TCP (see `run`): no Nagle delay on frames.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -27,6 +27,17 @@ pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 /// The Redis URL every node uses when none is given.
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
+/// A Redis client for `url` whose connections send at once (`TCP_NODELAY`):
+/// every node writes small pipelined commands and waits for their replies,
+/// so Nagle's algorithm would hold a write back until the previous one is
+/// acknowledged, up to the peer's delayed-ACK time (40 ms on Linux).
+pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp))
+}
+
 /// The key prefix every node uses when none is given.
 pub const DEFAULT_PREFIX: &str = "iocluster";
 
