@@ -73,6 +73,14 @@ async fn the_load_generator_measures_every_scenario() {
     let storm = bench(&cluster, &["connect-storm", "--clients", "100"]).await;
     assert_eq!(storm["connected"], 100, "{storm}");
 
+    let storm = bench(
+        &cluster,
+        &["connect-storm", "--clients", "50", "--transport", "polling"],
+    )
+    .await;
+    assert_eq!(storm["connected"], 50, "{storm}");
+    assert_eq!(storm["transport"], "polling", "{storm}");
+
     // Held from two source addresses, as large idle runs do.
     let idle = bench(
         &cluster,

@@ -8,6 +8,7 @@
 //! writes an SVG (deliveries per second over time, latency percentiles).
 
 mod plot;
+mod polling;
 mod stats;
 
 use std::path::PathBuf;
@@ -105,7 +106,17 @@ enum Scenario {
     ConnectStorm {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
+        /// How the clients connect: `websocket` (straight away) or `polling`
+        /// (HTTP long-polling, as browsers start without an upgrade).
+        #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+        transport: Transport,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Transport {
+    Websocket,
+    Polling,
 }
 
 fn now_us() -> u64 {
@@ -570,21 +581,28 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             });
             (result, Timeline::default(), Latency::new())
         }
-        Scenario::ConnectStorm { clients } => {
+        Scenario::ConnectStorm { clients, transport } => {
             let started = Instant::now();
             let tasks: Vec<_> = (0..clients)
                 .map(|i| {
                     let targets = targets.clone();
                     tokio::spawn(async move {
                         let t = Instant::now();
-                        connect(&targets, i)
-                            .await
-                            .map(|held| (t.elapsed().as_micros() as u64, held))
+                        // Whatever keeps the connection open until the end.
+                        let held: Box<dyn std::any::Any + Send> = match transport {
+                            Transport::Websocket => Box::new(connect(&targets, i).await?),
+                            Transport::Polling => Box::new(
+                                polling::Polling::connect(targets.url(i), targets.source(i))
+                                    .await?,
+                            ),
+                        };
+                        anyhow::Ok((t.elapsed().as_micros() as u64, held))
                     })
                 })
                 .collect();
             let mut latency = Latency::new();
             let mut failed = 0;
+            let mut first_error = None;
             let mut held = Vec::new();
             for task in tasks {
                 match task.await? {
@@ -592,13 +610,21 @@ async fn run(args: Args) -> anyhow::Result<Value> {
                         latency.record(us);
                         held.push(client);
                     }
-                    Err(_) => failed += 1,
+                    Err(error) => {
+                        failed += 1;
+                        first_error.get_or_insert_with(|| format!("{error:#}"));
+                    }
                 }
             }
             let elapsed = started.elapsed().as_secs_f64();
             let result = json!({
                 "scenario": "connect-storm",
+                "transport": match transport {
+                    Transport::Websocket => "websocket",
+                    Transport::Polling => "polling",
+                },
                 "clients": clients,
+                "first_error": first_error,
                 "connected": held.len(),
                 "failed": failed,
                 "seconds_until_all": elapsed,
