@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -58,6 +59,9 @@ impl Default for ClientOptions {
         }
     }
 }
+
+/// Bytes read from the WebSocket at a time (larger messages take several reads).
+const READ_BUFFER: usize = 8 * 1024;
 
 /// A TCP connection to `authority` (`host:port`) from `local`.
 async fn connect_from(
@@ -177,11 +181,22 @@ impl Client {
             ws_url.push_str(value);
         }
         let handshake = async {
+            // tungstenite zero-fills its whole read buffer (128 KiB by
+            // default) before every read: a small one keeps reads cheap.
+            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
             let (mut ws, _) = match options.local_address {
-                None => tokio_tungstenite::connect_async_with_config(&ws_url, None, true).await?,
+                None => {
+                    tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), true)
+                        .await?
+                }
                 Some(local) => {
                     let stream = connect_from(local, base).await?;
-                    tokio_tungstenite::client_async(&ws_url, MaybeTlsStream::Plain(stream)).await?
+                    tokio_tungstenite::client_async_with_config(
+                        &ws_url,
+                        MaybeTlsStream::Plain(stream),
+                        Some(config),
+                    )
+                    .await?
                 }
             };
             let open = match ws.next().await {
