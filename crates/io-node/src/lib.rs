@@ -64,7 +64,8 @@ pub async fn run(
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     let (bridge, receivers) = bridge::bridge(config.event_buffer);
-    let node = Node::new(config, bridge, redis.clone());
+    let (watch, closed) = session::Watch::new(&config);
+    let node = Node::new(config, bridge, redis.clone(), watch);
     if let Err(error) = node.refresh_namespaces().await {
         tracing::warn!(%error, "cannot read the served namespaces yet");
     }
@@ -80,6 +81,7 @@ pub async fn run(
         None => None,
     };
     let stop = CancellationToken::new();
+    let watch = tokio::spawn(session::watch(node.clone(), closed, stop.clone()));
     let drain = CancellationToken::new();
     let tasks = bridge::spawn(
         node.clone(),
@@ -130,12 +132,14 @@ pub async fn run(
         tracing::warn!(%error, "cannot leave the registry");
     }
     node.close_all(session::CloseReason::ServerShutdown);
-    // Give session tasks a moment to queue their disconnect events.
+    // Give the watch task a moment to queue every disconnect event.
     while node.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     http_stop.cancel();
     stop.cancel();
+    // Disconnects it still queues must reach the writer before it drains.
+    let _ = tokio::time::timeout_at(deadline, watch).await;
     drain.cancel();
     for task in tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::bridge::{Bridge, LedgerOp};
 use crate::config::Config;
-use crate::session::{CloseReason, Frame, PartialPacket, Session};
+use crate::session::{CloseReason, Frame, PartialPacket, Session, Watch};
 use crate::socket::{Inflight, Phase, Queued, Socket, SocketState};
 
 /// Sockets by id, by namespace and by room. Room members are indexed by the
@@ -89,6 +89,8 @@ pub struct Node {
     keys: Keys,
     bridge: Bridge,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    /// Heartbeats, deadlines and cleanup of every session (one task).
+    watch: Watch,
     registry: RwLock<Registry>,
     dedupe: Mutex<Dedupe>,
     namespaces: RwLock<NamespaceCache>,
@@ -110,6 +112,7 @@ impl Node {
         config: Config,
         bridge: Bridge,
         redis: redis::aio::ConnectionManager,
+        watch: Watch,
     ) -> Arc<Node> {
         Arc::new_cyclic(|me| Node {
             me: me.clone(),
@@ -117,6 +120,7 @@ impl Node {
             config,
             bridge,
             sessions: RwLock::default(),
+            watch,
             registry: RwLock::default(),
             dedupe: Mutex::new(Dedupe {
                 seen: HashSet::new(),
@@ -277,6 +281,20 @@ impl Node {
         read(&self.sessions).get(sid).cloned()
     }
 
+    pub(crate) fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    /// The sessions `due` picks, collected under the read lock (the check
+    /// must be cheap: new sessions wait for it).
+    pub(crate) fn due_sessions(&self, due: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
+        read(&self.sessions)
+            .values()
+            .filter(|session| due(session))
+            .cloned()
+            .collect()
+    }
+
     /// Closes every session (shutdown).
     pub(crate) fn close_all(&self, reason: CloseReason) {
         let sessions: Vec<_> = read(&self.sessions).values().cloned().collect();
@@ -286,12 +304,15 @@ impl Node {
     }
 
     /// Cleanup after a session closed: its sockets disconnect.
-    pub(crate) fn on_session_closed(&self, session: &Arc<Session>) {
-        {
+    pub(crate) fn on_session_closed(&self, sid: &str) {
+        let session = {
             let mut sessions = write(&self.sessions);
-            sessions.remove(&session.sid);
+            let Some(session) = sessions.remove(sid) else {
+                return;
+            };
             metrics::gauge!("iocluster_connections").set(sessions.len() as f64);
-        }
+            session
+        };
         let reason = session.close_reason();
         metrics::counter!("iocluster_connections_closed_total", "reason" => reason.as_str())
             .increment(1);
@@ -316,7 +337,7 @@ impl Node {
         packet: engine::Packet<'_>,
     ) -> Result<(), CloseReason> {
         match packet {
-            engine::Packet::Pong(_) => session.on_pong(),
+            engine::Packet::Pong(_) => session.on_pong(&self.watch),
             engine::Packet::Ping(data) => {
                 let mut pong = String::with_capacity(1 + data.len());
                 pong.push('3');
@@ -492,11 +513,16 @@ impl Node {
         let auth = (!auth.is_empty()).then(|| auth.to_owned());
         // Without `auth` the socket shares the session's handshake.
         let handshake = match &auth {
-            Some(auth) => {
-                let mut handshake = (*session.handshake).clone();
-                handshake.auth = Some(auth.clone());
-                Arc::new(handshake)
-            }
+            Some(auth) => match session.handshake.with_auth(auth.clone()) {
+                Ok(handshake) => handshake,
+                Err(error) => {
+                    // Our own encoding: cannot happen, but never admit a
+                    // socket whose app-nodes would not see its `auth`.
+                    tracing::error!(%error, "cannot add auth to the handshake");
+                    session.close(CloseReason::ParseError);
+                    return;
+                }
+            },
             None => session.handshake.clone(),
         };
         let nsp: Arc<str> = nsp.into();
@@ -613,7 +639,7 @@ impl Node {
         metrics::counter!("iocluster_events_out_total", "kind" => queued.kind.as_str())
             .increment(1);
         self.events_out.fetch_add(1, Ordering::Relaxed);
-        let envelope = socket.event(self.id(), state, seq, queued).encode();
+        let envelope = socket.encode_event(self.id(), state, seq, queued);
         if last {
             // The disconnect event is the last: nothing will come back for it.
             // It goes through the ledger, so it is announced once even if

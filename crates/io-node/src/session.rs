@@ -6,16 +6,20 @@
 //! Transports (long-polling requests, a WebSocket) only move frames between the
 //! outbox and the network; the node decides what the frames say.
 //!
-//! Closing is asynchronous: [`Session::close`] records the reason and cancels the
-//! session token, and the session's own task ([`run`]) does the cleanup, so code
-//! holding locks may close a session safely.
+//! Closing is asynchronous: [`Session::close`] records the reason, cancels the
+//! session token and tells the node's watch task ([`watch`]), which does the
+//! cleanup, so code holding locks may close a session safely. The same task
+//! sends every session's pings and enforces the pong and connect deadlines: one
+//! task per node, not one per session, so an idle client costs no task.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
-use iocluster_protocol::envelope::Handshake;
+use iocluster_protocol::envelope::EncodedHandshake;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -109,12 +113,17 @@ pub(crate) struct Session {
     /// concurrent long-poll finds it locked.
     pub outbox_reader: tokio::sync::Mutex<()>,
     pub state: Mutex<SessionState>,
-    pub handshake: Arc<Handshake>,
-    /// Woken by a pong.
-    pong: tokio::sync::Notify,
+    pub handshake: EncodedHandshake,
+    /// The heartbeat in one word (see [`AWAITING_PONG`]): the time the next
+    /// ping is due or, while a ping awaits its pong, the pong's deadline.
+    heartbeat: AtomicU64,
+    /// When the client must have joined a namespace; 0 once checked.
+    connect_deadline: AtomicU64,
+    /// Tells the watch task that this session closed.
+    closed: mpsc::UnboundedSender<Arc<str>>,
     /// Set while a long-polling POST is being read; a concurrent one is refused.
     pub posting: AtomicBool,
-    /// Cancelled when the session closes; transports and the session task stop.
+    /// Cancelled when the session closes; its transports stop.
     pub cancel: CancellationToken,
     reason: OnceLock<CloseReason>,
 }
@@ -122,10 +131,12 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(
         sid: Arc<str>,
-        handshake: Arc<Handshake>,
+        handshake: EncodedHandshake,
         capacity: usize,
         websocket: bool,
+        watch: &Watch,
     ) -> Arc<Session> {
+        let now = watch.now_ms();
         Arc::new(Session {
             sid,
             outbox: Outbox::new(capacity),
@@ -135,7 +146,9 @@ impl Session {
                 ..SessionState::default()
             }),
             handshake,
-            pong: tokio::sync::Notify::new(),
+            heartbeat: AtomicU64::new(now + millis(watch.ping_interval)),
+            connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout)).max(1)),
+            closed: watch.closed.clone(),
             posting: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             reason: OnceLock::new(),
@@ -155,8 +168,12 @@ impl Session {
 
     /// Asks for the session to close; the first reason given wins.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
+        let first = self.reason.set(reason).is_ok();
         self.cancel.cancel();
+        if first {
+            // Fails only when the node has stopped watching (shut down).
+            let _ = self.closed.send(self.sid.clone());
+        }
     }
 
     pub(crate) fn close_reason(&self) -> CloseReason {
@@ -170,8 +187,54 @@ impl Session {
         self.cancel.is_cancelled()
     }
 
-    pub(crate) fn on_pong(&self) {
-        self.pong.notify_one();
+    /// A pong arrived: the next ping is due one interval from now (as
+    /// Engine.IO servers do, so a client sees a ping within pingInterval +
+    /// pingTimeout). A pong nobody asked for changes nothing.
+    pub(crate) fn on_pong(&self, watch: &Watch) {
+        let beat = self.heartbeat.load(Ordering::Acquire);
+        if beat & AWAITING_PONG != 0 {
+            let next = watch.now_ms() + millis(watch.ping_interval);
+            // Lost only to the watch closing the session for a late pong.
+            let _ =
+                self.heartbeat
+                    .compare_exchange(beat, next, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// Whether the watch has something to do for this session at `now`.
+    fn due(&self, now: u64) -> bool {
+        let connect = self.connect_deadline.load(Ordering::Relaxed);
+        (connect != 0 && connect <= now)
+            || self.heartbeat.load(Ordering::Relaxed) & !AWAITING_PONG <= now
+    }
+
+    /// Sends the ping that is due, or closes the session whose pong or
+    /// first namespace connect is late.
+    fn on_due(&self, now: u64, watch: &Watch) {
+        let connect = self.connect_deadline.load(Ordering::Relaxed);
+        if connect != 0 && connect <= now {
+            self.connect_deadline.store(0, Ordering::Relaxed);
+            if !self.lock().ever_connected {
+                self.close(CloseReason::ConnectTimeout);
+                return;
+            }
+        }
+        let beat = self.heartbeat.load(Ordering::Acquire);
+        if beat & !AWAITING_PONG > now {
+            return;
+        }
+        if beat & AWAITING_PONG != 0 {
+            self.close(CloseReason::PingTimeout);
+            return;
+        }
+        let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout));
+        if self
+            .heartbeat
+            .compare_exchange(beat, deadline, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.send(Frame::ping());
+        }
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
@@ -241,50 +304,80 @@ impl Outbox {
     }
 }
 
-/// The session's own task: heartbeat, connect timeout, and cleanup once the
-/// session is closed for any reason.
-pub(crate) async fn run(node: Arc<Node>, session: Arc<Session>) {
-    let config = node.config();
-    let connect_deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let mut connect_checked = false;
-    loop {
-        let next_ping = tokio::time::Instant::now() + config.ping_interval;
-        let wake = if connect_checked {
-            next_ping
-        } else {
-            next_ping.min(connect_deadline)
+/// Set in [`Session::heartbeat`] while a ping awaits its pong.
+const AWAITING_PONG: u64 = 1 << 63;
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX >> 2)
+}
+
+/// What sessions need of the node's watch task: its clock, its timings and
+/// the way to tell it a session closed.
+pub(crate) struct Watch {
+    epoch: tokio::time::Instant,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    connect_timeout: Duration,
+    closed: mpsc::UnboundedSender<Arc<str>>,
+}
+
+/// The receiving end of [`Watch`], for [`watch`].
+pub(crate) struct Closed(mpsc::UnboundedReceiver<Arc<str>>);
+
+impl Watch {
+    pub(crate) fn new(config: &crate::Config) -> (Watch, Closed) {
+        let (closed, receiver) = mpsc::unbounded_channel();
+        let watch = Watch {
+            epoch: tokio::time::Instant::now(),
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            connect_timeout: config.connect_timeout,
+            closed,
         };
+        (watch, Closed(receiver))
+    }
+
+    /// Milliseconds on the watch's clock (never 0 for a session's deadline:
+    /// the clock starts at 1).
+    pub(crate) fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed()) + 1
+    }
+
+    /// How often the watch looks at every session: an eighth of the shortest
+    /// timing, between 10 ms and 1 s. A ping goes out at most that late.
+    fn period(&self) -> Duration {
+        let shortest = self
+            .ping_interval
+            .min(self.ping_timeout)
+            .min(self.connect_timeout);
+        (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// The node's one task for all its sessions: every [`Watch::period`] it
+/// sends the pings that are due and closes sessions whose pong or first
+/// namespace connect is late; whenever a session closes it runs the node's
+/// cleanup for it. Ends when `stop` is cancelled, after cleaning up every
+/// session already closed.
+pub(crate) async fn watch(node: Arc<Node>, mut closed: Closed, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(node.watch().period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
         tokio::select! {
-            _ = session.cancel.cancelled() => break,
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-        if !connect_checked && tokio::time::Instant::now() >= connect_deadline {
-            connect_checked = true;
-            if !session.lock().ever_connected {
-                session.close(CloseReason::ConnectTimeout);
-                break;
-            }
-            if tokio::time::Instant::now() < next_ping {
-                // Woken for the connect check only: wait the rest of the interval.
-                tokio::select! {
-                    _ = session.cancel.cancelled() => break,
-                    _ = tokio::time::sleep_until(next_ping) => {}
+            sid = closed.0.recv() => match sid {
+                Some(sid) => node.on_session_closed(&sid),
+                None => break,
+            },
+            _ = tick.tick() => {
+                let now = node.watch().now_ms();
+                for session in node.due_sessions(|session| session.due(now)) {
+                    session.on_due(now, node.watch());
                 }
             }
-        }
-        if !session.send(Frame::ping()) {
-            break;
-        }
-        // As Engine.IO servers do: the next ping is scheduled when the pong
-        // arrives, so a client sees one within pingInterval + pingTimeout.
-        tokio::select! {
-            _ = session.cancel.cancelled() => break,
-            _ = session.pong.notified() => {}
-            _ = tokio::time::sleep(config.ping_timeout) => {
-                session.close(CloseReason::PingTimeout);
-                break;
-            }
+            _ = stop.cancelled() => break,
         }
     }
-    node.on_session_closed(&session);
+    while let Ok(sid) = closed.0.try_recv() {
+        node.on_session_closed(&sid);
+    }
 }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use iocluster_protocol::envelope::{Event, EventKind, Handshake, ReplyTo};
+use iocluster_protocol::envelope::{EncodedHandshake, EventKind, EventParts, ReplyTo};
 use serde_bytes::ByteBuf;
 
 use crate::session::{Frame, Session};
@@ -90,7 +90,7 @@ pub(crate) struct Socket {
     pub id: Arc<str>,
     pub nsp: Arc<str>,
     pub session: Arc<Session>,
-    pub handshake: Arc<Handshake>,
+    pub handshake: EncodedHandshake,
     /// Notified once the app-nodes decided on the connection (or the client
     /// left first), so the admission timeout does not outlive the decision.
     pub decided: tokio::sync::Notify,
@@ -102,7 +102,7 @@ impl Socket {
         id: Arc<str>,
         nsp: Arc<str>,
         session: Arc<Session>,
-        handshake: Arc<Handshake>,
+        handshake: EncodedHandshake,
     ) -> Socket {
         Socket {
             id,
@@ -163,32 +163,32 @@ impl Socket {
     /// node died, with the current snapshot.
     pub(crate) fn ledger_entry(&self, node_id: &str, state: &SocketState) -> Vec<u8> {
         let reason = crate::ledger::NODE_LOST;
-        self.event(node_id, state, state.next_seq, Queued::disconnect(reason))
-            .encode()
+        self.encode_event(node_id, state, state.next_seq, Queued::disconnect(reason))
     }
 
-    /// Builds the event envelope for `queued`, with the socket's current
+    /// Encodes the event envelope for `queued`, with the socket's current
     /// snapshot.
-    pub(crate) fn event(
+    pub(crate) fn encode_event(
         &self,
         node_id: &str,
         state: &SocketState,
         seq: u64,
         queued: Queued,
-    ) -> Event {
-        Event {
+    ) -> Vec<u8> {
+        EventParts {
             kind: queued.kind,
-            node: node_id.to_owned(),
-            sid: self.id.to_string(),
-            nsp: self.nsp.to_string(),
+            node: node_id,
+            sid: &self.id,
+            nsp: &self.nsp,
             seq,
-            data: queued.data,
-            bin: queued.bin,
+            data: queued.data.as_deref(),
+            bin: &queued.bin,
             ack: queued.ack,
-            reason: queued.reason,
-            rooms: state.rooms.iter().cloned().collect(),
-            sdata: state.data.clone(),
-            handshake: self.handshake.clone(),
+            reason: queued.reason.as_deref(),
+            rooms: state.rooms.iter().map(String::as_str),
+            sdata: state.data.as_deref(),
+            handshake: &self.handshake,
         }
+        .encode()
     }
 }

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use iocluster_protocol::engine::{self, OpenPacket, TransportError};
-use iocluster_protocol::envelope::Handshake;
+use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::limits::RateLimiter;
 use crate::node::Node;
-use crate::session::{self, CloseReason, Frame, Session};
+use crate::session::{CloseReason, Frame, Session};
 
 /// The query parameters Engine.IO uses.
 struct EngineQuery {
@@ -171,7 +171,7 @@ fn capture_handshake(
     peer: SocketAddr,
     request: &Request,
     query: Vec<(String, String)>,
-) -> Arc<Handshake> {
+) -> EncodedHandshake {
     let mut headers: Vec<(String, String)> = Vec::new();
     for (name, value) in request.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -183,7 +183,7 @@ fn capture_handshake(
             None => headers.push((name.as_str().to_owned(), value)),
         }
     }
-    Arc::new(Handshake {
+    EncodedHandshake::new(&Handshake {
         headers,
         query,
         address: peer.to_string(),
@@ -198,17 +198,16 @@ fn capture_handshake(
     })
 }
 
-/// Creates a session and starts its task.
-fn open_session(node: &Arc<Node>, handshake: Arc<Handshake>, websocket: bool) -> Arc<Session> {
+/// Creates a session; the node's watch task looks after it from now on.
+fn open_session(node: &Arc<Node>, handshake: EncodedHandshake, websocket: bool) -> Arc<Session> {
     let session = Session::new(
         node.new_sid(),
         handshake,
         node.config().outbox_capacity,
         websocket,
+        node.watch(),
     );
     node.insert_session(session.clone());
-    let span = tracing::debug_span!("session", sid = %session.sid);
-    tokio::spawn(session::run(node.clone(), session.clone()).instrument(span));
     tracing::debug!(sid = %session.sid, websocket, "session opened");
     session
 }
