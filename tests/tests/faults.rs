@@ -319,6 +319,66 @@ async fn a_client_that_stops_reading_is_cut_off_and_nobody_else_suffers() {
         .unwrap();
 }
 
+/// The io-node's watch task: a client that never joins a namespace is
+/// closed at the connect timeout (it answers pings, so nothing else closes
+/// it); one that joined and answers pings is pinged every interval and stays.
+#[tokio::test]
+async fn clients_that_never_join_are_closed_and_those_that_answer_pings_stay() {
+    let cluster = Cluster::builder("watch")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .io_args(&[
+            "--connect-timeout",
+            "600",
+            "--ping-interval",
+            "300",
+            "--ping-timeout",
+            "300",
+        ])
+        .start()
+        .await;
+    let addr = cluster.io[0].addr();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut lurker, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut joined, _) = raw_client(&addr, json!({})).await;
+    let started = Instant::now();
+    let (mut pings, mut lurker_closed) = (0, None);
+    while started.elapsed() < Duration::from_secs(3) {
+        tokio::select! {
+            message = joined.next() => match message {
+                Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                    pings += 1;
+                    joined.send(Message::text("3")).await.unwrap();
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the client that joined was closed: {other:?}"),
+            },
+            message = lurker.next(), if lurker_closed.is_none() => match message {
+                Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                    lurker.send(Message::text("3")).await.unwrap();
+                }
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                _ => lurker_closed = Some(started.elapsed()),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    let closed_after = lurker_closed.expect("the client that never joined was closed");
+    println!("closed after {closed_after:?} (connect timeout 600 ms); {pings} pings in 3 s");
+    assert!(pings >= 4, "pinged every 300 ms for 3 s, got {pings}");
+    let ops = cluster.io[0].ops_addr();
+    eventually(WAIT, "one close for a connect timeout", || async {
+        let closed = metric(
+            &ops,
+            r#"iocluster_connections_closed_total{reason="connect timeout"}"#,
+        )
+        .await;
+        (closed == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&ops, "iocluster_connections").await, 1.0);
+}
+
 #[tokio::test]
 async fn floods_are_slowed_and_connection_counts_capped() {
     let cluster = Cluster::builder("floods")
