@@ -185,7 +185,7 @@ PY
       done
       args+=(--connections "$share")
     fi
-    target/release/iocluster-bench --urls "$urls" "${source_args[@]}" \
+    RUST_LIB_BACKTRACE=0 target/release/iocluster-bench --urls "$urls" "${source_args[@]}" \
       --plot "$plot" \
       "$scenario" "${args[@]}" >"$run_dir/result-$g.json" 2>"$run_dir/bench-$g.err" &
     pids_gen+=($!)
@@ -199,7 +199,7 @@ PY
     rss_held=$(sum_over rss_kib "${servers[@]}")
   fi
   for g in $(seq 1 "$generators"); do
-    wait "${pids_gen[$((g - 1))]}" || { cat "$run_dir/bench-$g.err" >&2; exit 1; }
+    wait "${pids_gen[$((g - 1))]}" || { cat "$run_dir/bench-$g.err" >&2; return 1; }
   done
   python3 - "$run_dir" "$generators" >"$run_dir/result.json" <<'PY'
 import json, sys
@@ -218,6 +218,7 @@ PY
 }
 
 IFS=, read -r -a system_list <<<"$systems"
+failed_runs=()
 for round in $(seq 1 "$rounds"); do
   for system in "${system_list[@]}"; do
     step "round $round/$rounds: $scenario on $system"
@@ -226,7 +227,14 @@ for round in $(seq 1 "$rounds"); do
     rss_before=$(sum_over rss_kib "${servers[@]}")
     cpu_before=$(sum_over cpu_ticks "${all[@]}")
     redis-cli -p "$redis_port" config resetstat >/dev/null
-    run_generators "$system" "$round"
+    if ! run_generators "$system" "$round"; then
+      # One system failing a run (a peer that never answered a join, say)
+      # does not throw away the others' runs; the summary names it.
+      echo "!! $scenario on $system, round $round: the load generator failed (above); no result" >&2
+      failed_runs+=("$system/$round")
+      stop_all
+      continue
+    fi
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
     redis-cli -p "$redis_port" info commandstats >"$run_dir/commandstats"
     python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
@@ -258,6 +266,10 @@ PY
   done
 done
 
+if [ ! -s "$out" ]; then
+  echo "no run gave a result: ${failed_runs[*]}" >&2
+  exit 1
+fi
 step "summary ($out)"
 python3 - "$out" <<'PY'
 import json, statistics, sys
@@ -271,7 +283,7 @@ def med(values):
 def metrics(runs):
     out = {}
     res = [r["result"] for r in runs]
-    for key in ("deliveries_per_s", "round_trips_per_s", "delivered", "lost", "disconnected", "connected", "failed", "seconds_until_all"):
+    for key in ("sent", "deliveries_per_s", "round_trips_per_s", "delivered", "lost", "disconnected", "publishers_disconnected", "connected", "failed", "seconds_until_all"):
         if any(key in x for x in res):
             out[key] = med([x.get(key) for x in res])
     lat = [x.get("latency_ms") or x.get("connect_ms") for x in res]
@@ -308,3 +320,7 @@ for k in keys:
             ratios.append(f"{v / base:.2f}" if base and v is not None else "")
     print(f"| {k} | " + " | ".join(cells) + (" | " + " | ".join(ratios) if ratios else "") + " |")
 PY
+if [ "${#failed_runs[@]}" -gt 0 ]; then
+  echo "runs without a result: ${failed_runs[*]}" >&2
+  exit 1
+fi

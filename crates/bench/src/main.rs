@@ -376,11 +376,12 @@ async fn broadcast_run(
                         "payload": { "from": from, "seq": sent, "t": now_us(), "pad": pad },
                     });
                     if socket.emit("bcast", vec![message]).is_err() {
-                        break;
+                        // The server closed this publisher: reported, not hidden.
+                        return (from, sent, Some(started.elapsed().as_secs_f64()));
                     }
                     sent += 1;
                 }
-                (from, sent)
+                (from, sent, None)
             })
         })
         .collect();
@@ -388,11 +389,19 @@ async fn broadcast_run(
     for sender in senders {
         sent_by.push(sender.await?);
     }
-    let sent: u64 = sent_by.iter().map(|(_, n)| n).sum();
+    let sent: u64 = sent_by.iter().map(|(_, n, _)| n).sum();
     let expected: u64 = sent_by
         .iter()
-        .map(|(from, n)| n * expected_per_message(*from))
+        .map(|(from, n, _)| n * expected_per_message(*from))
         .sum();
+    // Publishers the server disconnected, and when the first one was.
+    let cut: Vec<f64> = sent_by.iter().filter_map(|(_, _, cut)| *cut).collect();
+    if let Some(first) = cut.iter().copied().reduce(f64::min) {
+        eprintln!(
+            "{} publisher(s) disconnected by the server, the first after {first:.2} s",
+            cut.len()
+        );
+    }
     // Let what is on its way arrive (at most 5 s more).
     let drain = Instant::now() + Duration::from_secs(5);
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain {
@@ -418,6 +427,8 @@ async fn broadcast_run(
         "lost": expected.saturating_sub(received),
         "duplicates": duplicates,
         "disconnected": disconnected,
+        "publishers_disconnected": cut.len(),
+        "first_publisher_cut_s": cut.iter().copied().reduce(f64::min),
         "seconds": elapsed,
         "deliveries_per_s": received as f64 / elapsed,
         "latency_ms": latency.summary(),
