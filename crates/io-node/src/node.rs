@@ -371,14 +371,14 @@ impl Node {
             return Err(CloseReason::ParseError);
         }
         if packet.attachments > 0 {
-            session.lock().partial = Some(PartialPacket {
+            session.lock().partial = Some(Box::new(PartialPacket {
                 kind: packet.kind,
                 nsp: packet.nsp.to_owned(),
                 id: packet.id,
                 data: packet.data.to_owned(),
                 expected: packet.attachments,
                 bin: Vec::with_capacity(packet.attachments),
-            });
+            }));
             return Ok(());
         }
         self.on_socketio_packet(
@@ -525,7 +525,11 @@ impl Node {
             },
             None => session.handshake.clone(),
         };
-        let nsp: Arc<str> = nsp.into();
+        // Sockets of a namespace share its name.
+        let nsp: Arc<str> = read(&self.registry)
+            .namespaces
+            .get_key_value(nsp)
+            .map_or_else(|| nsp.into(), |(known, _)| known.clone());
         let socket = Arc::new(Socket::new(
             ids::make(self.id(), &random_token(20)).into(),
             nsp.clone(),

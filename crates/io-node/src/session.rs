@@ -12,7 +12,7 @@
 //! sends every session's pings and enforces the pong and connect deadlines: one
 //! task per node, not one per session, so an idle client costs no task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -99,10 +99,54 @@ pub(crate) struct SessionState {
     /// A WebSocket probe succeeded and the client may send `upgrade`.
     pub upgrading: bool,
     /// Sockets by namespace.
-    pub sockets: HashMap<Arc<str>, Arc<Socket>>,
-    pub partial: Option<PartialPacket>,
+    pub sockets: Sockets,
+    /// Boxed: most sessions never send a packet with attachments.
+    pub partial: Option<Box<PartialPacket>>,
     /// Whether any namespace was ever joined (for the connect timeout).
     pub ever_connected: bool,
+}
+
+/// A session's sockets by namespace: a list sized to fit, since most clients
+/// use one namespace (a map reserves room for several).
+#[derive(Default)]
+pub(crate) struct Sockets(Vec<(Arc<str>, Arc<Socket>)>);
+
+impl Sockets {
+    pub(crate) fn get(&self, nsp: &str) -> Option<&Arc<Socket>> {
+        self.0
+            .iter()
+            .find(|(known, _)| **known == *nsp)
+            .map(|(_, socket)| socket)
+    }
+
+    pub(crate) fn contains_key(&self, nsp: &str) -> bool {
+        self.get(nsp).is_some()
+    }
+
+    /// Adds or replaces the socket of `nsp`.
+    pub(crate) fn insert(&mut self, nsp: Arc<str>, socket: Arc<Socket>) {
+        match self.0.iter_mut().find(|(known, _)| *known == nsp) {
+            Some((_, slot)) => *slot = socket,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((nsp, socket));
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, nsp: &str) -> Option<Arc<Socket>> {
+        let at = self.0.iter().position(|(known, _)| **known == *nsp)?;
+        let (_, socket) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(socket)
+    }
+
+    /// Takes every socket out.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Arc<Socket>)> {
+        std::mem::take(&mut self.0).into_iter()
+    }
 }
 
 pub(crate) struct Session {

@@ -127,12 +127,10 @@ pub struct EncodedHandshake(bytes::Bytes);
 
 impl EncodedHandshake {
     pub fn new(handshake: &Handshake) -> EncodedHandshake {
-        // Encoding a plain struct into a Vec cannot fail.
-        EncodedHandshake(
-            rmp_serde::to_vec_named(handshake)
-                .unwrap_or_default()
-                .into(),
-        )
+        // Encoding a plain struct into a Vec cannot fail. Kept for the whole
+        // connection: exactly its size, not the Vec's grown capacity.
+        let bytes = rmp_serde::to_vec_named(handshake).unwrap_or_default();
+        EncodedHandshake(bytes::Bytes::copy_from_slice(&bytes))
     }
 
     pub fn decode(&self) -> Result<Handshake, EnvelopeError> {
