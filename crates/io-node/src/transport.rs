@@ -357,9 +357,8 @@ fn upgrade_websocket(
         .then(|| capture_handshake(node.config().tls.is_some(), peer, &request, query));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let max_payload = node.config().max_payload;
-    // This task lives as long as the connection: what it holds across an
-    // `await` is memory every idle client costs, so the short-lived steps are
-    // boxed and the WebSocket itself lives behind the split's shared lock.
+    // This task sets the WebSocket up and ends; the task that lives as long
+    // as the connection runs `serve_websocket` alone (see `spawn_serve`).
     tokio::spawn(async move {
         let upgraded = match Box::pin(on_upgrade).await {
             Ok(upgraded) => upgraded,
@@ -424,7 +423,16 @@ async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut sink: WsSink,
         session.close(CloseReason::TransportError);
         return;
     }
-    serve_websocket(node, session, sink, stream).await;
+    spawn_serve(node, session, sink, stream);
+}
+
+/// Starts the task that serves an open WebSocket for as long as it lives.
+/// Its own task, so that it holds nothing of the setup: what it holds is
+/// memory every idle client costs (an async fn that awaits another keeps
+/// room for both).
+fn spawn_serve(node: Arc<Node>, session: Arc<Session>, sink: WsSink, stream: WsStream) {
+    let span = tracing::Span::current();
+    tokio::spawn(serve_websocket(node, session, sink, stream).instrument(span));
 }
 
 /// A WebSocket opened to upgrade a polling session: answer the probe, wait
@@ -464,7 +472,7 @@ async fn run_upgrade(
                     state.websocket = true;
                 }
                 tracing::debug!("upgraded to WebSocket");
-                serve_websocket(node, session, sink, stream).await;
+                spawn_serve(node, session, sink, stream);
                 return;
             }
             _ => {
