@@ -24,8 +24,9 @@
 #   raw        1 process, no Redis (bench/peers/raw): the ceiling
 #
 # Per run it records the bench JSON, the CPU time of every server process and
-# of Redis (from /proc/<pid>/stat), and for `idle` their RSS with the
-# connections held. Results go to target/bench/<scenario>-<time>.jsonl and a
+# of Redis (from /proc/<pid>/stat) over the whole run and, for fanout, rooms
+# and echo, from the start of the load (setup excluded), and for `idle` their
+# RSS with the connections held. Results go to target/bench/<scenario>-<time>.jsonl and a
 # summary table to stdout. Never run it next to other heavy work: ratios from
 # one run are what to compare, not absolute figures.
 set -euo pipefail
@@ -190,6 +191,12 @@ PY
       "$scenario" "${args[@]}" >"$run_dir/result-$g.json" 2>"$run_dir/bench-$g.err" &
     pids_gen+=($!)
   done
+  load_ticks=""
+  if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ]; then
+    # CPU from the moment the load starts: setup (connects, joins) excluded.
+    until grep -q LOAD-START "$run_dir/bench-1.err" 2>/dev/null || ! kill -0 "${pids_gen[0]}" 2>/dev/null; do sleep 0.05; done
+    load_ticks=$(sum_over cpu_ticks "${all[@]}")
+  fi
   rss_held=0
   if [ "$scenario" = idle ]; then
     for g in $(seq 1 "$generators"); do
@@ -237,20 +244,26 @@ for round in $(seq 1 "$rounds"); do
     fi
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
     redis-cli -p "$redis_port" info commandstats >"$run_dir/commandstats"
+    load_cpu=""
+    [ -z "$load_ticks" ] || load_cpu=$((cpu_after - load_ticks))
     python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
-      "$(getconf CLK_TCK)" "$rss_before" "$rss_held" "$run_dir/commandstats" "${ops_ports[@]}" >>"$out" <<'PY'
+      "$(getconf CLK_TCK)" "$rss_before" "$rss_held" "$run_dir/commandstats" "$load_cpu" \
+      "${ops_ports[@]}" >>"$out" <<'PY'
 import json, re, sys, urllib.request
-system, round_, path, ticks, hz, rss_before, rss_held, stats = sys.argv[1:9]
+system, round_, path, ticks, hz, rss_before, rss_held, stats, load_ticks = sys.argv[1:10]
 result = json.load(open(path))
 line = {"system": system, "round": int(round_), "result": result,
         "server_cpu_seconds": int(ticks) / int(hz),
         "rss_kib_before": int(rss_before), "rss_kib_held": int(rss_held)}
+if load_ticks:
+    # From the start of the load to the end: setup excluded.
+    line["server_cpu_seconds_load"] = int(load_ticks) / int(hz)
 # Redis PUBLISH calls over the whole run, setup (joins) included.
 m = re.search(r"cmdstat_publish:calls=(\d+)", open(stats).read())
 line["redis_publishes"] = int(m.group(1)) if m else 0
 # What each io-node received from its Redis subscription (iocluster only).
 received = []
-for port in sys.argv[9:]:
+for port in sys.argv[10:]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     def counter(name):
         m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
@@ -293,6 +306,8 @@ def metrics(runs):
     delivered = [x.get("delivered") or x.get("round_trips") for x in res]
     if all(delivered):
         out["server_cpu_us_per_delivery"] = med([r["server_cpu_seconds"] * 1e6 / d for r, d in zip(runs, delivered)])
+        if all("server_cpu_seconds_load" in r for r in runs):
+            out["server_cpu_us_per_delivery_under_load"] = med([r["server_cpu_seconds_load"] * 1e6 / d for r, d in zip(runs, delivered)])
     sent = [x.get("sent") for x in res]
     if all(sent):
         out["redis_publishes_per_message"] = med([r["redis_publishes"] / s for r, s in zip(runs, sent)])

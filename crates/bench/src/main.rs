@@ -324,6 +324,12 @@ fn sample(
     (handle, stop)
 }
 
+/// Tells the run script (on stderr) that setup is over and the measured load
+/// starts now, so it can read the servers' CPU time at that point.
+fn load_start() {
+    eprintln!("LOAD-START");
+}
+
 /// Runs publishers (each a closure producing its next message) against
 /// receivers, then reports delivery and latency.
 #[allow(clippy::too_many_arguments)]
@@ -354,6 +360,7 @@ async fn broadcast_run(
         .collect();
     let (sampler, stop_sampler) = sample(delivered.clone(), "deliveries");
     let pad = "x".repeat(payload);
+    load_start();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let interval = Duration::from_secs_f64(1.0 / rate_per_publisher);
@@ -507,6 +514,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             let all = connect_many(&targets, clients, concurrency, None).await?;
             let done = Arc::new(AtomicU64::new(0));
             let (sampler, stop_sampler) = sample(done.clone(), "round trips");
+            load_start();
             let started = Instant::now();
             let deadline = started + Duration::from_secs(seconds);
             let tasks: Vec<_> = all
