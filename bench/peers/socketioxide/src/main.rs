@@ -11,6 +11,7 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
 
 #[derive(Deserialize)]
@@ -19,11 +20,19 @@ struct Bcast {
     payload: Value,
 }
 
-async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+/// Registers the event handlers. A middleware, not the connect handler:
+/// socketioxide sends CONNECT and only then spawns the connect handler, so
+/// handlers registered there race with the client's first event (the load
+/// generator sends `join` at once, and lost that race now and then: the
+/// `join` ack never came). Middlewares run before CONNECT is sent.
+async fn register<A: Adapter>(socket: SocketRef<A>) -> Result<(), std::convert::Infallible> {
     socket.on("join", on_join::<A>);
     socket.on("echo", on_echo::<A>);
     socket.on("bcast", on_bcast::<A>);
+    Ok(())
 }
+
+async fn on_connect<A: Adapter>(_socket: SocketRef<A>) {}
 
 async fn on_join<A: Adapter>(socket: SocketRef<A>, Data(room): Data<String>, ack: AckSender<A>) {
     socket.join(room);
@@ -52,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (layer, io) = SocketIo::builder()
         .with_adapter::<RedisAdapter<_>>(adapter)
         .build_layer();
-    io.ns("/", on_connect).await?;
+    io.ns("/", on_connect.with(register)).await?;
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
     println!("socketioxide on {port}");
