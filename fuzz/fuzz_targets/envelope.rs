@@ -1,5 +1,6 @@
 //! The MessagePack envelopes read from Redis (events, commands, replies):
-//! decoding never panics, and what decodes survives encode → decode.
+//! decoding never panics, and what decodes survives encode → decode. A
+//! pub/sub message of several commands decodes to what each decodes to alone.
 #![no_main]
 
 use iocluster_protocol::envelope::{Command, Event, Reply};
@@ -11,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(command) = Command::decode(data) {
         assert_eq!(Command::decode(&command.encode()).ok().as_ref(), Some(&command));
+    }
+    let all: Vec<_> = Command::decode_all(data).collect();
+    if let Some(Ok(first)) = all.first() {
+        assert_eq!(Command::decode(&first.encode()).ok().as_ref(), Some(first));
     }
     if let Ok(reply) = Reply::decode(data) {
         assert_eq!(Reply::decode(&reply.encode()).ok().as_ref(), Some(&reply));

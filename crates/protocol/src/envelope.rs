@@ -426,11 +426,19 @@ impl Command {
         let mut at = 0;
         std::iter::from_fn(move || {
             let rest = bytes.get(at..).filter(|rest| !rest.is_empty())?;
-            let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(rest));
-            let result = decode_from(&mut deserializer);
+            // Each envelope is decoded from its own slice (serde's slice reader
+            // borrows; its stream reader copies every string through a buffer).
+            let Some(len) = value_len(rest) else {
+                at = bytes.len();
+                let truncated = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Some(Err(EnvelopeError::Malformed(
+                    rmp_serde::decode::Error::InvalidMarkerRead(truncated),
+                )));
+            };
+            let result = decode_tagged(&rest[..len]);
             at = match result {
                 Err(EnvelopeError::Malformed(_)) => bytes.len(),
-                _ => at + deserializer.position() as usize,
+                _ => at + len,
             };
             Some(result)
         })
@@ -480,6 +488,60 @@ impl Reply {
 fn encode_tagged<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
     // Encoding plain structs into a Vec cannot fail.
     rmp_serde::to_vec_named(&(VERSION, kind, body)).unwrap_or_default()
+}
+
+/// The length in bytes of the MessagePack value `bytes` starts with, found
+/// from its markers and lengths alone (nothing is decoded); `None` when the
+/// value runs past the end or uses the reserved marker. Iterative: nesting
+/// costs no stack, and every value takes at least one byte, so a claimed
+/// count larger than the input ends at the input's end.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    use rmp::Marker;
+    let be = |at: usize, width: usize| -> Option<usize> {
+        let field = bytes.get(at..at.checked_add(width)?)?;
+        Some(field.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
+    };
+    let (mut at, mut pending) = (0usize, 1usize);
+    while pending > 0 {
+        pending -= 1;
+        let marker = Marker::from_u8(*bytes.get(at)?);
+        at += 1;
+        // Bytes after the marker, and values nested in this one.
+        let (skip, nested) = match marker {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0)
+            }
+            Marker::U8 | Marker::I8 => (1, 0),
+            Marker::U16 | Marker::I16 => (2, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
+            Marker::FixStr(len) => (usize::from(len), 0),
+            Marker::Str8 | Marker::Bin8 => (1 + be(at, 1)?, 0),
+            Marker::Str16 | Marker::Bin16 => (2 + be(at, 2)?, 0),
+            Marker::Str32 | Marker::Bin32 => (4 + be(at, 4)?, 0),
+            Marker::FixArray(len) => (0, usize::from(len)),
+            Marker::Array16 => (2, be(at, 2)?),
+            Marker::Array32 => (4, be(at, 4)?),
+            Marker::FixMap(len) => (0, 2 * usize::from(len)),
+            Marker::Map16 => (2, 2 * be(at, 2)?),
+            Marker::Map32 => (4, be(at, 4)?.checked_mul(2)?),
+            Marker::FixExt1 => (2, 0),
+            Marker::FixExt2 => (3, 0),
+            Marker::FixExt4 => (5, 0),
+            Marker::FixExt8 => (9, 0),
+            Marker::FixExt16 => (17, 0),
+            Marker::Ext8 => (2 + be(at, 1)?, 0),
+            Marker::Ext16 => (3 + be(at, 2)?, 0),
+            Marker::Ext32 => (5 + be(at, 4)?, 0),
+            Marker::Reserved => return None,
+        };
+        at = at.checked_add(skip)?;
+        if at > bytes.len() {
+            return None;
+        }
+        pending = pending.checked_add(nested)?;
+    }
+    Some(at)
 }
 
 /// An envelope family: knows which body type goes with each type string.
@@ -840,6 +902,74 @@ mod tests {
             assert!(Command::decode(garbage).is_err());
             assert!(Event::decode(garbage).is_err());
         }
+    }
+
+    /// `value_len` agrees with serde on where a value ends, for every kind of
+    /// value, and finds no end in a truncated one.
+    #[test]
+    fn value_lengths_match_the_encoder() {
+        let values: Vec<Vec<u8>> = vec![
+            rmp_serde::to_vec(&0u8).unwrap(),
+            rmp_serde::to_vec(&-1i8).unwrap(),
+            rmp_serde::to_vec(&-100i8).unwrap(),
+            rmp_serde::to_vec(&300u16).unwrap(),
+            rmp_serde::to_vec(&70_000u32).unwrap(),
+            rmp_serde::to_vec(&u64::MAX).unwrap(),
+            rmp_serde::to_vec(&-5_000_000_000i64).unwrap(),
+            rmp_serde::to_vec(&1.5f32).unwrap(),
+            rmp_serde::to_vec(&1.5f64).unwrap(),
+            rmp_serde::to_vec(&(true, false, None::<u8>)).unwrap(),
+            rmp_serde::to_vec(&"x".repeat(31)).unwrap(),
+            rmp_serde::to_vec(&"x".repeat(200)).unwrap(),
+            rmp_serde::to_vec(&"x".repeat(70_000)).unwrap(),
+            rmp_serde::to_vec(&ByteBuf::from(vec![1u8; 10])).unwrap(),
+            rmp_serde::to_vec(&ByteBuf::from(vec![1u8; 300])).unwrap(),
+            rmp_serde::to_vec(&ByteBuf::from(vec![1u8; 70_000])).unwrap(),
+            rmp_serde::to_vec(&vec![7u8; 20]).unwrap(),
+            rmp_serde::to_vec(&vec![7u8; 70_000]).unwrap(),
+            rmp_serde::to_vec(&std::collections::BTreeMap::from([(1u8, "a"), (2, "b")])).unwrap(),
+            rmp_serde::to_vec(
+                &(0..20)
+                    .map(|n| (n, n))
+                    .collect::<std::collections::BTreeMap<u32, u32>>(),
+            )
+            .unwrap(),
+            // ext values: fixext 1/2/4/8/16 and ext 8/16/32
+            vec![0xd4, 1, 0],
+            vec![0xd5, 1, 0, 0],
+            vec![0xd6, 1, 0, 0, 0, 0],
+            [vec![0xd7, 1], vec![0; 8]].concat(),
+            [vec![0xd8, 1], vec![0; 16]].concat(),
+            [vec![0xc7, 3, 1], vec![0; 3]].concat(),
+            [vec![0xc8, 1, 0, 1], vec![0; 256]].concat(),
+            [vec![0xc9, 0, 1, 0, 0, 1], vec![0; 65536]].concat(),
+            Command::Done(Done {
+                nsp: "/".into(),
+                sid: "n.s".into(),
+                seq: 3,
+                reject: None,
+            })
+            .encode(),
+        ];
+        for value in values {
+            assert_eq!(
+                value_len(&value),
+                Some(value.len()),
+                "{:x?}",
+                &value[..value.len().min(8)]
+            );
+            let mut longer = value.clone();
+            longer.extend_from_slice(&[0xc0, 0x01]);
+            assert_eq!(value_len(&longer), Some(value.len()));
+            assert_eq!(value_len(&value[..value.len() - 1]), None);
+        }
+        assert_eq!(value_len(&[0xc1]), None, "the reserved marker");
+        assert_eq!(
+            value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
+            None,
+            "a count past the input"
+        );
+        assert_eq!(value_len(&[]), None);
     }
 
     #[test]
