@@ -1,6 +1,7 @@
 //! The MessagePack envelopes read from Redis (events, commands, replies):
 //! decoding never panics, and what decodes survives encode → decode. A
-//! pub/sub message of several commands decodes to what each decodes to alone.
+//! pub/sub message of several commands decodes to what each decodes to alone;
+//! events decode as serde decodes them.
 #![no_main]
 
 use iocluster_protocol::envelope::{Command, Event, Reply};
@@ -9,6 +10,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(event) = Event::decode(data) {
         assert_eq!(Event::decode(&event.encode()).ok().as_ref(), Some(&event));
+        // The field-by-field reader never accepts what serde would not, nor
+        // reads it differently.
+        assert_eq!(Event::decode_with_serde(data).ok().as_ref(), Some(&event));
     }
     if let Ok(command) = Command::decode(data) {
         assert_eq!(Command::decode(&command.encode()).ok().as_ref(), Some(&command));

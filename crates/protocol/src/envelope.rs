@@ -113,8 +113,204 @@ impl Event {
         encode_tagged("event", self)
     }
 
+    /// Decodes an event envelope. Well-formed events are read field by field
+    /// and share the decoded handshake of earlier events with the same
+    /// handshake bytes (a socket's events all carry the same one); anything
+    /// else goes through serde, which is the reference and gives the errors.
     pub fn decode(bytes: &[u8]) -> Result<Event, EnvelopeError> {
+        match fast::event(bytes) {
+            Some(event) => Ok(event),
+            None => decode_tagged(bytes),
+        }
+    }
+
+    /// [`Event::decode`] through serde alone: the reference the fast reader
+    /// is tested (and fuzzed) against.
+    #[doc(hidden)]
+    pub fn decode_with_serde(bytes: &[u8]) -> Result<Event, EnvelopeError> {
         decode_tagged(bytes)
+    }
+}
+
+/// The field-by-field event reader behind [`Event::decode`].
+mod fast {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use rmp::decode::{read_array_len, read_int, read_map_len, read_str_from_slice};
+    use serde_bytes::ByteBuf;
+
+    use super::{Event, EventKind, Handshake, VERSION, value_len};
+
+    /// Most handshakes a thread keeps decoded; past it the cache starts over.
+    const CACHE: usize = 4096;
+
+    /// Decoded handshakes by their bytes' hash, with the bytes.
+    type Cache = HashMap<u64, (Box<[u8]>, Arc<Handshake>)>;
+
+    thread_local! {
+        static HANDSHAKES: RefCell<Cache> = RefCell::default();
+    }
+
+    /// A cheap hash of a handshake's bytes (FNV-1a over 8-byte words); the
+    /// bytes themselves are compared on a hit.
+    fn hash(bytes: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3);
+        }
+        for &b in words.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^ bytes.len() as u64
+    }
+
+    fn handshake(bytes: &[u8]) -> Option<Arc<Handshake>> {
+        let key = hash(bytes);
+        HANDSHAKES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((known, decoded)) = cache.get(&key)
+                && **known == *bytes
+            {
+                return Some(decoded.clone());
+            }
+            let decoded = Arc::new(rmp_serde::from_slice::<Handshake>(bytes).ok()?);
+            if cache.len() >= CACHE {
+                cache.clear();
+            }
+            cache.insert(key, (bytes.into(), decoded.clone()));
+            Some(decoded)
+        })
+    }
+
+    fn str<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
+        let (value, rest) = read_str_from_slice(*r).ok()?;
+        *r = rest;
+        Some(value)
+    }
+
+    fn is_nil(r: &mut &[u8]) -> bool {
+        if r.first() == Some(&0xc0) {
+            *r = &r[1..];
+            true
+        } else {
+            false
+        }
+    }
+
+    fn opt_str(r: &mut &[u8]) -> Option<Option<String>> {
+        if is_nil(r) {
+            return Some(None);
+        }
+        Some(Some(str(r)?.to_owned()))
+    }
+
+    fn uint(r: &mut &[u8]) -> Option<u64> {
+        read_int::<u64, _>(r).ok()
+    }
+
+    fn bin(r: &mut &[u8]) -> Option<ByteBuf> {
+        let len = rmp::decode::read_bin_len(r).ok()? as usize;
+        let (value, rest) = (r.get(..len)?, r.get(len..)?);
+        *r = rest;
+        Some(ByteBuf::from(value))
+    }
+
+    /// The event in `bytes`, or `None` for anything it is not sure of.
+    pub(super) fn event(bytes: &[u8]) -> Option<Event> {
+        let r = &mut &bytes[..];
+        if read_array_len(r).ok()? != 3 || uint(r)? != u64::from(VERSION) || str(r)? != "event" {
+            return None;
+        }
+        let fields = read_map_len(r).ok()?;
+        let (mut kind, mut node, mut sid, mut nsp, mut seq) = (None, None, None, None, None);
+        let (mut data, mut bins, mut ack, mut reason) = (None, Vec::new(), None, None);
+        let (mut rooms, mut sdata, mut handshake_) = (Vec::new(), None, None);
+        // serde refuses a field given twice; so does this reader (by
+        // leaving it to serde).
+        let mut seen = 0u16;
+        for _ in 0..fields {
+            let key = str(r)?;
+            let bit = match key {
+                "kind" => 1,
+                "node" => 2,
+                "sid" => 4,
+                "nsp" => 8,
+                "seq" => 16,
+                "data" => 32,
+                "bin" => 64,
+                "ack" => 128,
+                "reason" => 256,
+                "rooms" => 512,
+                "sdata" => 1024,
+                "handshake" => 2048,
+                _ => 0,
+            };
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            match key {
+                "kind" => {
+                    kind = Some(match str(r)? {
+                        "connect" => EventKind::Connect,
+                        "message" => EventKind::Message,
+                        "disconnect" => EventKind::Disconnect,
+                        _ => return None,
+                    })
+                }
+                "node" => node = Some(str(r)?.to_owned()),
+                "sid" => sid = Some(str(r)?.to_owned()),
+                "nsp" => nsp = Some(str(r)?.to_owned()),
+                "seq" => seq = Some(uint(r)?),
+                "data" => data = opt_str(r)?,
+                "bin" => {
+                    let n = read_array_len(r).ok()? as usize;
+                    bins = Vec::with_capacity(n.min(r.len()));
+                    for _ in 0..n {
+                        bins.push(bin(r)?);
+                    }
+                }
+                "ack" => ack = if is_nil(r) { None } else { Some(uint(r)?) },
+                "reason" => reason = opt_str(r)?,
+                "rooms" => {
+                    let n = read_array_len(r).ok()? as usize;
+                    rooms = Vec::with_capacity(n.min(r.len()));
+                    for _ in 0..n {
+                        rooms.push(str(r)?.to_owned());
+                    }
+                }
+                "sdata" => sdata = opt_str(r)?,
+                "handshake" => {
+                    let len = value_len(r)?;
+                    handshake_ = Some(handshake(&r[..len])?);
+                    *r = &r[len..];
+                }
+                _ => {
+                    // A field this version does not know: skipped.
+                    let len = value_len(r)?;
+                    *r = &r[len..];
+                }
+            }
+        }
+        Some(Event {
+            kind: kind?,
+            node: node?,
+            sid: sid?,
+            nsp: nsp?,
+            seq: seq?,
+            data,
+            bin: bins,
+            ack,
+            reason,
+            rooms,
+            sdata,
+            handshake: handshake_?,
+        })
     }
 }
 
@@ -829,6 +1025,103 @@ mod tests {
             assert_eq!(command.encode(), encode_tagged("done", &done));
             assert_eq!(Command::decode(&command.encode()).unwrap(), command);
         }
+    }
+
+    /// Events with the same handshake share one decoded copy; a different
+    /// handshake (same everything but one header) gets its own.
+    #[test]
+    fn events_of_a_socket_share_their_decoded_handshake() {
+        let event = |handshake: Arc<Handshake>| Event {
+            kind: EventKind::Message,
+            node: "n1".into(),
+            sid: "n1.abc".into(),
+            nsp: "/".into(),
+            seq: 1,
+            data: Some("[\"x\"]".into()),
+            bin: vec![],
+            ack: None,
+            reason: None,
+            rooms: vec![],
+            sdata: None,
+            handshake,
+        };
+        let first = Event::decode(&event(handshake()).encode()).unwrap();
+        let second = Event::decode(&event(handshake()).encode()).unwrap();
+        assert_eq!(first.handshake, handshake());
+        assert!(Arc::ptr_eq(&first.handshake, &second.handshake));
+        let mut other = (*handshake()).clone();
+        other.headers[0].1 = "127.0.0.2".into();
+        let third = Event::decode(&event(Arc::new(other.clone())).encode()).unwrap();
+        assert_eq!(*third.handshake, other);
+        assert!(!Arc::ptr_eq(&first.handshake, &third.handshake));
+    }
+
+    /// The fast event reader agrees with serde: on every shape the io-node
+    /// writes, with fields in another order, with unknown fields, and it
+    /// leaves to serde (and its error) a field given twice.
+    #[test]
+    fn the_fast_event_reader_agrees_with_serde() {
+        #[derive(Serialize)]
+        struct Shuffled<'a> {
+            handshake: &'a Handshake,
+            future_field: (u8, &'a str),
+            seq: u64,
+            rooms: Vec<&'a str>,
+            sid: &'a str,
+            kind: EventKind,
+            nsp: &'a str,
+            node: &'a str,
+            data: Option<&'a str>,
+        }
+        let shaken = handshake();
+        let encoded = EncodedHandshake::new(&shaken);
+        let bin = [ByteBuf::from(vec![9u8; 40])];
+        let mut envelopes = vec![];
+        for (kind, data, ack, reason) in [
+            (EventKind::Connect, None, None, None),
+            (EventKind::Message, Some("[\"a\",1]"), Some(5), None),
+            (EventKind::Disconnect, None, None, Some("ping timeout")),
+        ] {
+            envelopes.push(
+                EventParts {
+                    kind,
+                    node: "n1",
+                    sid: "n1.x",
+                    nsp: "/",
+                    seq: 7,
+                    data,
+                    bin: &bin,
+                    ack,
+                    reason,
+                    rooms: ["r1", "r2"].into_iter(),
+                    sdata: Some("{}"),
+                    handshake: &encoded,
+                }
+                .encode(),
+            );
+        }
+        let shuffled = Shuffled {
+            handshake: &shaken,
+            future_field: (1, "x"),
+            seq: 300,
+            rooms: vec!["a"],
+            sid: "n1.y",
+            kind: EventKind::Message,
+            nsp: "/chat",
+            node: "n1",
+            data: Some("[]"),
+        };
+        envelopes.push(rmp_serde::to_vec_named(&(1u8, "event", &shuffled)).unwrap());
+        for bytes in &envelopes {
+            let fast = Event::decode(bytes).unwrap();
+            assert_eq!(fast, Event::decode_with_serde(bytes).unwrap());
+        }
+        // "seq" twice: serde says no, and so does decode.
+        let mut twice = envelopes[0].clone();
+        let at = twice.windows(4).position(|w| w == b"\xa3seq").unwrap();
+        twice[at + 1..at + 4].copy_from_slice(b"nsp");
+        assert!(Event::decode_with_serde(&twice).is_err());
+        assert!(Event::decode(&twice).is_err());
     }
 
     #[test]
