@@ -245,16 +245,25 @@ impl Session {
         }
     }
 
-    /// Whether the watch has something to do for this session at `now`.
-    fn due(&self, now: u64) -> bool {
+    /// Whether the watch has something to do for this session at `now`. A
+    /// ping counts as due up to `lead` early (one watch period), so that
+    /// pings are never late for the watch's granularity: a client closes a
+    /// connection whose pings stop for pingInterval + pingTimeout. Deadlines
+    /// (pong, connect) are only ever enforced late, never early.
+    fn due(&self, now: u64, lead: u64) -> bool {
         let connect = self.connect_deadline.load(Ordering::Relaxed);
+        let beat = self.heartbeat.load(Ordering::Relaxed);
         (connect != 0 && connect <= now)
-            || self.heartbeat.load(Ordering::Relaxed) & !AWAITING_PONG <= now
+            || if beat & AWAITING_PONG != 0 {
+                beat & !AWAITING_PONG <= now
+            } else {
+                beat <= now + lead
+            }
     }
 
     /// Sends the ping that is due, or closes the session whose pong or
     /// first namespace connect is late.
-    fn on_due(&self, now: u64, watch: &Watch) {
+    fn on_due(&self, now: u64, lead: u64, watch: &Watch) {
         let connect = self.connect_deadline.load(Ordering::Relaxed);
         if connect != 0 && connect <= now {
             self.connect_deadline.store(0, Ordering::Relaxed);
@@ -264,11 +273,13 @@ impl Session {
             }
         }
         let beat = self.heartbeat.load(Ordering::Acquire);
-        if beat & !AWAITING_PONG > now {
+        if beat & AWAITING_PONG != 0 {
+            if beat & !AWAITING_PONG <= now {
+                self.close(CloseReason::PingTimeout);
+            }
             return;
         }
-        if beat & AWAITING_PONG != 0 {
-            self.close(CloseReason::PingTimeout);
+        if beat > now + lead {
             return;
         }
         let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout));
@@ -388,7 +399,8 @@ impl Watch {
     }
 
     /// How often the watch looks at every session: an eighth of the shortest
-    /// timing, between 10 ms and 1 s. A ping goes out at most that late.
+    /// timing, between 10 ms and 1 s. A ping goes out at most that early, a
+    /// late pong or connect is noticed at most that late.
     fn period(&self) -> Duration {
         let shortest = self
             .ping_interval
@@ -413,9 +425,9 @@ pub(crate) async fn watch(node: Arc<Node>, mut closed: Closed, stop: Cancellatio
                 None => break,
             },
             _ = tick.tick() => {
-                let now = node.watch().now_ms();
-                for session in node.due_sessions(|session| session.due(now)) {
-                    session.on_due(now, node.watch());
+                let (now, lead) = (node.watch().now_ms(), millis(node.watch().period()));
+                for session in node.due_sessions(|session| session.due(now, lead)) {
+                    session.on_due(now, lead, node.watch());
                 }
             }
             _ = stop.cancelled() => break,
