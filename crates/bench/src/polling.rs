@@ -2,7 +2,7 @@
 //! to namespace `/`: what a browser does when WebSocket is unavailable or
 //! before it upgrades. The connect storm measures it; nothing else needs it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -33,11 +33,7 @@ impl Polling {
             .context("polling URLs start with http://")?
             .trim_end_matches('/')
             .to_owned();
-        let remote = tokio::net::lookup_host(&authority)
-            .await?
-            .next()
-            .with_context(|| format!("cannot resolve {authority}"))?;
-        let stream = tcp(remote, local).await?;
+        let stream = iocluster_client::tcp_connect(&authority, local).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("HTTP handshake")?;
@@ -101,16 +97,3 @@ impl Polling {
 
 /// Longer than any server's ping interval: a long-poll GET is answered by then.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn tcp(remote: SocketAddr, local: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = if remote.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if let Some(local) = local {
-        socket.bind(SocketAddr::new(local, 0))?;
-    }
-    socket.set_nodelay(true)?;
-    socket.connect(remote).await
-}

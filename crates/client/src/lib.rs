@@ -63,22 +63,26 @@ impl Default for ClientOptions {
 /// Bytes read from the WebSocket at a time (larger messages take several reads).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// A TCP connection to `authority` (`host:port`) from `local`.
-async fn connect_from(
-    local: std::net::IpAddr,
+/// A TCP connection to `authority` (`host[:port][/...]`) from `local` when
+/// given (port chosen by the system), with `TCP_NODELAY` set. Also what other
+/// clients of a server (the load generator's long-polling one) connect with.
+pub async fn tcp_connect(
     authority: &str,
+    local: Option<std::net::IpAddr>,
 ) -> Result<tokio::net::TcpStream, ClientError> {
     let host = authority.split('/').next().unwrap_or(authority);
     let remote = tokio::net::lookup_host(host)
         .await?
-        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .find(|addr| local.is_none_or(|local| addr.is_ipv4() == local.is_ipv4()))
         .ok_or_else(|| ClientError::InvalidUrl(authority.to_owned()))?;
-    let socket = if local.is_ipv4() {
+    let socket = if remote.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    if let Some(local) = local {
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+    }
     socket.set_nodelay(true)?;
     Ok(socket.connect(remote).await?)
 }
@@ -190,7 +194,7 @@ impl Client {
                         .await?
                 }
                 Some(local) => {
-                    let stream = connect_from(local, base).await?;
+                    let stream = tcp_connect(base, Some(local)).await?;
                     tokio_tungstenite::client_async_with_config(
                         &ws_url,
                         MaybeTlsStream::Plain(stream),
