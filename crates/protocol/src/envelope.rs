@@ -231,71 +231,84 @@ mod fast {
         let (mut data, mut bins, mut ack, mut reason) = (None, Vec::new(), None, None);
         let (mut rooms, mut sdata, mut handshake_) = (Vec::new(), None, None);
         // serde refuses a field given twice; so does this reader (by
-        // leaving it to serde).
+        // leaving it to serde). Each known field has its bit in `seen`.
         let mut seen = 0u16;
         for _ in 0..fields {
-            let key = str(r)?;
-            let bit = match key {
-                "kind" => 1,
-                "node" => 2,
-                "sid" => 4,
-                "nsp" => 8,
-                "seq" => 16,
-                "data" => 32,
-                "bin" => 64,
-                "ack" => 128,
-                "reason" => 256,
-                "rooms" => 512,
-                "sdata" => 1024,
-                "handshake" => 2048,
-                _ => 0,
-            };
-            if seen & bit != 0 {
-                return None;
-            }
-            seen |= bit;
-            match key {
+            let bit = match str(r)? {
                 "kind" => {
                     kind = Some(match str(r)? {
                         "connect" => EventKind::Connect,
                         "message" => EventKind::Message,
                         "disconnect" => EventKind::Disconnect,
                         _ => return None,
-                    })
+                    });
+                    1
                 }
-                "node" => node = Some(str(r)?.to_owned()),
-                "sid" => sid = Some(str(r)?.to_owned()),
-                "nsp" => nsp = Some(str(r)?.to_owned()),
-                "seq" => seq = Some(uint(r)?),
-                "data" => data = opt_str(r)?,
+                "node" => {
+                    node = Some(str(r)?.to_owned());
+                    2
+                }
+                "sid" => {
+                    sid = Some(str(r)?.to_owned());
+                    4
+                }
+                "nsp" => {
+                    nsp = Some(str(r)?.to_owned());
+                    8
+                }
+                "seq" => {
+                    seq = Some(uint(r)?);
+                    16
+                }
+                "data" => {
+                    data = opt_str(r)?;
+                    32
+                }
                 "bin" => {
                     let n = read_array_len(r).ok()? as usize;
                     bins = Vec::with_capacity(n.min(r.len()));
                     for _ in 0..n {
                         bins.push(bin(r)?);
                     }
+                    64
                 }
-                "ack" => ack = if is_nil(r) { None } else { Some(uint(r)?) },
-                "reason" => reason = opt_str(r)?,
+                "ack" => {
+                    ack = if is_nil(r) { None } else { Some(uint(r)?) };
+                    128
+                }
+                "reason" => {
+                    reason = opt_str(r)?;
+                    256
+                }
                 "rooms" => {
                     let n = read_array_len(r).ok()? as usize;
                     rooms = Vec::with_capacity(n.min(r.len()));
                     for _ in 0..n {
                         rooms.push(str(r)?.to_owned());
                     }
+                    512
                 }
-                "sdata" => sdata = opt_str(r)?,
+                "sdata" => {
+                    sdata = opt_str(r)?;
+                    1024
+                }
                 "handshake" => {
                     let len = value_len(r)?;
                     handshake_ = Some(handshake(&r[..len])?);
                     *r = &r[len..];
+                    2048
                 }
                 _ => {
                     // A field this version does not know: skipped.
                     let len = value_len(r)?;
                     *r = &r[len..];
+                    0
                 }
+            };
+            if seen & bit != 0 {
+                return None;
             }
+            seen |= bit;
         }
         Some(Event {
             kind: kind?,
@@ -338,10 +351,6 @@ impl EncodedHandshake {
         let mut handshake = self.decode()?;
         handshake.auth = Some(auth);
         Ok(EncodedHandshake::new(&handshake))
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
     }
 }
 
