@@ -238,57 +238,58 @@ impl Session {
         let beat = self.heartbeat.load(Ordering::Acquire);
         if beat & AWAITING_PONG != 0 {
             let next = watch.now_ms() + millis(watch.ping_interval);
-            // Lost only to the watch closing the session for a late pong.
+            // Lost only to another pong read at the same moment (a poll and
+            // the upgrading WebSocket); either one schedules the next ping.
             let _ =
                 self.heartbeat
                     .compare_exchange(beat, next, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
-    /// Whether the watch has something to do for this session at `now`. A
-    /// ping counts as due up to `lead` early (one watch period), so that
-    /// pings are never late for the watch's granularity: a client closes a
-    /// connection whose pings stop for pingInterval + pingTimeout. Deadlines
-    /// (pong, connect) are only ever enforced late, never early.
-    fn due(&self, now: u64, lead: u64) -> bool {
+    /// Whether the first namespace connect is due to be checked at `now`.
+    fn connect_due(&self, now: u64) -> bool {
         let connect = self.connect_deadline.load(Ordering::Relaxed);
-        let beat = self.heartbeat.load(Ordering::Relaxed);
-        (connect != 0 && connect <= now)
-            || if beat & AWAITING_PONG != 0 {
-                beat & !AWAITING_PONG <= now
-            } else {
-                beat <= now + lead
-            }
+        connect != 0 && connect <= now
+    }
+
+    /// What the heartbeat needs at `now`. A ping counts as due up to `lead`
+    /// early (one watch period), so that pings are never late for the
+    /// watch's granularity: a client closes a connection whose pings stop
+    /// for pingInterval + pingTimeout. A pong deadline is only ever enforced
+    /// late, never early.
+    fn beat_due(&self, now: u64, lead: u64) -> Option<Beat> {
+        let beat = self.heartbeat.load(Ordering::Acquire);
+        if beat & AWAITING_PONG != 0 {
+            (beat & !AWAITING_PONG <= now).then_some(Beat::PongLate)
+        } else {
+            (beat <= now + lead).then_some(Beat::Ping)
+        }
+    }
+
+    /// Whether the watch has something to do for this session at `now`.
+    fn due(&self, now: u64, lead: u64) -> bool {
+        self.connect_due(now) || self.beat_due(now, lead).is_some()
     }
 
     /// Sends the ping that is due, or closes the session whose pong or
     /// first namespace connect is late.
     fn on_due(&self, now: u64, lead: u64, watch: &Watch) {
-        let connect = self.connect_deadline.load(Ordering::Relaxed);
-        if connect != 0 && connect <= now {
+        if self.connect_due(now) {
             self.connect_deadline.store(0, Ordering::Relaxed);
             if !self.lock().ever_connected {
                 self.close(CloseReason::ConnectTimeout);
                 return;
             }
         }
-        let beat = self.heartbeat.load(Ordering::Acquire);
-        if beat & AWAITING_PONG != 0 {
-            if beat & !AWAITING_PONG <= now {
-                self.close(CloseReason::PingTimeout);
+        match self.beat_due(now, lead) {
+            Some(Beat::PongLate) => self.close(CloseReason::PingTimeout),
+            Some(Beat::Ping) => {
+                // Only the watch writes a heartbeat that awaits no pong.
+                let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout));
+                self.heartbeat.store(deadline, Ordering::Release);
+                self.send(Frame::ping());
             }
-            return;
-        }
-        if beat > now + lead {
-            return;
-        }
-        let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout));
-        if self
-            .heartbeat
-            .compare_exchange(beat, deadline, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.send(Frame::ping());
+            None => {}
         }
     }
 
@@ -357,6 +358,14 @@ impl Outbox {
             self.ready.notified().await;
         }
     }
+}
+
+/// What a session's heartbeat needs from the watch.
+enum Beat {
+    /// A ping is due.
+    Ping,
+    /// The pong did not come in time.
+    PongLate,
 }
 
 /// Set in [`Session::heartbeat`] while a ping awaits its pong.
