@@ -161,30 +161,31 @@ start_system() {
   urls=${urls%,}
 }
 
+# Waits until the load generator wrote MARKER to its stderr FILE (or exited).
+wait_marker() {
+  local marker=$1 file=$2 pid=$3
+  until grep -q "$marker" "$file" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+}
+
 # Runs the scenario with $generators load generators (idle only when more
 # than one: each holds its share of --connections), waits for them, and
 # merges their results into $run_dir/result.json.
 run_generators() {
-  local system=$1 round=$2 g share args plot skip pids_gen=()
+  local system=$1 round=$2 g n a prev args plot pids_gen=()
   for g in $(seq 1 "$generators"); do
     args=("${bench_args[@]}") plot="$out_dir/$scenario-$system-$round.svg"
     [ "$generators" = 1 ] || plot="$out_dir/$scenario-$system-$round-$g.svg"
     if [ "$generators" -gt 1 ]; then
-      share=$(python3 - "$g" "$generators" "${bench_args[@]}" <<'PY'
-import sys
-g, k, args = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-n = int(args[args.index("--connections") + 1]) if "--connections" in args else 1000
-print(n // k + (1 if g <= n % k else 0))
-PY
-)
-      args=()
-      skip=0
+      # This generator's share of --connections (default 1000), the rest of
+      # the arguments as given.
+      n=1000 args=() prev=""
       for a in "${bench_args[@]}"; do
-        if [ "$skip" = 1 ]; then skip=0; continue; fi
-        if [ "$a" = --connections ]; then skip=1; continue; fi
-        args+=("$a")
+        if [ "$prev" = --connections ]; then n=$a
+        elif [ "$a" != --connections ]; then args+=("$a")
+        fi
+        prev=$a
       done
-      args+=(--connections "$share")
+      args+=(--connections "$(( n / generators + (g <= n % generators ? 1 : 0) ))")
     fi
     RUST_LIB_BACKTRACE=0 target/release/iocluster-bench --urls "$urls" "${source_args[@]}" \
       --plot "$plot" \
@@ -194,13 +195,13 @@ PY
   load_ticks=""
   if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ]; then
     # CPU from the moment the load starts: setup (connects, joins) excluded.
-    until grep -q LOAD-START "$run_dir/bench-1.err" 2>/dev/null || ! kill -0 "${pids_gen[0]}" 2>/dev/null; do sleep 0.05; done
+    wait_marker LOAD-START "$run_dir/bench-1.err" "${pids_gen[0]}"
     load_ticks=$(sum_over cpu_ticks "${all[@]}")
   fi
   rss_held=0
   if [ "$scenario" = idle ]; then
     for g in $(seq 1 "$generators"); do
-      until grep -q IDLE-READY "$run_dir/bench-$g.err" 2>/dev/null || ! kill -0 "${pids_gen[$((g - 1))]}" 2>/dev/null; do sleep 0.2; done
+      wait_marker IDLE-READY "$run_dir/bench-$g.err" "${pids_gen[$((g - 1))]}"
     done
     sleep 1
     rss_held=$(sum_over rss_kib "${servers[@]}")
