@@ -1,7 +1,7 @@
 //! The load generator works against a real cluster (a smoke test: the
 //! figures themselves belong to scripts/bench.sh, never to assertions).
 
-use iocluster_tests::{Cluster, bin};
+use iocluster_tests::{Cluster, bin, metric};
 use serde_json::Value;
 
 async fn bench(cluster: &Cluster, args: &[&str]) -> Value {
@@ -49,9 +49,9 @@ async fn the_load_generator_measures_every_scenario() {
     assert!(fanout["latency_ms"]["p99"].is_number(), "{fanout}");
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 
-    let rooms = bench(
-        &cluster,
-        &[
+    // Rooms spread over both io-nodes, then every room on one io-node.
+    for local_rooms in [false, true] {
+        let mut args = vec![
             "rooms",
             "--clients",
             "40",
@@ -61,10 +61,20 @@ async fn the_load_generator_measures_every_scenario() {
             "2",
             "--seconds",
             "2",
-        ],
-    )
-    .await;
-    assert_eq!(rooms["delivered"], rooms["expected"], "{rooms}");
+        ];
+        if local_rooms {
+            args.push("--local-rooms");
+        }
+        let rooms = bench(&cluster, &args).await;
+        assert_eq!(rooms["delivered"], rooms["expected"], "{rooms}");
+        assert_eq!(rooms["local_rooms"], local_rooms, "{rooms}");
+    }
+    // Each io-node counts what Redis sent it.
+    for node in &cluster.io {
+        let ops = node.ops_addr();
+        assert!(metric(&ops, "iocluster_pubsub_messages_total").await > 0.0);
+        assert!(metric(&ops, "iocluster_pubsub_bytes_total").await > 0.0);
+    }
 
     let echo = bench(&cluster, &["echo", "--clients", "10", "--seconds", "1"]).await;
     assert!(echo["round_trips"].as_u64().unwrap() > 0, "{echo}");
@@ -96,4 +106,49 @@ async fn the_load_generator_measures_every_scenario() {
     )
     .await;
     assert_eq!(idle["still_connected"], 100, "{idle}");
+}
+
+/// A publisher the server disconnects (here for more than one pending event)
+/// is reported by the load generator, not hidden in a short, clean-looking
+/// run.
+#[tokio::test]
+async fn the_load_generator_reports_a_publisher_the_server_cuts_off() {
+    let config = std::env::temp_dir().join(format!("iocluster-bench-{}.toml", std::process::id()));
+    std::fs::write(&config, "max_pending_events = 1\n").unwrap();
+    let cluster = Cluster::builder("bench-cut")
+        .io_nodes(1)
+        .app_nodes("iocluster-bench-app", 1)
+        .io_args(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--max-packets-per-second",
+            "100000",
+        ])
+        .start()
+        .await;
+    let fanout = bench(
+        &cluster,
+        &[
+            "fanout",
+            "--subscribers",
+            "5",
+            "--rate",
+            "2000",
+            "--seconds",
+            "2",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&config);
+    assert_eq!(fanout["publishers_disconnected"], 1, "{fanout}");
+    assert!(
+        fanout["first_publisher_cut_s"].as_f64().unwrap() < 2.0,
+        "{fanout}"
+    );
+    let closed = metric(
+        &cluster.io[0].ops_addr(),
+        r#"iocluster_connections_closed_total{reason="too many pending events"}"#,
+    )
+    .await;
+    assert_eq!(closed, 1.0, "{fanout}");
 }
