@@ -352,6 +352,8 @@ pub struct Cluster {
     logs: PathBuf,
     app_binary: String,
     io_args: Vec<String>,
+    /// The io-nodes' ping interval and timeout, ms.
+    heartbeat: (u64, u64),
 }
 
 /// How to start a [`Cluster`].
@@ -361,6 +363,7 @@ pub struct ClusterBuilder {
     app_binary: String,
     app_nodes: usize,
     io_args: Vec<String>,
+    heartbeat: (u64, u64),
 }
 
 impl Cluster {
@@ -372,6 +375,7 @@ impl Cluster {
             app_binary: "iocluster-test-app".to_owned(),
             app_nodes: 2,
             io_args: Vec::new(),
+            heartbeat: (PING_INTERVAL_MS, PING_TIMEOUT_MS),
         }
     }
 
@@ -463,8 +467,8 @@ impl Cluster {
         command
             .args(["--node-id", &id])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
-            .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()])
+            .args(["--ping-interval", &self.heartbeat.0.to_string()])
+            .args(["--ping-timeout", &self.heartbeat.1.to_string()])
             .args(["--lease", &LEASE_MS.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .args(&self.io_args)
@@ -589,6 +593,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// The io-nodes' ping interval and timeout in ms, instead of the short
+    /// [`PING_INTERVAL_MS`] / [`PING_TIMEOUT_MS`] (which let heartbeat tests
+    /// run quickly, but a client starved of CPU for 400 ms — next to a
+    /// starting browser, say — misses them).
+    pub fn heartbeat(mut self, interval_ms: u64, timeout_ms: u64) -> Self {
+        self.heartbeat = (interval_ms, timeout_ms);
+        self
+    }
+
     /// Extra flags for every io-node.
     pub fn io_args(mut self, args: &[&str]) -> Self {
         self.io_args = args.iter().map(|s| s.to_string()).collect();
@@ -607,6 +620,7 @@ impl ClusterBuilder {
             logs,
             app_binary: self.app_binary,
             io_args: self.io_args,
+            heartbeat: self.heartbeat,
         };
         for _ in 0..self.app_nodes {
             cluster.start_app().await;

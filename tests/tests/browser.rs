@@ -7,7 +7,12 @@ use serde_json::json;
 
 #[tokio::test]
 async fn the_dashboard_shows_the_cluster_and_publishes() {
-    let cluster = Cluster::builder("browser-dashboard").start().await;
+    // A browser starting on two cores can starve every other process for
+    // longer than the tests' usual 400 ms pong deadline.
+    let cluster = Cluster::builder("browser-dashboard")
+        .heartbeat(2_000, 10_000)
+        .start()
+        .await;
     let frontend = cluster.start_frontend().await;
     let (_client, reader) = socket_on(&cluster.io[1].url(), Some(json!({ "rooms": ["news"] })))
         .await
@@ -39,6 +44,7 @@ async fn the_dashboard_shows_the_cluster_and_publishes() {
 #[tokio::test]
 async fn the_browser_helper_fails_over_when_its_io_node_dies() {
     let cluster = Cluster::builder("browser-failover")
+        .heartbeat(2_000, 10_000)
         .app_nodes("iocluster-example-chat", 2)
         .start()
         .await;
