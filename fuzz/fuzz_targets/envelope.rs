@@ -1,7 +1,8 @@
 //! The MessagePack envelopes read from Redis (events, commands, replies):
 //! decoding never panics, and what decodes survives encode → decode. A
 //! pub/sub message of several commands decodes to what each decodes to alone;
-//! events decode as serde decodes them.
+//! events decode as serde decodes them, and a queue item of several events
+//! re-encodes to the same events.
 #![no_main]
 
 use iocluster_protocol::envelope::{Command, Event, Reply};
@@ -13,6 +14,10 @@ fuzz_target!(|data: &[u8]| {
         // The field-by-field reader never accepts what serde would not, nor
         // reads it differently.
         assert_eq!(Event::decode_with_serde(data).ok().as_ref(), Some(&event));
+    }
+    if let Ok(events) = Event::decode_all(data) {
+        let item: Vec<u8> = events.iter().flat_map(Event::encode).collect();
+        assert_eq!(Event::decode_all(&item).ok().as_ref(), Some(&events));
     }
     if let Ok(command) = Command::decode(data) {
         assert_eq!(Command::decode(&command.encode()).ok().as_ref(), Some(&command));

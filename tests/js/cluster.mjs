@@ -107,6 +107,16 @@ main(async () => {
   for (let i = 0; i < 50; i++) ordered.emit("append", i);
   const state = await ask(ordered, "state");
   assert.deepEqual(state.data, [...Array(50).keys()]);
+  // Events that pile up behind a slow one reach the app-node as one queue
+  // item; each handler still sees the joins and leaves of those before it.
+  ordered.emit("slow", 200);
+  ordered.emit("join", "o1");
+  ordered.emit("join", "o2");
+  ordered.emit("leave", "o1");
+  ordered.emit("append", "last");
+  const after = await ask(ordered, "state");
+  assert.deepEqual(after.rooms.filter((r) => r.startsWith("o")).sort(), ["o2"]);
+  assert.deepEqual(after.data, [...Array(50).keys(), "last"]);
   ordered.close();
   report.order = "ok";
 

@@ -33,6 +33,11 @@ async fn rooms_broadcasts_acks_binary_and_order_across_nodes() {
     ] {
         assert_eq!(result[part], "ok", "{part}: {result}");
     }
+    // The order part's events piled up behind slow ones: some travelled to
+    // the app-nodes several to a queue item.
+    let batched =
+        iocluster_tests::metric(&cluster.io[0].ops_addr(), "iocluster_batched_events_total").await;
+    assert!(batched >= 2.0, "no event was sent in a batch ({batched})");
 }
 
 #[tokio::test]

@@ -516,30 +516,76 @@ struct Shared {
 }
 
 impl Shared {
+    /// Handles one queue item: one event, or several of one socket (an
+    /// io-node sends the `message` events that piled up behind a socket's
+    /// previous item together). They run in order on one [`Socket`], so each
+    /// handler sees the joins, leaves and data of the handlers before it,
+    /// just as the next item's snapshot would. A `done` for the last event of
+    /// each socket finishes the item.
     async fn handle(&self, raw: Vec<u8>) {
-        let event = match Event::decode(&raw) {
-            Ok(event) => event,
+        let events = match Event::decode_all(&raw) {
+            Ok(events) => events,
             Err(error) => {
                 tracing::error!(%error, "undecodable event discarded");
                 let _ = self.ctx.publisher.send(Publish::Discard { raw }).await;
                 return;
             }
         };
-        let span = tracing::debug_span!(
-            "event",
-            sid = %event.sid,
-            nsp = %event.nsp,
-            seq = event.seq,
-            kind = ?event.kind,
-        );
-        self.handle_event(raw, event).instrument(span).await;
+        let mut raw = Some(raw);
+        let mut events = events.into_iter().peekable();
+        let mut socket: Option<Socket> = None;
+        while let Some(event) = events.next() {
+            let handle = match socket.take() {
+                Some(socket) if socket.id() == event.sid && socket.nsp() == event.nsp => socket,
+                _ => Socket::from_event(&event, self.ctx.clone()),
+            };
+            let span = tracing::debug_span!(
+                "event",
+                sid = %event.sid,
+                nsp = %event.nsp,
+                seq = event.seq,
+                kind = ?event.kind,
+            );
+            let reject = self
+                .handle_event(&event, handle.clone())
+                .instrument(span)
+                .await;
+            let next = events.peek();
+            if next.is_some_and(|next| next.sid == event.sid && next.nsp == event.nsp) {
+                socket = Some(handle);
+                continue;
+            }
+            let done = Command::Done(envelope::Done {
+                nsp: event.nsp,
+                sid: event.sid,
+                seq: event.seq,
+                reject: reject.map(|reject| envelope::Reject {
+                    message: reject.message,
+                    data: reject.data.map(|data| data.to_string()),
+                }),
+            });
+            let channel = self.ctx.keys.node_channel(&event.node);
+            let payload = done.encode();
+            let publish = if next.is_some() {
+                Publish::Command { channel, payload }
+            } else {
+                // The item leaves the in-flight list with its last done.
+                Publish::Done {
+                    raw: raw.take().unwrap_or_default(),
+                    channel,
+                    payload,
+                }
+            };
+            let _ = self.ctx.publisher.send(publish).await;
+        }
     }
 
-    async fn handle_event(&self, raw: Vec<u8>, event: Event) {
-        let socket = Socket::from_event(&event, self.ctx.clone());
+    /// Runs one event's handlers under the handler timeout, catching panics;
+    /// for a connection, returns the refusal, if any.
+    async fn handle_event(&self, event: &Event, socket: Socket) -> Option<Reject> {
         let kind = event.kind.as_str();
         let started = std::time::Instant::now();
-        let work = self.run_handlers(&event, socket);
+        let work = self.run_handlers(event, socket);
         let reject =
             match tokio::time::timeout(self.handler_timeout, AssertUnwindSafe(work).catch_unwind())
                 .await
@@ -557,25 +603,7 @@ impl Shared {
         metrics::histogram!("iocluster_handler_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("iocluster_events_handled_total", "kind" => kind).increment(1);
-        let done = Command::Done(envelope::Done {
-            nsp: event.nsp.clone(),
-            sid: event.sid.clone(),
-            seq: event.seq,
-            reject: reject.map(|reject| envelope::Reject {
-                message: reject.message,
-                data: reject.data.map(|data| data.to_string()),
-            }),
-        });
-        let channel = self.ctx.keys.node_channel(&event.node);
-        let _ = self
-            .ctx
-            .publisher
-            .send(Publish::Done {
-                raw,
-                channel,
-                payload: done.encode(),
-            })
-            .await;
+        reject
     }
 
     /// Runs the application's handlers for one event; for a connection,

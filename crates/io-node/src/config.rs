@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub max_attachments: Option<usize>,
     pub outbox_capacity: Option<usize>,
     pub max_pending_events: Option<usize>,
+    pub event_batch: Option<usize>,
     pub event_buffer: Option<usize>,
     pub lease_ms: Option<u64>,
     pub cors_origins: Option<Vec<String>>,
@@ -64,6 +65,7 @@ impl RawConfig {
             max_attachments: self.max_attachments.or(other.max_attachments),
             outbox_capacity: self.outbox_capacity.or(other.outbox_capacity),
             max_pending_events: self.max_pending_events.or(other.max_pending_events),
+            event_batch: self.event_batch.or(other.event_batch),
             event_buffer: self.event_buffer.or(other.event_buffer),
             lease_ms: self.lease_ms.or(other.lease_ms),
             cors_origins: self.cors_origins.or(other.cors_origins),
@@ -146,6 +148,7 @@ impl RawConfig {
             max_attachments: self.max_attachments.unwrap_or(10),
             outbox_capacity: positive(self.outbox_capacity, 1024, "outbox_capacity")?,
             max_pending_events: positive(self.max_pending_events, 256, "max_pending_events")?,
+            event_batch: positive(self.event_batch, 32, "event_batch")?,
             event_buffer: positive(self.event_buffer, 100_000, "event_buffer")?,
             lease: ms(self.lease_ms, 5_000, "lease_ms")?,
             cors_origins: self.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
@@ -216,8 +219,15 @@ pub struct Config {
     /// disconnected. Default 1024.
     pub outbox_capacity: usize,
     /// Client events one socket may have waiting for their turn (its events are
-    /// handled one at a time, in order) before it is disconnected. Default 256.
+    /// handled in order, one queue item at a time) before it is disconnected.
+    /// Default 256.
     pub max_pending_events: usize,
+    /// Most `message` events of one socket sent to an app-node as one queue
+    /// item: events that arrived while the socket's previous item was being
+    /// handled go together, so a fast client is not held to one event per
+    /// round trip through Redis and an app-node. 1 sends every event alone.
+    /// Default 32.
+    pub event_batch: usize,
     /// Events waiting to be written to Redis before clients are refused. Default
     /// 100 000.
     pub event_buffer: usize,

@@ -82,6 +82,10 @@ const STATS_ROOMS: usize = 100;
 /// How stale the served-namespace list may be before a miss refreshes it.
 const NAMESPACE_REFRESH: Duration = Duration::from_millis(250);
 
+/// A queue item takes no more events once it holds this many bytes (it
+/// always takes one, whatever its size).
+const BATCH_BYTES: usize = 64 * 1024;
+
 pub struct Node {
     /// This node, for the tasks it spawns.
     me: std::sync::Weak<Node>,
@@ -620,7 +624,7 @@ impl Node {
         });
     }
 
-    /// Starts the socket's next event if none is with an app-node.
+    /// Starts the socket's next queue item if none is with an app-node.
     fn dispatch_next(&self, socket: &Arc<Socket>, state: &mut SocketState) {
         if state.inflight.is_some() {
             return;
@@ -633,18 +637,42 @@ impl Node {
         let Some(queued) = state.queue.pop_front() else {
             return;
         };
+        let kind = queued.kind;
+        let mut seq = state.next_seq;
+        state.next_seq += 1;
+        let mut envelope = socket.encode_event(self.id(), state, seq, queued);
+        // Messages that piled up behind go in the same item, all with this
+        // snapshot: the app-node carries each handler's joins and data into
+        // the next handler itself.
+        let mut events = 1u32;
+        while kind == EventKind::Message
+            && (events as usize) < self.config.event_batch
+            && envelope.len() < BATCH_BYTES
+            && state
+                .queue
+                .front()
+                .is_some_and(|next| next.kind == EventKind::Message)
+        {
+            let Some(queued) = state.queue.pop_front() else {
+                break;
+            };
+            seq = state.next_seq;
+            state.next_seq += 1;
+            socket.encode_event_into(&mut envelope, self.id(), state, seq, queued);
+            events += 1;
+        }
         if state.queue.is_empty() {
             // An idle socket keeps no queue buffer.
             state.queue.shrink_to_fit();
         }
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let last = queued.kind == EventKind::Disconnect;
-        metrics::counter!("iocluster_events_out_total", "kind" => queued.kind.as_str())
-            .increment(1);
-        self.events_out.fetch_add(1, Ordering::Relaxed);
-        let envelope = socket.encode_event(self.id(), state, seq, queued);
-        if last {
+        metrics::counter!("iocluster_events_out_total", "kind" => kind.as_str())
+            .increment(u64::from(events));
+        if events > 1 {
+            metrics::counter!("iocluster_batched_events_total").increment(u64::from(events));
+        }
+        self.events_out
+            .fetch_add(u64::from(events), Ordering::Relaxed);
+        if kind == EventKind::Disconnect {
             // The disconnect event is the last: nothing will come back for it.
             // It goes through the ledger, so it is announced once even if
             // this node is being declared dead right now.
@@ -659,6 +687,7 @@ impl Node {
         let number = self.bridge.push_event(envelope.clone());
         state.inflight = Some(Inflight {
             seq,
+            events,
             envelope,
             since: Instant::now(),
             number: number.unwrap_or(0),
@@ -1131,7 +1160,8 @@ impl Node {
                 continue;
             };
             inflight_now += 1;
-            if inflight.since.elapsed() < after {
+            // Each event of an item may take the app-nodes' handler timeout.
+            if inflight.since.elapsed() < after * inflight.events {
                 continue;
             }
             inflight.since = Instant::now();

@@ -2,10 +2,13 @@
 //!
 //! A [`Socket`] owns what the cluster knows of a client in a namespace: its
 //! rooms, its data, its handshake, and its *event sequence*. A socket's events
-//! go to the queue one at a time: the next is dispatched only when an app-node
-//! reports the previous one done, after every command its handler issued. So
-//! handlers see a socket's events in the client's order, and each snapshot
-//! already reflects the joins and data set by earlier handlers.
+//! go to the queue one item at a time: the next item is dispatched only when
+//! an app-node reports the previous one done, after every command its
+//! handlers issued. An item is one event, or the `message` events that piled
+//! up meanwhile (up to `event_batch`), which the app-node handles in order,
+//! carrying each handler's joins and data into the next. So handlers see a
+//! socket's events in the client's order, and each snapshot already reflects
+//! the joins and data set by earlier handlers.
 //!
 //! Frames emitted to a socket whose connection is still being admitted wait in
 //! the socket until the client has its CONNECT, so a connection handler's
@@ -56,10 +59,13 @@ impl Queued {
     }
 }
 
-/// The event of a socket an app-node is handling.
+/// The queue item of a socket an app-node is handling: one or more events.
 #[derive(Debug)]
 pub(crate) struct Inflight {
+    /// The seq of its last event: the one whose `done` finishes the item.
     pub seq: u64,
+    /// How many events it holds (seqs `seq + 1 - events ..= seq`).
+    pub events: u32,
     /// Kept to push it again if it was lost (Redis restarted) or its `done`
     /// never came (see `Node::redeliver_overdue`).
     pub envelope: bytes::Bytes,
@@ -175,6 +181,20 @@ impl Socket {
         seq: u64,
         queued: Queued,
     ) -> Vec<u8> {
+        let mut envelope = Vec::new();
+        self.encode_event_into(&mut envelope, node_id, state, seq, queued);
+        envelope
+    }
+
+    /// Appends the event envelope for `queued` to `out`.
+    pub(crate) fn encode_event_into(
+        &self,
+        out: &mut Vec<u8>,
+        node_id: &str,
+        state: &SocketState,
+        seq: u64,
+        queued: Queued,
+    ) {
         EventParts {
             kind: queued.kind,
             node: node_id,
@@ -189,6 +209,6 @@ impl Socket {
             sdata: state.data.as_deref(),
             handshake: &self.handshake,
         }
-        .encode()
+        .encode_into(out)
     }
 }

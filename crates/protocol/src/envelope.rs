@@ -124,6 +124,28 @@ impl Event {
         }
     }
 
+    /// Decodes a queue item: one or more event envelopes back to back (an
+    /// io-node sends a socket's waiting `message` events as one item). Any
+    /// envelope that does not decode, or bytes left over, make the whole
+    /// item undecodable.
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Event>, EnvelopeError> {
+        let mut events = Vec::new();
+        let mut rest = bytes;
+        loop {
+            let Some(len) = value_len(rest) else {
+                let truncated = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(EnvelopeError::Malformed(
+                    rmp_serde::decode::Error::InvalidMarkerRead(truncated),
+                ));
+            };
+            events.push(Event::decode(&rest[..len])?);
+            rest = &rest[len..];
+            if rest.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+
     /// [`Event::decode`] through serde alone: the reference the fast reader
     /// is tested (and fuzzed) against.
     #[doc(hidden)]
@@ -377,7 +399,15 @@ pub struct EventParts<'a, R> {
 impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
     /// Encodes the whole envelope `[1, "event", {…}]`.
     pub fn encode(self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(
+        let mut w = Vec::new();
+        self.encode_into(&mut w);
+        w
+    }
+
+    /// Appends the envelope to `w`: a queue item of several events is their
+    /// envelopes back to back.
+    pub fn encode_into(self, w: &mut Vec<u8>) {
+        w.reserve(
             128 + self.node.len()
                 + self.sid.len()
                 + self.nsp.len()
@@ -387,32 +417,28 @@ impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
                 + 16 * self.rooms.len()
                 + self.handshake.0.len(),
         );
-        envelope_head(&mut w, "event", 12);
-        write_str_field(&mut w, "kind", self.kind.as_str());
-        write_str_field(&mut w, "node", self.node);
-        write_str_field(&mut w, "sid", self.sid);
-        write_str_field(&mut w, "nsp", self.nsp);
-        write_uint_field(&mut w, "seq", self.seq);
-        write_str_field(&mut w, "data", self.data);
-        write_bins_field(&mut w, "bin", self.bin);
-        write_str(&mut w, "ack");
+        envelope_head(w, "event", 12);
+        write_str_field(w, "kind", self.kind.as_str());
+        write_str_field(w, "node", self.node);
+        write_str_field(w, "sid", self.sid);
+        write_str_field(w, "nsp", self.nsp);
+        write_uint_field(w, "seq", self.seq);
+        write_str_field(w, "data", self.data);
+        write_bins_field(w, "bin", self.bin);
+        write_str(w, "ack");
         match self.ack {
-            Some(ack) => drop(rmp::encode::write_uint(&mut w, ack)),
-            None => drop(rmp::encode::write_nil(&mut w)),
+            Some(ack) => drop(rmp::encode::write_uint(w, ack)),
+            None => drop(rmp::encode::write_nil(w)),
         }
-        write_str_field(&mut w, "reason", self.reason);
-        write_str(&mut w, "rooms");
-        drop(rmp::encode::write_array_len(
-            &mut w,
-            self.rooms.len() as u32,
-        ));
+        write_str_field(w, "reason", self.reason);
+        write_str(w, "rooms");
+        drop(rmp::encode::write_array_len(w, self.rooms.len() as u32));
         for room in self.rooms {
-            write_str(&mut w, room);
+            write_str(w, room);
         }
-        write_str_field(&mut w, "sdata", self.sdata);
-        write_str(&mut w, "handshake");
+        write_str_field(w, "sdata", self.sdata);
+        write_str(w, "handshake");
         w.extend_from_slice(&self.handshake.0);
-        w
     }
 }
 
@@ -1166,6 +1192,55 @@ mod tests {
             &[0x93, 0x01, 0xa5, b'e', b'v', b'e', b'n', b't']
         );
         assert_eq!(Event::decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn a_queue_item_of_several_events_decodes_whole_or_not_at_all() {
+        let first = Event {
+            kind: EventKind::Message,
+            node: "n1".into(),
+            sid: "n1.abc".into(),
+            nsp: "/".into(),
+            seq: 3,
+            data: Some("[\"a\"]".into()),
+            bin: Vec::new(),
+            ack: None,
+            reason: None,
+            rooms: vec!["r".into()],
+            sdata: None,
+            handshake: handshake(),
+        };
+        let second = Event {
+            seq: 4,
+            data: Some("[\"b\",{\"_placeholder\":true,\"num\":0}]".into()),
+            bin: vec![ByteBuf::from(vec![7u8; 300])],
+            ack: Some(1),
+            ..first.clone()
+        };
+        let mut item = first.encode();
+        assert_eq!(Event::decode_all(&item).unwrap(), vec![first.clone()]);
+        item.extend(second.encode());
+        assert_eq!(
+            Event::decode_all(&item).unwrap(),
+            vec![first.clone(), second.clone()]
+        );
+        // Truncated, followed by garbage, or followed by a command: refused.
+        assert!(Event::decode_all(&item[..item.len() - 1]).is_err());
+        let mut garbage = item.clone();
+        garbage.push(0xc1);
+        assert!(Event::decode_all(&garbage).is_err());
+        let mut mixed = item.clone();
+        mixed.extend(
+            Command::Done(Done {
+                nsp: "/".into(),
+                sid: "n1.abc".into(),
+                seq: 4,
+                reject: None,
+            })
+            .encode(),
+        );
+        assert!(Event::decode_all(&mixed).is_err());
+        assert!(Event::decode_all(b"").is_err());
     }
 
     #[test]
