@@ -371,7 +371,7 @@ fn upgrade_websocket(
         // by default): idle connections must stay small.
         let config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(0)
+            .write_buffer_size(WS_WRITE_BUFFER)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
         let ws = Box::pin(WebSocketStream::from_raw_socket(
@@ -487,6 +487,12 @@ async fn run_upgrade(
 /// whole (up to `max_payload`), a read at a time. Small, because tungstenite
 /// holds this buffer for every connection, idle or not.
 const WS_READ_BUFFER: usize = 512;
+
+/// Bytes of frames tungstenite gathers before it writes them to the socket
+/// (a flush writes whatever is gathered): the frames of one write batch
+/// (`WRITE_BATCH`) go out in one `send` instead of one each. The buffer
+/// keeps its largest size, so it stays small.
+const WS_WRITE_BUFFER: usize = 4096;
 
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
