@@ -34,10 +34,11 @@ async fn main() -> std::io::Result<()> {
 }
 
 async fn serve(stream: TcpStream, id: u64, rooms: Rooms) {
-    // The same small read buffer as the io-node, for a fair memory figure.
+    // The same small buffers as the io-node, for a fair memory figure; the
+    // write buffer lets the frames waiting in the channel go out in one send.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0);
+        .write_buffer_size(4096);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
@@ -57,7 +58,15 @@ async fn serve(stream: TcpStream, id: u64, rooms: Rooms) {
                 m = rx.recv() => match m { Some(m) => m, None => break },
                 _ = ping.tick() => Utf8Bytes::from_static("2"),
             };
-            if sink.send(Message::Text(msg)).await.is_err() {
+            // Everything already waiting goes out with it, in one flush.
+            let mut write = sink.feed(Message::Text(msg)).await;
+            while write.is_ok() {
+                match rx.try_recv() {
+                    Ok(msg) => write = sink.feed(Message::Text(msg)).await,
+                    Err(_) => break,
+                }
+            }
+            if write.is_err() || sink.flush().await.is_err() {
                 break;
             }
         }
