@@ -38,6 +38,17 @@ async fn rooms_broadcasts_acks_binary_and_order_across_nodes() {
     let batched =
         iocluster_tests::metric(&cluster.io[0].ops_addr(), "iocluster_batched_events_total").await;
     assert!(batched >= 2.0, "no event was sent in a batch ({batched})");
+    // Every item that came back done was timed once; items hold one or more
+    // events, and disconnects are not answered.
+    let ops = cluster.io[0].ops_addr();
+    let timed = iocluster_tests::metric(&ops, "iocluster_event_round_trip_seconds_count").await;
+    let answerable = iocluster_tests::metric(&ops, r#"iocluster_events_out_total{kind="message"}"#)
+        .await
+        + iocluster_tests::metric(&ops, r#"iocluster_events_out_total{kind="connect"}"#).await;
+    assert!(
+        timed >= 1.0 && timed <= answerable - batched / 2.0,
+        "{timed} round trips timed for {answerable} events, {batched} of them batched"
+    );
 }
 
 #[tokio::test]

@@ -820,7 +820,12 @@ impl Node {
             tracing::debug!(socket = %socket.id, seq = done.seq, "done for an event not in flight");
             return;
         }
-        state.inflight = None;
+        if let Some(inflight) = state.inflight.take() {
+            // From the item's (last) push to its done: Redis, the queue's
+            // wait for an app-node, the handlers, and the way back.
+            metrics::histogram!("iocluster_event_round_trip_seconds")
+                .record(inflight.since.elapsed().as_secs_f64());
+        }
         if done.seq == 0 {
             if matches!(state.phase, Phase::Connected) {
                 // Admitted by this node already; the app-node refusing it
