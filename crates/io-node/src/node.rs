@@ -689,7 +689,7 @@ impl Node {
             seq,
             events,
             envelope,
-            since: Instant::now(),
+            since_us: self.watch.now_us(),
             number: number.unwrap_or(0),
         });
         if number.is_none() {
@@ -823,8 +823,9 @@ impl Node {
         if let Some(inflight) = state.inflight.take() {
             // From the item's (last) push to its done: Redis, the queue's
             // wait for an app-node, the handlers, and the way back.
+            let micros = self.watch.now_us().saturating_sub(inflight.since_us);
             metrics::histogram!("iocluster_event_round_trip_seconds")
-                .record(inflight.since.elapsed().as_secs_f64());
+                .record(Duration::from_micros(micros).as_secs_f64());
         }
         if done.seq == 0 {
             if matches!(state.phase, Phase::Connected) {
@@ -1159,6 +1160,7 @@ impl Node {
     fn redeliver(&self, after: Duration) {
         let mut again = 0usize;
         let mut inflight_now = 0usize;
+        let now = self.watch.now_us();
         for socket in self.all_sockets() {
             let mut state = socket.lock();
             let Some(inflight) = state.inflight.as_mut() else {
@@ -1166,10 +1168,11 @@ impl Node {
             };
             inflight_now += 1;
             // Each event of an item may take the app-nodes' handler timeout.
-            if inflight.since.elapsed() < after * inflight.events {
+            let due = (after * inflight.events).as_micros();
+            if u128::from(now.saturating_sub(inflight.since_us)) < due {
                 continue;
             }
-            inflight.since = Instant::now();
+            inflight.since_us = now;
             if let Some(number) = self.bridge.push_event(inflight.envelope.clone()) {
                 inflight.number = number;
                 again += 1;

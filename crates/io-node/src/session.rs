@@ -407,6 +407,11 @@ impl Watch {
         millis(self.epoch.elapsed()) + 1
     }
 
+    /// Microseconds on the same clock.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// How often the watch looks at every session: an eighth of the shortest
     /// timing, between 10 ms and 1 s. A ping goes out at most that early, a
     /// late pong or connect is noticed at most that late.
