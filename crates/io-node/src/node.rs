@@ -594,7 +594,7 @@ impl Node {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {}
                 _ = socket.decided.notified() => return,
-                _ = socket.session.cancel.cancelled() => return,
+                _ = socket.session.closed() => return,
             }
             let Some(node) = node.upgrade() else { return };
             let mut state = socket.lock();

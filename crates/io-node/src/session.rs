@@ -167,8 +167,11 @@ pub(crate) struct Session {
     closed: mpsc::UnboundedSender<Arc<str>>,
     /// Set while a long-polling POST is being read; a concurrent one is refused.
     pub posting: AtomicBool,
-    /// Cancelled when the session closes; its transports stop.
-    pub cancel: CancellationToken,
+    /// Wakes the session's transports when it closes (see
+    /// [`Session::closed`]). Inline rather than a `CancellationToken`, which
+    /// is an allocation of its own for every connection.
+    closing: tokio::sync::Notify,
+    /// Set once, when the session closes: the first reason given.
     reason: OnceLock<CloseReason>,
 }
 
@@ -194,7 +197,7 @@ impl Session {
             connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout)).max(1)),
             closed: watch.closed.clone(),
             posting: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
+            closing: tokio::sync::Notify::new(),
             reason: OnceLock::new(),
         })
     }
@@ -213,7 +216,7 @@ impl Session {
     /// Asks for the session to close; the first reason given wins.
     pub(crate) fn close(&self, reason: CloseReason) {
         let first = self.reason.set(reason).is_ok();
-        self.cancel.cancel();
+        self.closing.notify_waiters();
         if first {
             // Fails only when the node has stopped watching (shut down).
             let _ = self.closed.send(self.sid.clone());
@@ -228,7 +231,21 @@ impl Session {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.reason.get().is_some()
+    }
+
+    /// Completes once the session is closed (at once if it already is).
+    pub(crate) async fn closed(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.closing.notified());
+            // Registered before the check, so a close in between still wakes
+            // us: `notify_waiters` only wakes futures already enabled.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// A pong arrived: the next ping is due one interval from now (as

@@ -244,7 +244,7 @@ async fn poll(node: &Node, session: Arc<Session>) -> Response {
     };
     let first = tokio::select! {
         frame = session.outbox.pop() => Some(frame),
-        _ = session.cancel.cancelled() => None,
+        _ = session.closed() => None,
     };
     let Some(first) = first else {
         return text("1".to_owned());
@@ -446,7 +446,7 @@ async fn run_upgrade(
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
-            _ = session.cancel.cancelled() => return,
+            _ = session.closed() => return,
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
@@ -505,7 +505,7 @@ async fn serve_websocket(
 ) {
     let _reader = tokio::select! {
         reader = session.outbox_reader.lock() => reader,
-        _ = session.cancel.cancelled() => return,
+        _ = session.closed() => return,
     };
     let outbox = &session.outbox;
     let mut limiter = RateLimiter::new(node.config().max_packets_per_second);
@@ -563,7 +563,7 @@ async fn serve_websocket(
                 });
                 let result = tokio::select! {
                     result = write => result,
-                    _ = session.cancel.cancelled() => break,
+                    _ = session.closed() => break,
                 };
                 if let Err(error) = result {
                     tracing::debug!(%error, "WebSocket write failed");
@@ -571,7 +571,7 @@ async fn serve_websocket(
                     break;
                 }
             }
-            _ = session.cancel.cancelled() => break,
+            _ = session.closed() => break,
         }
     }
     // Closing the transport without a Socket.IO DISCONNECT lets stock clients
