@@ -374,28 +374,25 @@ fn upgrade_websocket(
             .write_buffer_size(WS_WRITE_BUFFER)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
-        let ws = Box::pin(WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(config),
-        ))
-        .await;
-        let (sink, stream) = ws.split();
+        let ws: Ws = Box::new(
+            Box::pin(WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            ))
+            .await,
+        );
         match (existing, handshake) {
             (Some(session), _) => {
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_upgrade(node, session, sink, stream)
-                    .instrument(span)
-                    .await;
+                run_upgrade(node, session, ws).instrument(span).await;
             }
             (None, Some(handshake)) => {
                 let session = open_session(&node, handshake, true);
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_websocket(node, session, sink, stream)
-                    .instrument(span)
-                    .await;
+                run_websocket(node, session, ws).instrument(span).await;
             }
             (None, None) => {}
         }
@@ -409,43 +406,36 @@ fn upgrade_websocket(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-type WsSink = futures_util::stream::SplitSink<Ws, Message>;
-type WsStream = futures_util::stream::SplitStream<Ws>;
+/// One WebSocket, read and written by one task: not split into halves,
+/// whose shared lock every poll of either side would take. Boxed, so the
+/// task that serves it for the connection's life stays small.
+type Ws = Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// A WebSocket opened straight away: send the handshake, then serve.
-async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut sink: WsSink, stream: WsStream) {
+async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     let open = open_packet(&node, &session.sid, &[]);
-    if Box::pin(sink.send(Message::Text(open.into())))
-        .await
-        .is_err()
-    {
+    if Box::pin(ws.send(Message::Text(open.into()))).await.is_err() {
         session.close(CloseReason::TransportError);
         return;
     }
-    spawn_serve(node, session, sink, stream);
+    spawn_serve(node, session, ws);
 }
 
 /// Starts the task that serves an open WebSocket for as long as it lives.
 /// Its own task, so that it holds nothing of the setup: what it holds is
 /// memory every idle client costs (an async fn that awaits another keeps
 /// room for both).
-fn spawn_serve(node: Arc<Node>, session: Arc<Session>, sink: WsSink, stream: WsStream) {
+fn spawn_serve(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
     let span = tracing::Span::current();
-    tokio::spawn(serve_websocket(node, session, sink, stream).instrument(span));
+    tokio::spawn(serve_websocket(node, session, ws).instrument(span));
 }
 
 /// A WebSocket opened to upgrade a polling session: answer the probe, wait
 /// for `upgrade`, then take over the outbox.
-async fn run_upgrade(
-    node: Arc<Node>,
-    session: Arc<Session>,
-    mut sink: WsSink,
-    mut stream: WsStream,
-) {
+async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     loop {
         let message = tokio::select! {
-            message = stream.next() => message,
+            message = ws.next() => message,
             _ = session.closed() => return,
         };
         let text = match message {
@@ -455,7 +445,7 @@ async fn run_upgrade(
         };
         match engine::decode_text(text.as_str()) {
             Ok(engine::Packet::Ping("probe")) => {
-                if Box::pin(sink.send(Message::Text(Utf8Bytes::from_static("3probe"))))
+                if Box::pin(ws.send(Message::Text(Utf8Bytes::from_static("3probe"))))
                     .await
                     .is_err()
                 {
@@ -472,7 +462,7 @@ async fn run_upgrade(
                     state.websocket = true;
                 }
                 tracing::debug!("upgraded to WebSocket");
-                spawn_serve(node, session, sink, stream);
+                spawn_serve(node, session, ws);
                 return;
             }
             _ => {
@@ -497,12 +487,7 @@ const WS_WRITE_BUFFER: usize = 4096;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
-async fn serve_websocket(
-    node: Arc<Node>,
-    session: Arc<Session>,
-    mut sink: WsSink,
-    mut stream: WsStream,
-) {
+async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     let _reader = tokio::select! {
         reader = session.outbox_reader.lock() => reader,
         _ = session.closed() => return,
@@ -522,7 +507,7 @@ async fn serve_websocket(
         };
         tokio::select! {
             _ = paused => pause = None,
-            message = stream.next(), if reading => {
+            message = ws.next(), if reading => {
                 if let Some(wait) = limiter.take() {
                     metrics::counter!("iocluster_throttled_packets_total").increment(1);
                     pause = Some(Box::pin(tokio::time::sleep(wait)));
@@ -552,14 +537,14 @@ async fn serve_websocket(
                 // Boxed: the write state exists only while writing, so an
                 // idle connection's task stays small.
                 let write = Box::pin(async {
-                    feed(&mut sink, frame).await?;
+                    feed(&mut ws, frame).await?;
                     for _ in 1..WRITE_BATCH {
                         match outbox.try_pop() {
-                            Some(frame) => feed(&mut sink, frame).await?,
+                            Some(frame) => feed(&mut ws, frame).await?,
                             None => break,
                         }
                     }
-                    sink.flush().await
+                    ws.flush().await
                 });
                 let result = tokio::select! {
                     result = write => result,
@@ -578,7 +563,7 @@ async fn serve_websocket(
     // reconnect (to this node or another one).
     let _ = Box::pin(tokio::time::timeout(
         std::time::Duration::from_secs(1),
-        sink.close(),
+        ws.close(),
     ))
     .await;
 }
