@@ -133,6 +133,49 @@ async fn an_app_node_killed_mid_event_loses_nothing() {
 }
 
 #[tokio::test]
+async fn an_app_node_killed_mid_batch_loses_nothing() {
+    // Each socket emits 8 slow events at once: the first travels alone, the
+    // other 7 pile up behind it and travel as one queue item. Killing an
+    // app-node in the middle of such items hands them back whole: every
+    // event is answered, and the handlers that had already run for the
+    // item run again on the survivor (at-least-once).
+    let mut cluster = Cluster::builder("kill-app-batch").start().await;
+    let scenario = cluster.spawn_scenario(
+        "load.mjs",
+        &["--clients=16", "--events=8", "--slow=150", "--burst"],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "batched items in flight",
+        || async {
+            let mut batched = 0.0;
+            for io in &cluster.io {
+                batched +=
+                    iocluster_tests::metric(&io.ops_addr(), "iocluster_batched_events_total").await;
+            }
+            (batched >= 7.0).then_some(())
+        },
+    )
+    .await;
+    // Two handlers of the first items have run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.apps[0].process.kill();
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 16 * 8, "{result}");
+    assert!(result["apps"]["app1"].as_u64().unwrap() > 0, "{result}");
+    // 16 connections and 128 events, plus what ran again.
+    let handled = cluster.handled_total().await;
+    assert!(handled > 16 + 128, "no handler ran again: {handled}");
+    let mut redis = cluster.redis().await;
+    let leftover: i64 = redis::cmd("LLEN")
+        .arg(format!("{}:inflight:app0", cluster.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(leftover, 0, "the dead app-node's items were handed back");
+}
+
+#[tokio::test]
 async fn clients_get_connect_error_when_no_app_node_answers_in_time() {
     let mut cluster = Cluster::builder("admission-timeout")
         .io_nodes(1)
