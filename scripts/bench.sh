@@ -15,7 +15,10 @@
 # 2; raw is always one); --generators K: split an idle run over K load
 # generator processes (a process holds at most its open-file limit of
 # connections); --sources M: clients connect from 127.0.0.1 .. 127.0.0.M, one
-# ephemeral port range each (about 28 000 connections per address).
+# ephemeral port range each (about 28 000 connections per address); --threads
+# T: run every server process of iocluster and socketioxide (the multi-process
+# tokio systems) with T runtime threads (TOKIO_WORKER_THREADS) instead of one
+# per CPU.
 #
 # Systems (2 server processes each unless --processes, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
@@ -35,7 +38,7 @@ source scripts/lib.sh
 
 scenario=${1:?usage: scripts/bench.sh SCENARIO [--rounds N] [--systems a,b] [-- ARGS]}
 shift
-rounds=3 systems=iocluster,node processes=2 generators=1 sources=0
+rounds=3 systems=iocluster,node processes=2 generators=1 sources=0 threads=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --processes) processes=$2; shift 2 ;;
     --generators) generators=$2; shift 2 ;;
     --sources) sources=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -51,6 +55,9 @@ bench_args=("$@")
 if [ "$generators" -gt 1 ] && [ "$scenario" != idle ]; then
   echo "--generators applies to idle runs only (other results cannot be merged)" >&2; exit 2
 fi
+# `env` with nothing to set when --threads is not given.
+thread_env=()
+[ "$threads" -gt 0 ] && thread_env=("TOKIO_WORKER_THREADS=$threads")
 source_args=()
 if [ "$sources" -gt 0 ]; then
   list=$(seq -s, -f '127.0.0.%g' 1 "$sources")
@@ -118,13 +125,13 @@ start_system() {
   case "$system" in
     iocluster)
       for i in 1 2; do
-        RUST_LOG=warn target/release/iocluster-bench-app --redis "$redis" --app-id "app-$i" \
+        env "${thread_env[@]}" RUST_LOG=warn target/release/iocluster-bench-app --redis "$redis" --app-id "app-$i" \
           >"$run_dir/app-$i.log" 2>&1 &
         pids+=($!); servers+=($!)
       done
       for port in "${ports[@]}"; do
         ops_ports+=("$(free_port)")
-        RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
+        env "${thread_env[@]}" RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
           --ops-listen "127.0.0.1:${ops_ports[-1]}" \
           --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
@@ -142,7 +149,7 @@ start_system() {
       ;;
     socketioxide)
       for port in "${ports[@]}"; do
-        target/release/iocluster-bench-peer-socketioxide "$port" "$redis" >"$run_dir/sx-$port.log" 2>&1 &
+        env "${thread_env[@]}" target/release/iocluster-bench-peer-socketioxide "$port" "$redis" >"$run_dir/sx-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/sx-$port.log"
       done

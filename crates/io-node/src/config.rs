@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub cors_origins: Option<Vec<String>>,
     pub redeliver_after_ms: Option<u64>,
     pub max_connections: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub max_packets_per_second: Option<u32>,
     pub ops_listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
@@ -71,6 +72,7 @@ impl RawConfig {
             cors_origins: self.cors_origins.or(other.cors_origins),
             redeliver_after_ms: self.redeliver_after_ms.or(other.redeliver_after_ms),
             max_connections: self.max_connections.or(other.max_connections),
+            worker_threads: self.worker_threads.or(other.worker_threads),
             max_packets_per_second: self.max_packets_per_second.or(other.max_packets_per_second),
             ops_listen: self.ops_listen.or(other.ops_listen),
             tls_cert: self.tls_cert.or(other.tls_cert),
@@ -154,6 +156,10 @@ impl RawConfig {
             cors_origins: self.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
             redeliver_after: ms(self.redeliver_after_ms, 60_000, "redeliver_after_ms")?,
             max_connections: positive(self.max_connections, 100_000, "max_connections")?,
+            worker_threads: self
+                .worker_threads
+                .map(|threads| positive(Some(threads), 1, "worker_threads"))
+                .transpose()?,
             max_packets_per_second: match self.max_packets_per_second.unwrap_or(2_000) {
                 0 => {
                     return Err(ConfigError::Invalid(
@@ -244,6 +250,11 @@ pub struct Config {
     /// Most Engine.IO sessions this node holds; past it, handshakes get
     /// HTTP 503. Default 100 000.
     pub max_connections: usize,
+    /// Threads of the node's async runtime. Default: tokio's (the
+    /// `TOKIO_WORKER_THREADS` environment variable, else one per CPU). On a
+    /// machine shared by several nodes, fewer threads per process mean
+    /// fewer sleeps and wake-ups between them (docs/BENCHMARKS.md).
+    pub worker_threads: Option<usize>,
     /// Packets per second one connection may send (burst: as many); a
     /// faster client is slowed down (its packets wait, so TCP pushes back).
     /// Default 2000.
