@@ -190,7 +190,10 @@ return out";
 /// `done`: the event leaves the in-flight list and the envelope goes out only
 /// if it was still there (not handed to another app-node meanwhile). Each
 /// message's kept envelopes are published back to back in one `PUBLISH`; an
-/// empty channel publishes nothing.
+/// empty channel publishes nothing. `LREM` searches from the tail (count
+/// -1): items enter the in-flight list at its head, so the ones finishing,
+/// usually the oldest, are near the tail (half the `LREM` time at echo
+/// with 100 clients).
 const FLUSH_SCRIPT: &str = r"
 local i = 1
 while i <= #ARGV do
@@ -200,7 +203,7 @@ while i <= #ARGV do
   for _ = 1, n do
     local event, envelope = ARGV[i], ARGV[i + 1]
     i = i + 2
-    if event == '' or redis.call('LREM', KEYS[1], 1, event) > 0 then
+    if event == '' or redis.call('LREM', KEYS[1], -1, event) > 0 then
       parts[#parts + 1] = envelope
     end
   end
