@@ -103,6 +103,30 @@ async fn every_event_is_handled_exactly_once_and_spread_over_app_nodes() {
 }
 
 #[tokio::test]
+async fn event_batch_one_sends_every_event_alone() {
+    // `event_batch = 1` keeps the queue format of app-nodes from before
+    // batching (one event per item), for a rolling upgrade: the features
+    // scenario still passes, its order part included, and no item held
+    // more than one event.
+    let config =
+        std::env::temp_dir().join(format!("iocluster-batch-one-{}.toml", std::process::id()));
+    std::fs::write(&config, "event_batch = 1\n").unwrap();
+    let cluster = Cluster::builder("batch-one")
+        .io_args(&["--config", config.to_str().unwrap()])
+        .start()
+        .await;
+    let result = cluster.scenario("cluster.mjs", &[]).await;
+    for part in ["rooms", "acks", "order", "disconnects"] {
+        assert_eq!(result[part], "ok", "{part}: {result}");
+    }
+    for io in &cluster.io {
+        let batched =
+            iocluster_tests::metric(&io.ops_addr(), "iocluster_batched_events_total").await;
+        assert_eq!(batched, 0.0, "{} sent batched items", io.id);
+    }
+}
+
+#[tokio::test]
 async fn an_app_node_killed_mid_event_loses_nothing() {
     let mut cluster = Cluster::builder("kill-app").start().await;
     let scenario =
