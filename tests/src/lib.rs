@@ -567,6 +567,16 @@ impl Cluster {
         counts.iter().sum()
     }
 
+    /// How many items are in app-node `app`'s in-flight list.
+    pub async fn inflight_len(&self, app: &str) -> i64 {
+        let mut redis = self.redis().await;
+        redis::cmd("LLEN")
+            .arg(format!("{}:inflight:{app}", self.prefix))
+            .query_async(&mut redis)
+            .await
+            .expect("cannot read the in-flight list")
+    }
+
     /// Whether `member` is in the registry sorted set `<prefix>:<set>`
     /// (`apps`, `nodes`, `nsps`).
     pub async fn registered(&self, set: &str, member: &str) -> bool {

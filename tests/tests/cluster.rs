@@ -138,14 +138,9 @@ async fn an_app_node_killed_mid_event_loses_nothing() {
     assert_eq!(result["acked"], 16 * 8, "{result}");
     // The survivor took over the dead node's events.
     assert!(result["apps"]["app1"].as_u64().unwrap() > 0, "{result}");
-    let mut redis = cluster.redis().await;
-    let leftover: i64 = redis::cmd("LLEN")
-        .arg(format!("{}:inflight:app0", cluster.prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
     assert_eq!(
-        leftover, 0,
+        cluster.inflight_len("app0").await,
+        0,
         "the dead app-node's in-flight events were handed back"
     );
     // A restarted app-node serves again without any client noticing.
@@ -190,13 +185,11 @@ async fn an_app_node_killed_mid_batch_loses_nothing() {
     // 16 connections and 128 events, plus what ran again.
     let handled = cluster.handled_total().await;
     assert!(handled > 16 + 128, "no handler ran again: {handled}");
-    let mut redis = cluster.redis().await;
-    let leftover: i64 = redis::cmd("LLEN")
-        .arg(format!("{}:inflight:app0", cluster.prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(leftover, 0, "the dead app-node's items were handed back");
+    assert_eq!(
+        cluster.inflight_len("app0").await,
+        0,
+        "the dead app-node's items were handed back"
+    );
 }
 
 #[tokio::test]
