@@ -107,12 +107,18 @@ async fn event_batch_one_sends_every_event_alone() {
     // `event_batch = 1` keeps the queue format of app-nodes from before
     // batching (one event per item), for a rolling upgrade: the features
     // scenario still passes, its order part included, and no item held
-    // more than one event.
+    // more than one event. The io-nodes also run on one runtime thread
+    // (`--worker-threads 1`, as `scripts/bench.sh --threads 1` runs them).
     let config =
         std::env::temp_dir().join(format!("iocluster-batch-one-{}.toml", std::process::id()));
     std::fs::write(&config, "event_batch = 1\n").unwrap();
     let cluster = Cluster::builder("batch-one")
-        .io_args(&["--config", config.to_str().unwrap()])
+        .io_args(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--worker-threads",
+            "1",
+        ])
         .start()
         .await;
     let result = cluster.scenario("cluster.mjs", &[]).await;

@@ -312,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn batching_and_runtime_threads() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.event_batch, 32);
+        assert_eq!(config.worker_threads, None, "tokio's default");
+        let set = RawConfig {
+            event_batch: Some(1),
+            worker_threads: Some(2),
+            ..RawConfig::default()
+        };
+        let config = set.validate().unwrap();
+        assert_eq!((config.event_batch, config.worker_threads), (1, Some(2)));
+        for bad in [
+            RawConfig {
+                event_batch: Some(0),
+                ..RawConfig::default()
+            },
+            RawConfig {
+                worker_threads: Some(0),
+                ..RawConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
+    }
+
+    #[test]
     fn defaults_and_validation() {
         let config = RawConfig::default().validate().unwrap();
         assert_eq!(config.path, "/socket.io/");
