@@ -129,21 +129,12 @@ impl Event {
     /// envelope that does not decode, or bytes left over, make the whole
     /// item undecodable.
     pub fn decode_all(bytes: &[u8]) -> Result<Vec<Event>, EnvelopeError> {
-        let mut events = Vec::new();
-        let mut rest = bytes;
-        loop {
-            let Some(len) = value_len(rest) else {
-                let truncated = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                return Err(EnvelopeError::Malformed(
-                    rmp_serde::decode::Error::InvalidMarkerRead(truncated),
-                ));
-            };
-            events.push(Event::decode(&rest[..len])?);
-            rest = &rest[len..];
-            if rest.is_empty() {
-                return Ok(events);
-            }
+        if bytes.is_empty() {
+            return Err(truncated());
         }
+        envelopes(bytes)
+            .map(|envelope| envelope.and_then(Event::decode))
+            .collect()
     }
 
     /// [`Event::decode`] through serde alone: the reference the fast reader
@@ -695,23 +686,14 @@ impl Command {
     /// publish several at once). A command of an unknown type or version is
     /// reported and skipped; a malformed one ends the message.
     pub fn decode_all(bytes: &[u8]) -> impl Iterator<Item = Result<Command, EnvelopeError>> + '_ {
-        let mut at = 0;
+        let mut envelopes = envelopes(bytes);
+        let mut ended = false;
         std::iter::from_fn(move || {
-            let rest = bytes.get(at..).filter(|rest| !rest.is_empty())?;
-            // Each envelope is decoded from its own slice (serde's slice reader
-            // borrows; its stream reader copies every string through a buffer).
-            let Some(len) = value_len(rest) else {
-                at = bytes.len();
-                let truncated = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                return Some(Err(EnvelopeError::Malformed(
-                    rmp_serde::decode::Error::InvalidMarkerRead(truncated),
-                )));
-            };
-            let result = decode_tagged(&rest[..len]);
-            at = match result {
-                Err(EnvelopeError::Malformed(_)) => bytes.len(),
-                _ => at + len,
-            };
+            if ended {
+                return None;
+            }
+            let result = envelopes.next()?.and_then(decode_tagged);
+            ended = matches!(result, Err(EnvelopeError::Malformed(_)));
             Some(result)
         })
     }
@@ -760,6 +742,32 @@ impl Reply {
 fn encode_tagged<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
     // Encoding plain structs into a Vec cannot fail.
     rmp_serde::to_vec_named(&(VERSION, kind, body)).unwrap_or_default()
+}
+
+/// The envelopes of a message or queue item that holds several back to back,
+/// each as its own slice (serde's slice reader borrows; its stream reader
+/// copies every string through a buffer). One that runs past the end is a
+/// truncation error, and the last item.
+fn envelopes(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], EnvelopeError>> + '_ {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(len) = value_len(rest) else {
+            rest = &[];
+            return Some(Err(truncated()));
+        };
+        let (envelope, after) = rest.split_at(len);
+        rest = after;
+        Some(Ok(envelope))
+    })
+}
+
+/// The error for bytes that end inside a value.
+fn truncated() -> EnvelopeError {
+    let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+    EnvelopeError::Malformed(rmp_serde::decode::Error::InvalidMarkerRead(eof))
 }
 
 /// The length in bytes of the MessagePack value `bytes` starts with, found
