@@ -639,7 +639,6 @@ impl Node {
         };
         let kind = queued.kind;
         let mut seq = state.next_seq;
-        state.next_seq += 1;
         let mut envelope = socket.encode_event(self.id(), state, seq, queued);
         // Messages that piled up behind go in the same item, all with this
         // snapshot: the app-node carries each handler's joins and data into
@@ -656,11 +655,11 @@ impl Node {
             let Some(queued) = state.queue.pop_front() else {
                 break;
             };
-            seq = state.next_seq;
-            state.next_seq += 1;
+            seq += 1;
             socket.encode_event_into(&mut envelope, self.id(), state, seq, queued);
             events += 1;
         }
+        state.next_seq = seq + 1;
         if state.queue.is_empty() {
             // An idle socket keeps no queue buffer.
             state.queue.shrink_to_fit();
