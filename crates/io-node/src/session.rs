@@ -6,8 +6,8 @@
 //! Transports (long-polling requests, a WebSocket) only move frames between the
 //! outbox and the network; the node decides what the frames say.
 //!
-//! Closing is asynchronous: [`Session::close`] records the reason, cancels the
-//! session token and tells the node's watch task ([`watch`]), which does the
+//! Closing is asynchronous: [`Session::close`] records the reason, wakes the
+//! session's transports and tells the node's watch task ([`watch`]), which does the
 //! cleanup, so code holding locks may close a session safely. The same task
 //! sends every session's pings and enforces the pong and connect deadlines: one
 //! task per node, not one per session, so an idle client costs no task.
@@ -15,9 +15,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use iocluster_protocol::envelope::EncodedHandshake;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -167,6 +169,9 @@ pub(crate) struct Session {
     closed: mpsc::UnboundedSender<Arc<str>>,
     /// Set while a long-polling POST is being read; a concurrent one is refused.
     pub posting: AtomicBool,
+    /// Set when the WebSocket's read side may have something: its waker
+    /// fired, or its last poll gave a message (see [`Session::read_waker`]).
+    read_woken: AtomicBool,
     /// Wakes the session's transports when it closes (see
     /// [`Session::closed`]). Inline rather than a `CancellationToken`, which
     /// is an allocation of its own for every connection.
@@ -197,6 +202,7 @@ impl Session {
             connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout)).max(1)),
             closed: watch.closed.clone(),
             posting: AtomicBool::new(false),
+            read_woken: AtomicBool::new(true),
             closing: tokio::sync::Notify::new(),
             reason: OnceLock::new(),
         })
@@ -217,6 +223,7 @@ impl Session {
     pub(crate) fn close(&self, reason: CloseReason) {
         let first = self.reason.set(reason).is_ok();
         self.closing.notify_waiters();
+        self.outbox.ready.wake();
         if first {
             // Fails only when the node has stopped watching (shut down).
             let _ = self.closed.send(self.sid.clone());
@@ -232,6 +239,56 @@ impl Session {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.reason.get().is_some()
+    }
+
+    /// The next frame for the client, or `None` once the session is closed
+    /// (frames still queued then are not sent). For the transport holding
+    /// [`Session::outbox_reader`].
+    pub(crate) async fn next_frame(&self) -> Option<Frame> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// [`Session::next_frame`] as a poll. The waker is registered before the
+    /// checks, so a push or a close in between still wakes the reader. One
+    /// waker, no wait list: registering costs two atomic operations and no
+    /// lock, which matters on the path of every delivery.
+    pub(crate) fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        self.register_reader(cx.waker());
+        self.frame_ready()
+    }
+
+    /// Makes `waker` the one a push, a close or the read side's waker
+    /// ([`Session::read_waker`]) wakes. Register before checking anything.
+    pub(crate) fn register_reader(&self, waker: &std::task::Waker) {
+        self.outbox.ready.register(waker);
+    }
+
+    /// [`Session::poll_frame`] without registering a waker.
+    pub(crate) fn frame_ready(&self) -> Poll<Option<Frame>> {
+        if self.is_closed() {
+            return Poll::Ready(None);
+        }
+        match self.outbox.try_pop() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Whether the WebSocket's read side is worth polling, clearing the flag:
+    /// it is set again by the read side's waker ([`Session::read_waker`]) or by the
+    /// caller after a poll that gave a message (more may be buffered).
+    pub(crate) fn take_read_wake(&self) -> bool {
+        self.read_woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// The waker for the WebSocket's read side (see `impl ArcWake for
+    /// Session`), borrowed: making it costs no reference count.
+    pub(crate) fn read_waker(self: &Arc<Self>) -> futures_util::task::WakerRef<'_> {
+        futures_util::task::waker_ref(self)
+    }
+
+    pub(crate) fn set_read_wake(&self) {
+        self.read_woken.store(true, Ordering::Release);
     }
 
     /// Completes once the session is closed (at once if it already is).
@@ -322,7 +379,10 @@ impl Session {
 pub(crate) struct Outbox {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
-    ready: tokio::sync::Notify,
+    /// The reader's waker (see [`Session::poll_frame`]): woken by a push
+    /// and by the session's close. There is one reader at a time, the
+    /// holder of [`Session::outbox_reader`].
+    ready: AtomicWaker,
 }
 
 impl Outbox {
@@ -330,7 +390,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
             capacity,
-            ready: tokio::sync::Notify::new(),
+            ready: AtomicWaker::new(),
         }
     }
 
@@ -349,7 +409,7 @@ impl Outbox {
             }
             queue.push_back(frame);
         }
-        self.ready.notify_one();
+        self.ready.wake();
         true
     }
 
@@ -363,17 +423,19 @@ impl Outbox {
         }
         frame
     }
+}
 
-    /// Waits for the next frame. One reader at a time (the holder of
-    /// [`Session::outbox_reader`]): a push between an empty check and the
-    /// wait leaves a permit in `ready`, so no wake-up is lost.
-    pub(crate) async fn pop(&self) -> Frame {
-        loop {
-            if let Some(frame) = self.try_pop() {
-                return frame;
-            }
-            self.ready.notified().await;
-        }
+/// A session is the waker its WebSocket task gives the read side
+/// ([`Session::read_waker`]): waking it notes that the read side has
+/// something and wakes the task through the outbox's waker, which the task
+/// registers on every poll. The task polls the read side only when the note
+/// is there, so the frames it is woken to write (most wake-ups under
+/// broadcast load) do not each cost a pass through tungstenite and the
+/// socket's readiness. A reference to the session: no allocation.
+impl futures_util::task::ArcWake for Session {
+    fn wake_by_ref(session: &Arc<Self>) {
+        session.set_read_wake();
+        session.outbox.ready.wake();
     }
 }
 

@@ -4,8 +4,10 @@
 //! session's outbox and the network and hand incoming packets to the node.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -242,11 +244,7 @@ async fn poll(node: &Node, session: Arc<Session>) -> Response {
         session.close(CloseReason::TransportError);
         return error(TransportError::BadRequest);
     };
-    let first = tokio::select! {
-        frame = session.outbox.pop() => Some(frame),
-        _ = session.closed() => None,
-    };
-    let Some(first) = first else {
+    let Some(first) = session.next_frame().await else {
         return text("1".to_owned());
     };
     let budget = node.config().max_payload;
@@ -487,27 +485,62 @@ const WS_WRITE_BUFFER: usize = 4096;
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// What woke a WebSocket task ([`serve_websocket`]).
+enum Woke {
+    /// The pause of a client over its packet rate is over.
+    Resumed,
+    /// The read side gave something (`None`: the stream ended).
+    Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    /// A frame to write, or `None`: the session is closed.
+    Frame(Option<Frame>),
+}
+
 async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     let _reader = tokio::select! {
         reader = session.outbox_reader.lock() => reader,
         _ = session.closed() => return,
     };
-    let outbox = &session.outbox;
     let mut limiter = RateLimiter::new(node.config().max_packets_per_second);
     // Set while a client over its packet rate is not read from (its frames
     // keep flowing out meanwhile). Boxed: most connections never need it.
-    let mut pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Which side is looked at first, alternating, so that neither a client
+    // that floods us nor a busy outbox starves the other.
+    let mut frames_first = false;
     loop {
-        let reading = pause.is_none();
-        let paused = async {
-            match pause.as_mut() {
-                Some(sleep) => sleep.as_mut().await,
-                None => std::future::pending().await,
+        frames_first = !frames_first;
+        let woke = std::future::poll_fn(|cx| {
+            // First: a push, a close or the read side's waker from here on
+            // wakes the task again.
+            session.register_reader(cx.waker());
+            if let Some(sleep) = pause.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Woke::Resumed);
             }
-        };
-        tokio::select! {
-            _ = paused => pause = None,
-            message = ws.next(), if reading => {
+            if frames_first && let Poll::Ready(frame) = session.frame_ready() {
+                return Poll::Ready(Woke::Frame(frame));
+            }
+            // The read side only when its waker fired (or it last gave a
+            // message): not on every frame the task is woken to write.
+            if pause.is_none() && session.take_read_wake() {
+                let read_waker = session.read_waker();
+                let mut read_cx = Context::from_waker(&read_waker);
+                if let Poll::Ready(message) = ws.poll_next_unpin(&mut read_cx) {
+                    session.set_read_wake();
+                    return Poll::Ready(Woke::Message(message));
+                }
+            }
+            if frames_first {
+                Poll::Pending
+            } else {
+                session.frame_ready().map(Woke::Frame)
+            }
+        })
+        .await;
+        match woke {
+            Woke::Resumed => pause = None,
+            Woke::Message(message) => {
                 if let Some(wait) = limiter.take() {
                     metrics::counter!("iocluster_throttled_packets_total").increment(1);
                     pause = Some(Box::pin(tokio::time::sleep(wait)));
@@ -519,7 +552,11 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                         Err(_) => Err(CloseReason::ParseError),
                     },
                     Some(Ok(Message::Binary(bytes))) => {
-                        Box::pin(node.on_engine_packet(&session, engine::Packet::Binary(bytes.to_vec().into()))).await
+                        Box::pin(node.on_engine_packet(
+                            &session,
+                            engine::Packet::Binary(bytes.to_vec().into()),
+                        ))
+                        .await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
                     Some(Ok(Message::Close(_))) | None => Err(CloseReason::TransportClose),
@@ -533,20 +570,25 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                     break;
                 }
             }
-            frame = outbox.pop() => {
+            // `None` once the session is closed: a close wakes the task too.
+            Woke::Frame(None) => break,
+            Woke::Frame(Some(frame)) => {
                 // Boxed: the write state exists only while writing, so an
                 // idle connection's task stays small.
                 let write = Box::pin(async {
                     feed(&mut ws, frame).await?;
                     for _ in 1..WRITE_BATCH {
-                        match outbox.try_pop() {
+                        match session.outbox.try_pop() {
                             Some(frame) => feed(&mut ws, frame).await?,
                             None => break,
                         }
                     }
                     ws.flush().await
                 });
+                // Biased: a write that completes at once (the usual case)
+                // never registers with the session's close.
                 let result = tokio::select! {
+                    biased;
                     result = write => result,
                     _ = session.closed() => break,
                 };
@@ -556,7 +598,6 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                     break;
                 }
             }
-            _ = session.closed() => break,
         }
     }
     // Closing the transport without a Socket.IO DISCONNECT lets stock clients
