@@ -177,7 +177,7 @@ const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 /// Moves up to ARGV[1] events from the queue to the in-flight list, oldest
 /// first (the queue's right end), in three commands however many there are.
 const FETCH_SCRIPT: &str = r"
-local items = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
+local items = redis.call('LRANGE', KEYS[1], '-' .. ARGV[1], '-1')
 if #items == 0 then return items end
 redis.call('LTRIM', KEYS[1], 0, -#items - 1)
 local out = {}
@@ -193,7 +193,8 @@ return out";
 /// empty channel publishes nothing. `LREM` searches from the tail (count
 /// -1): items enter the in-flight list at its head, so the ones finishing,
 /// usually the oldest, are near the tail (half the `LREM` time at echo
-/// with 100 clients).
+/// with 100 clients). Constant arguments are Lua strings: Redis 7.0 formats
+/// a Lua number argument with `printf("%.17g")` on every call.
 const FLUSH_SCRIPT: &str = r"
 local i = 1
 while i <= #ARGV do
@@ -203,7 +204,7 @@ while i <= #ARGV do
   for _ = 1, n do
     local event, envelope = ARGV[i], ARGV[i + 1]
     i = i + 2
-    if event == '' or redis.call('LREM', KEYS[1], -1, event) > 0 then
+    if event == '' or redis.call('LREM', KEYS[1], '-1', event) > 0 then
       parts[#parts + 1] = envelope
     end
   end
@@ -212,6 +213,13 @@ while i <= #ARGV do
   end
 end
 return 0";
+
+/// [`FLUSH_SCRIPT`] with its hash, computed once.
+fn flush_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(FLUSH_SCRIPT));
+    &SCRIPT
+}
 
 /// Hands the in-flight events of an app-node whose lease lapsed back to the
 /// queue, and forgets the app-node. Atomic, so racing app-nodes move each
@@ -792,6 +800,15 @@ async fn publisher(
         let pipe = flush.pipeline(&inflight_key);
         let mut backoff = Duration::from_millis(50);
         while let Err(error) = pipe.query_async::<()>(&mut redis).await {
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                // A Redis that restarted (or flushed its scripts): nothing
+                // of the flush ran. Load the script and send it again.
+                let loaded: redis::RedisResult<String> =
+                    flush_script().prepare_invoke().load_async(&mut redis).await;
+                if loaded.is_ok() {
+                    continue;
+                }
+            }
             tracing::warn!(%error, items = batch.len(), "cannot publish; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -867,9 +884,14 @@ impl<'a> Flush<'a> {
             }
             return pipe;
         }
-        // EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT after a
-        // Redis restart, and one call per flush makes the script text cheap.
-        let cmd = pipe.cmd("EVAL").arg(FLUSH_SCRIPT).arg(1).arg(inflight_key);
+        // EVALSHA: Redis would hash the script's text on every EVAL. After a
+        // Redis restart it answers NOSCRIPT, having run nothing, and the
+        // publisher loads the script and sends the flush again.
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(flush_script().get_hash())
+            .arg(1)
+            .arg(inflight_key);
         for message in &self.messages {
             cmd.arg(message.channel).arg(message.parts.len());
             for (raw, bytes) in &message.parts {
@@ -930,6 +952,24 @@ async fn replies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/PROTOCOL.md tells other app-nodes to run these scripts: it
+    /// must show them as the SDK has them (indentation aside).
+    #[test]
+    fn the_protocol_document_shows_the_scripts_the_sdk_runs() {
+        let lines = |text: &str| -> String {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let doc = lines(include_str!("../../../docs/PROTOCOL.md"));
+        for script in [FETCH_SCRIPT, FLUSH_SCRIPT] {
+            let script = lines(script);
+            assert!(doc.contains(&script), "docs/PROTOCOL.md lacks:\n{script}");
+        }
+    }
 
     fn command(channel: &str, payload: &[u8]) -> Publish {
         Publish::Command {
