@@ -298,7 +298,7 @@ impl App {
         // timeout shorter than the pop's.
         let blocking_config =
             iocluster_ops::redis_manager_config(Some(BLOCKING_POP + Duration::from_secs(5)));
-        let mut blocking = client
+        let blocking = client
             .get_connection_manager_with_config(blocking_config)
             .await?;
 
@@ -349,80 +349,27 @@ impl App {
         let semaphore = Arc::new(Semaphore::new(config.concurrency));
         let events_key = keys.events();
         let inflight_key = keys.inflight(&config.app_id);
-        let fetch = redis::Script::new(FETCH_SCRIPT);
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let first = tokio::select! {
-                permit = semaphore.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = &mut shutdown => break,
-            };
-            let room = (semaphore.available_permits() + 1).min(FETCH_BATCH);
-            tracing::trace!(room, "fetching");
-            let fetched: redis::RedisResult<Vec<Vec<u8>>> = fetch
-                .key(&events_key)
-                .key(&inflight_key)
-                .arg(room)
-                .invoke_async(&mut redis)
-                .await;
-            let mut batch = match fetched {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot take events from the queue; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(50);
-            if batch.is_empty() {
-                let mut pop = redis::cmd("BLMOVE");
-                pop.arg(&events_key)
-                    .arg(&inflight_key)
-                    .arg("RIGHT")
-                    .arg("LEFT")
-                    .arg(BLOCKING_POP.as_secs_f64());
-                tracing::trace!("blocking pop");
-                let popped: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
-                    popped = pop.query_async(&mut blocking) => popped,
-                    // An event moved by an abandoned pop stays in our
-                    // in-flight list and is handed back at the end.
-                    _ = &mut shutdown => break,
-                };
-                match popped {
-                    Ok(Some(raw)) => batch.push(raw),
-                    Ok(None) => continue,
-                    Err(error) => {
-                        tracing::warn!(%error, "blocking pop failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
-                }
+        let taking = CancellationToken::new();
+        let mut taker = tokio::spawn(take_events(
+            shared.clone(),
+            semaphore.clone(),
+            redis.clone(),
+            blocking,
+            events_key.clone(),
+            inflight_key.clone(),
+            taking.clone(),
+        ));
+        let ended = tokio::select! {
+            _ = shutdown => None,
+            ended = &mut taker => Some(ended),
+        };
+        taking.cancel();
+        match ended {
+            None => {
+                let _ = taker.await;
             }
-            let mut first = Some(first);
-            for raw in batch {
-                let permit = match first.take() {
-                    Some(permit) => permit,
-                    None => match semaphore.clone().try_acquire_owned() {
-                        Ok(permit) => permit,
-                        // Cannot happen: only this loop takes permits and it
-                        // fetched no more than were free.
-                        Err(_) => semaphore
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore is never closed"),
-                    },
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    shared.handle(raw).await;
-                    drop(permit);
-                });
-            }
+            Some(Err(error)) => tracing::error!(%error, "taking events failed: shutting down"),
+            Some(Ok(())) => {}
         }
 
         tracing::info!("shutting down: finishing events in hand");
@@ -468,6 +415,96 @@ impl App {
         }
         tracing::info!("app-node stopped");
         Ok(())
+    }
+}
+
+/// Takes events from the queue into this app-node's in-flight list and
+/// starts their handlers, until `stop`. A task of its own, so that it runs
+/// on the runtime's worker threads: `App::run` is usually awaited from
+/// `main`, outside them, where every wake-up of this loop (an event taken, a
+/// permit freed) would be one thread waking another.
+async fn take_events(
+    shared: Arc<Shared>,
+    semaphore: Arc<Semaphore>,
+    mut redis: redis::aio::ConnectionManager,
+    mut blocking: redis::aio::ConnectionManager,
+    events_key: String,
+    inflight_key: String,
+    stop: CancellationToken,
+) {
+    let fetch = redis::Script::new(FETCH_SCRIPT);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let first = tokio::select! {
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let room = (semaphore.available_permits() + 1).min(FETCH_BATCH);
+        tracing::trace!(room, "fetching");
+        let fetched: redis::RedisResult<Vec<Vec<u8>>> = fetch
+            .key(&events_key)
+            .key(&inflight_key)
+            .arg(room)
+            .invoke_async(&mut redis)
+            .await;
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take events from the queue; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        if batch.is_empty() {
+            let mut pop = redis::cmd("BLMOVE");
+            pop.arg(&events_key)
+                .arg(&inflight_key)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(BLOCKING_POP.as_secs_f64());
+            tracing::trace!("blocking pop");
+            let popped: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
+                popped = pop.query_async(&mut blocking) => popped,
+                // An event moved by an abandoned pop stays in our
+                // in-flight list and is handed back at the end.
+                _ = stop.cancelled() => break,
+            };
+            match popped {
+                Ok(Some(raw)) => batch.push(raw),
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "blocking pop failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        let mut first = Some(first);
+        for raw in batch {
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => match semaphore.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    // Cannot happen: only this loop takes permits and it
+                    // fetched no more than were free.
+                    Err(_) => semaphore
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore is never closed"),
+                },
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                shared.handle(raw).await;
+                drop(permit);
+            });
+        }
     }
 }
 
