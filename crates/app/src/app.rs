@@ -434,6 +434,12 @@ async fn take_events(
 ) {
     let fetch = redis::Script::new(FETCH_SCRIPT);
     let mut backoff = Duration::from_millis(50);
+    // Whether the last take found the queue empty: then the next one blocks
+    // at once (with the take script right behind the blocking pop, in one
+    // round trip), instead of first asking for what is probably not there.
+    // At a low event rate that is one request to Redis per event instead
+    // of two.
+    let mut drained = false;
     loop {
         let first = tokio::select! {
             permit = semaphore.clone().acquire_owned() => match permit {
@@ -443,14 +449,24 @@ async fn take_events(
             _ = stop.cancelled() => break,
         };
         let room = (semaphore.available_permits() + 1).min(FETCH_BATCH);
-        tracing::trace!(room, "fetching");
-        let fetched: redis::RedisResult<Vec<Vec<u8>>> = fetch
-            .key(&events_key)
-            .key(&inflight_key)
-            .arg(room)
-            .invoke_async(&mut redis)
-            .await;
-        let mut batch = match fetched {
+        let taken = if drained {
+            tracing::trace!(room, "blocking pop, then fetching");
+            tokio::select! {
+                taken = block_then_fetch(&mut blocking, &fetch, &events_key, &inflight_key, room) => taken,
+                // Events moved by an abandoned take stay in our in-flight
+                // list and are handed back at the end.
+                _ = stop.cancelled() => break,
+            }
+        } else {
+            tracing::trace!(room, "fetching");
+            fetch
+                .key(&events_key)
+                .key(&inflight_key)
+                .arg(room)
+                .invoke_async(&mut redis)
+                .await
+        };
+        let batch: Vec<Vec<u8>> = match taken {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, "cannot take events from the queue; retrying");
@@ -460,29 +476,9 @@ async fn take_events(
             }
         };
         backoff = Duration::from_millis(50);
+        drained = batch.len() < room;
         if batch.is_empty() {
-            let mut pop = redis::cmd("BLMOVE");
-            pop.arg(&events_key)
-                .arg(&inflight_key)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(BLOCKING_POP.as_secs_f64());
-            tracing::trace!("blocking pop");
-            let popped: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
-                popped = pop.query_async(&mut blocking) => popped,
-                // An event moved by an abandoned pop stays in our
-                // in-flight list and is handed back at the end.
-                _ = stop.cancelled() => break,
-            };
-            match popped {
-                Ok(Some(raw)) => batch.push(raw),
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "blocking pop failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            }
+            continue;
         }
         let mut first = Some(first);
         for raw in batch {
@@ -506,6 +502,87 @@ async fn take_events(
             });
         }
     }
+}
+
+/// Waits for an event with `BLMOVE` and takes up to `room - 1` more with
+/// the take script, both in one pipeline: when the pop is served, Redis
+/// runs the script at once, so a burst comes back whole with its first
+/// event. The events come oldest first, as [`FETCH_SCRIPT`] gives them.
+/// Both replies are read whatever the other one was, so an event either
+/// command moved into the in-flight list is always handled; a script Redis
+/// no longer knows (it restarted) had run nothing, and is sent again (and
+/// loaded) alone.
+async fn block_then_fetch(
+    blocking: &mut redis::aio::ConnectionManager,
+    fetch: &redis::Script,
+    events_key: &str,
+    inflight_key: &str,
+    room: usize,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("BLMOVE")
+        .arg(events_key)
+        .arg(inflight_key)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .arg(BLOCKING_POP.as_secs_f64());
+    let more = room - 1;
+    if more > 0 {
+        pipe.cmd("EVALSHA")
+            .arg(fetch.get_hash())
+            .arg(2)
+            .arg(events_key)
+            .arg(inflight_key)
+            .arg(more);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(blocking).await?;
+    let mut replies = replies.into_iter().map(|reply| {
+        redis::from_redis_value::<redis::RedisResult<redis::Value>>(reply)
+            .map_err(redis::RedisError::from)
+            .and_then(|reply| reply)
+    });
+    let popped: redis::RedisResult<Option<Vec<u8>>> = replies
+        .next()
+        .unwrap_or(Ok(redis::Value::Nil))
+        .and_then(|reply| Ok(redis::from_redis_value(reply)?));
+    let fetched: Option<redis::RedisResult<Vec<Vec<u8>>>> = replies
+        .next()
+        .map(|reply| reply.and_then(|reply| Ok(redis::from_redis_value(reply)?)));
+    // Whatever either command moved into the in-flight list is ours now
+    // and must be handled: an error of one does not drop the other's.
+    let mut batch = Vec::new();
+    match popped {
+        Ok(popped) => batch.extend(popped),
+        Err(error) if fetched.is_none() => return Err(error),
+        Err(error) => tracing::warn!(%error, "blocking pop failed"),
+    }
+    match fetched {
+        None => {}
+        Some(Ok(fetched)) => batch.extend(fetched),
+        Some(Err(error))
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            // Redis restarted and forgot the script: nothing of it ran.
+            let fetched: Vec<Vec<u8>> = fetch
+                .key(events_key)
+                .key(inflight_key)
+                .arg(more)
+                .invoke_async(blocking)
+                .await
+                .or_else(|error| {
+                    if batch.is_empty() {
+                        Err(error)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                })?;
+            batch.extend(fetched);
+        }
+        Some(Err(error)) if batch.is_empty() => return Err(error),
+        Some(Err(error)) => tracing::warn!(%error, "cannot take more events after a blocking pop"),
+    }
+    Ok(batch)
 }
 
 /// How long one blocking pop waits for an event.
