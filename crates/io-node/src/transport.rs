@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use iocluster_protocol::engine::{self, OpenPacket, TransportError};
 use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -476,14 +477,18 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
 /// holds this buffer for every connection, idle or not.
 const WS_READ_BUFFER: usize = 512;
 
-/// Bytes of frames tungstenite gathers before it writes them to the socket
-/// (a flush writes whatever is gathered): the frames of one write batch
-/// (`WRITE_BATCH`) go out in one `send` instead of one each. The buffer
-/// keeps its largest size, so it stays small.
-const WS_WRITE_BUFFER: usize = 4096;
+/// Bytes tungstenite gathers before it writes to the socket. It writes only
+/// the open packet, the probe's answer and control frames (pongs, the
+/// close); data frames go out through [`write_frames`]. The buffer keeps
+/// its largest size, so it stays small.
+const WS_WRITE_BUFFER: usize = 512;
 
-/// Most frames written before one flush.
+/// Most frames written with one write.
 const WRITE_BATCH: usize = 64;
+
+/// A write batch takes no more frames once it holds this many bytes: its
+/// buffer exists only while it is written.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
 /// What woke a WebSocket task ([`serve_websocket`]).
 enum Woke {
@@ -507,6 +512,9 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     // Which side is looked at first, alternating, so that neither a client
     // that floods us nor a busy outbox starves the other.
     let mut frames_first = false;
+    // Set when tungstenite may hold output of its own (a pong or a close
+    // reply queued while it read): flushed before the next frames go out.
+    let mut control_pending = false;
     loop {
         frames_first = !frames_first;
         let woke = std::future::poll_fn(|cx| {
@@ -541,6 +549,7 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
         match woke {
             Woke::Resumed => pause = None,
             Woke::Message(message) => {
+                control_pending = true;
                 if let Some(wait) = limiter.take() {
                     metrics::counter!("iocluster_throttled_packets_total").increment(1);
                     pause = Some(Box::pin(tokio::time::sleep(wait)));
@@ -575,16 +584,12 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
             Woke::Frame(Some(frame)) => {
                 // Boxed: the write state exists only while writing, so an
                 // idle connection's task stays small.
-                let write = Box::pin(async {
-                    feed(&mut ws, frame).await?;
-                    for _ in 1..WRITE_BATCH {
-                        match session.outbox.try_pop() {
-                            Some(frame) => feed(&mut ws, frame).await?,
-                            None => break,
-                        }
-                    }
-                    ws.flush().await
-                });
+                let write = Box::pin(write_frames(
+                    &mut ws,
+                    &session,
+                    frame,
+                    std::mem::take(&mut control_pending),
+                ));
                 // Biased: a write that completes at once (the usual case)
                 // never registers with the session's close.
                 let result = tokio::select! {
@@ -609,18 +614,118 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     .await;
 }
 
-async fn feed<S>(sink: &mut S, frame: Frame) -> Result<(), S::Error>
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    match frame {
-        Frame::Text(text) => sink.feed(Message::Text(text)).await,
-        Frame::WithBinary(text, attachments) => {
-            sink.feed(Message::Text(text)).await?;
-            for attachment in attachments.iter() {
-                sink.feed(Message::Binary(attachment.clone())).await?;
-            }
-            Ok(())
+/// Writes `first` and what else waits in the outbox (at most `WRITE_BATCH`
+/// frames, or `WRITE_BATCH_BYTES` of them) to the socket with one write.
+///
+/// The frames are encoded here rather than fed through tungstenite's
+/// `Sink`: a server's data frame is a small header and the payload, while
+/// every `Sink` call registers the task's waker twice and copies the frame
+/// into tungstenite's buffer. tungstenite's own output (a pong, a close
+/// reply, queued while it read) goes first when there may be some
+/// (`flush_first`), so nothing interleaves with it.
+async fn write_frames(
+    ws: &mut Ws,
+    session: &Session,
+    first: Frame,
+    flush_first: bool,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    if flush_first {
+        ws.flush().await?;
+    }
+    let mut out = Vec::new();
+    encode_frame(&mut out, &first);
+    for _ in 1..WRITE_BATCH {
+        if out.len() >= WRITE_BATCH_BYTES {
+            break;
         }
+        match session.outbox.try_pop() {
+            Some(frame) => encode_frame(&mut out, &frame),
+            None => break,
+        }
+    }
+    let io = ws.get_mut();
+    io.write_all(&out).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Appends `frame` as WebSocket data frames (its text, then one binary
+/// frame per attachment), as a server sends them: final, unmasked.
+fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
+    match frame {
+        Frame::Text(text) => encode_data_frame(out, OPCODE_TEXT, text.as_bytes()),
+        Frame::WithBinary(text, attachments) => {
+            encode_data_frame(out, OPCODE_TEXT, text.as_bytes());
+            for attachment in attachments.iter() {
+                encode_data_frame(out, OPCODE_BINARY, attachment);
+            }
+        }
+    }
+}
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+
+/// RFC 6455, section 5.2: FIN and the opcode, then the payload length in
+/// 7 bits, or 126 and 16 bits, or 127 and 64 bits (network byte order), no
+/// mask (a server's frames are never masked), the payload.
+fn encode_data_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    const FIN: u8 = 0x80;
+    out.reserve(payload.len() + 10);
+    out.push(FIN | opcode);
+    match payload.len() {
+        len @ 0..=125 => out.push(len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// What tungstenite itself would write for the same server frame.
+    fn tungstenite_frame(opcode: Data, payload: &[u8]) -> Vec<u8> {
+        let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+            payload.to_vec(),
+            OpCode::Data(opcode),
+            true,
+        );
+        let mut out = Vec::new();
+        frame.format(&mut out).expect("formats into a Vec");
+        out
+    }
+
+    #[test]
+    fn data_frames_are_byte_for_byte_what_tungstenite_writes() {
+        // Each length encoding, at and either side of its bounds.
+        for len in [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, 0x1_0001] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for (opcode, ours) in [(Data::Text, OPCODE_TEXT), (Data::Binary, OPCODE_BINARY)] {
+                let mut out = Vec::new();
+                encode_data_frame(&mut out, ours, &payload);
+                assert_eq!(out, tungstenite_frame(opcode, &payload), "length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_with_attachments_is_its_text_then_one_binary_frame_each() {
+        let text = "451-[\"file\",{\"_placeholder\":true,\"num\":0}]";
+        let attachment = bytes::Bytes::from_static(&[1, 2, 3]);
+        let frame = Frame::WithBinary(Utf8Bytes::from_static(text), Arc::from(vec![attachment]));
+        let mut out = Vec::new();
+        encode_frame(&mut out, &frame);
+        let mut expected = tungstenite_frame(Data::Text, text.as_bytes());
+        expected.extend(tungstenite_frame(Data::Binary, &[1, 2, 3]));
+        assert_eq!(out, expected);
     }
 }
