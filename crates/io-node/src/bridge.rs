@@ -403,8 +403,8 @@ async fn subscriber(
                     };
                     // One message carries one or more commands, in order.
                     let payload = message.get_payload_bytes();
-                    metrics::counter!("iocluster_pubsub_messages_total").increment(1);
-                    metrics::counter!("iocluster_pubsub_bytes_total").increment(payload.len() as u64);
+                    node.hot().pubsub_messages.increment(1);
+                    node.hot().pubsub_bytes.increment(payload.len() as u64);
                     for command in Command::decode_all(payload) {
                         match command {
                             Ok(command) => node.apply(command),

@@ -21,6 +21,7 @@ mod limits;
 mod node;
 mod session;
 mod socket;
+mod stats;
 pub mod tls;
 mod transport;
 
@@ -65,6 +66,11 @@ pub async fn run(
     let redis = client.get_connection_manager_with_config(manager).await?;
     let (bridge, receivers) = bridge::bridge(config.event_buffer);
     let (watch, closed) = session::Watch::new(&config);
+    if config.ops_listen.is_some() {
+        // Before the node registers its metrics handles (`stats`): a handle
+        // made without a recorder stays a no-op.
+        iocluster_ops::metrics_handle();
+    }
     let node = Node::new(config, bridge, redis.clone(), watch);
     if let Err(error) = node.refresh_namespaces().await {
         tracing::warn!(%error, "cannot read the served namespaces yet");

@@ -109,6 +109,8 @@ pub struct Node {
     events_out: AtomicU64,
     deliveries: AtomicU64,
     readiness: iocluster_ops::Readiness,
+    /// Metrics recorded per packet, event or command.
+    hot: crate::stats::HotMetrics,
 }
 
 impl Node {
@@ -141,6 +143,7 @@ impl Node {
             events_out: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             readiness: iocluster_ops::Readiness::default(),
+            hot: crate::stats::HotMetrics::new(),
         })
     }
 
@@ -150,6 +153,10 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.config.node_id
+    }
+
+    pub(crate) fn hot(&self) -> &crate::stats::HotMetrics {
+        &self.hot
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -434,8 +441,7 @@ impl Node {
         data: &str,
         bin: Vec<ByteBuf>,
     ) -> Result<(), CloseReason> {
-        metrics::counter!("iocluster_client_packets_total", "type" => packet_type(kind))
-            .increment(1);
+        self.hot.client_packet(kind).increment(1);
         match kind {
             PacketKind::Connect => self.on_connect(session, nsp, data).await,
             PacketKind::Disconnect => {
@@ -664,10 +670,9 @@ impl Node {
             // An idle socket keeps no queue buffer.
             state.queue.shrink_to_fit();
         }
-        metrics::counter!("iocluster_events_out_total", "kind" => kind.as_str())
-            .increment(u64::from(events));
+        self.hot.events_out(kind).increment(u64::from(events));
         if events > 1 {
-            metrics::counter!("iocluster_batched_events_total").increment(u64::from(events));
+            self.hot.batched_events.increment(u64::from(events));
         }
         self.events_out
             .fetch_add(u64::from(events), Ordering::Relaxed);
@@ -742,7 +747,7 @@ impl Node {
 
     /// Applies one command from an app-node.
     pub(crate) fn apply(&self, command: Command) {
-        metrics::counter!("iocluster_commands_total", "type" => command.type_name()).increment(1);
+        self.hot.command(&command).increment(1);
         match command {
             Command::Emit(emit) => self.emit(emit),
             Command::Ack(ack) => {
@@ -823,7 +828,8 @@ impl Node {
             // From the item's (last) push to its done: Redis, the queue's
             // wait for an app-node, the handlers, and the way back.
             let micros = self.watch.now_us().saturating_sub(inflight.since_us);
-            metrics::histogram!("iocluster_event_round_trip_seconds")
+            self.hot
+                .round_trip
                 .record(Duration::from_micros(micros).as_secs_f64());
         }
         if done.seq == 0 {
@@ -970,7 +976,7 @@ impl Node {
             None => {
                 // Encoded once, shared by every recipient.
                 let frame = packet_frame(PacketKind::Event, &emit.nsp, None, &emit.data, emit.bin);
-                metrics::counter!("iocluster_deliveries_total").increment(recipients.len() as u64);
+                self.hot.deliveries.increment(recipients.len() as u64);
                 self.deliveries
                     .fetch_add(recipients.len() as u64, Ordering::Relaxed);
                 for socket in recipients {
@@ -984,7 +990,7 @@ impl Node {
                     .into_iter()
                     .map(|b| Bytes::from(b.into_vec()))
                     .collect();
-                metrics::counter!("iocluster_deliveries_total").increment(recipients.len() as u64);
+                self.hot.deliveries.increment(recipients.len() as u64);
                 for socket in recipients {
                     let mut state = socket.lock();
                     let id = state.next_ack;
@@ -1225,18 +1231,6 @@ impl Node {
         cache.served = served.into_iter().collect();
         cache.refreshed = Some(Instant::now());
         Ok(())
-    }
-}
-
-fn packet_type(kind: PacketKind) -> &'static str {
-    match kind {
-        PacketKind::Connect => "connect",
-        PacketKind::Disconnect => "disconnect",
-        PacketKind::Event => "event",
-        PacketKind::Ack => "ack",
-        PacketKind::ConnectError => "connect_error",
-        PacketKind::BinaryEvent => "binary_event",
-        PacketKind::BinaryAck => "binary_ack",
     }
 }
 
