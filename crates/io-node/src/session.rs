@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -243,27 +243,26 @@ impl Session {
 
     /// The next frame for the client, or `None` once the session is closed
     /// (frames still queued then are not sent). For the transport holding
-    /// [`Session::outbox_reader`].
+    /// [`Session::outbox_reader`]. The waker is registered before the
+    /// checks, so a push or a close in between still wakes the reader.
     pub(crate) async fn next_frame(&self) -> Option<Frame> {
-        std::future::poll_fn(|cx| self.poll_frame(cx)).await
-    }
-
-    /// [`Session::next_frame`] as a poll. The waker is registered before the
-    /// checks, so a push or a close in between still wakes the reader. One
-    /// waker, no wait list: registering costs two atomic operations and no
-    /// lock, which matters on the path of every delivery.
-    pub(crate) fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
-        self.register_reader(cx.waker());
-        self.frame_ready()
+        std::future::poll_fn(|cx| {
+            self.register_reader(cx.waker());
+            self.frame_ready()
+        })
+        .await
     }
 
     /// Makes `waker` the one a push, a close or the read side's waker
     /// ([`Session::read_waker`]) wakes. Register before checking anything.
+    /// One waker, no wait list: two atomic operations and no lock, which
+    /// matters on the path of every delivery.
     pub(crate) fn register_reader(&self, waker: &std::task::Waker) {
         self.outbox.ready.register(waker);
     }
 
-    /// [`Session::poll_frame`] without registering a waker.
+    /// The next frame if one is waiting, `None` if the session is closed;
+    /// registers no waker.
     pub(crate) fn frame_ready(&self) -> Poll<Option<Frame>> {
         if self.is_closed() {
             return Poll::Ready(None);
@@ -379,7 +378,7 @@ impl Session {
 pub(crate) struct Outbox {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
-    /// The reader's waker (see [`Session::poll_frame`]): woken by a push
+    /// The reader's waker (see [`Session::register_reader`]): woken by a push
     /// and by the session's close. There is one reader at a time, the
     /// holder of [`Session::outbox_reader`].
     ready: AtomicWaker,

@@ -19,6 +19,8 @@ use iocluster_protocol::engine::{self, OpenPacket, TransportError};
 use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
@@ -653,44 +655,33 @@ async fn write_frames(
 /// frame per attachment), as a server sends them: final, unmasked.
 fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
     match frame {
-        Frame::Text(text) => encode_data_frame(out, OPCODE_TEXT, text.as_bytes()),
+        Frame::Text(text) => encode_data_frame(out, Data::Text, text.as_bytes()),
         Frame::WithBinary(text, attachments) => {
-            encode_data_frame(out, OPCODE_TEXT, text.as_bytes());
+            encode_data_frame(out, Data::Text, text.as_bytes());
             for attachment in attachments.iter() {
-                encode_data_frame(out, OPCODE_BINARY, attachment);
+                encode_data_frame(out, Data::Binary, attachment);
             }
         }
     }
 }
 
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
-
-/// RFC 6455, section 5.2: FIN and the opcode, then the payload length in
-/// 7 bits, or 126 and 16 bits, or 127 and 64 bits (network byte order), no
-/// mask (a server's frames are never masked), the payload.
-fn encode_data_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    const FIN: u8 = 0x80;
+/// One final, unmasked data frame (a server's), its header written by
+/// tungstenite (RFC 6455, section 5.2).
+fn encode_data_frame(out: &mut Vec<u8>, opcode: Data, payload: &[u8]) {
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::Data(opcode),
+        ..FrameHeader::default()
+    };
     out.reserve(payload.len() + 10);
-    out.push(FIN | opcode);
-    match payload.len() {
-        len @ 0..=125 => out.push(len as u8),
-        len @ 126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
+    // Writing to a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, out);
     out.extend_from_slice(payload);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
     /// What tungstenite itself would write for the same server frame.
     fn tungstenite_frame(opcode: Data, payload: &[u8]) -> Vec<u8> {
@@ -709,9 +700,9 @@ mod tests {
         // Each length encoding, at and either side of its bounds.
         for len in [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, 0x1_0001] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            for (opcode, ours) in [(Data::Text, OPCODE_TEXT), (Data::Binary, OPCODE_BINARY)] {
+            for opcode in [Data::Text, Data::Binary] {
                 let mut out = Vec::new();
-                encode_data_frame(&mut out, ours, &payload);
+                encode_data_frame(&mut out, opcode, &payload);
                 assert_eq!(out, tungstenite_frame(opcode, &payload), "length {len}");
             }
         }
