@@ -284,6 +284,47 @@ async fn websocket_transport_and_hostile_frames() {
     );
     assert_eq!(next_frame(&mut ws).await, Message::binary(vec![9u8, 8, 7]));
 
+    // The io-node writes data frames itself and tungstenite writes its own
+    // control frames: a WebSocket ping gets its pong, and the data frames
+    // around it arrive whole, with a 16-bit length as well as a 7-bit one.
+    let long = "x".repeat(3000);
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::text(format!("42[\"echo\",\"{long}\"]")))
+        .await
+        .unwrap();
+    ws.send(Message::text("42[\"echo\",\"short\"]"))
+        .await
+        .unwrap();
+    let mut pong = false;
+    let mut texts = Vec::new();
+    while !pong || texts.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no frame within 5 s")
+            .expect("connection closed")
+            .expect("read error");
+        match message {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"are you there");
+                pong = true;
+            }
+            Message::Text(text) if text.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap()
+            }
+            Message::Text(text) => texts.push(text.to_string()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        texts,
+        [
+            format!("42[\"echo\",\"{long}\"]"),
+            "42[\"echo\",\"short\"]".to_owned()
+        ]
+    );
+
     // Bogus session id for an upgrade.
     let bogus = format!("ws://{}{EIO}&transport=websocket&sid=io0.nope", node.addr());
     assert!(tokio_tungstenite::connect_async(&bogus).await.is_err());
