@@ -628,16 +628,25 @@ pub enum Command {
 
 impl Command {
     /// The envelope type string.
-    pub fn type_name(&self) -> &'static str {
+    /// Every command's `type`, in the order of [`Command::type_index`].
+    pub const TYPE_NAMES: [&'static str; 7] =
+        ["emit", "ack", "join", "leave", "data", "disconnect", "done"];
+
+    /// This command's place in [`Command::TYPE_NAMES`].
+    pub fn type_index(&self) -> usize {
         match self {
-            Command::Emit(_) => "emit",
-            Command::Ack(_) => "ack",
-            Command::Join(_) => "join",
-            Command::Leave(_) => "leave",
-            Command::SetData(_) => "data",
-            Command::Disconnect(_) => "disconnect",
-            Command::Done(_) => "done",
+            Command::Emit(_) => 0,
+            Command::Ack(_) => 1,
+            Command::Join(_) => 2,
+            Command::Leave(_) => 3,
+            Command::SetData(_) => 4,
+            Command::Disconnect(_) => 5,
+            Command::Done(_) => 6,
         }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        Self::TYPE_NAMES[self.type_index()]
     }
 
     pub fn encode(&self) -> Vec<u8> {
