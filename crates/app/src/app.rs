@@ -536,19 +536,27 @@ async fn block_then_fetch(
             .arg(inflight_key)
             .arg(more);
     }
+    // One reply per command, an error reply as an `Err` of its own.
+    fn reply<T: redis::FromRedisValue>(value: redis::Value) -> redis::RedisResult<T> {
+        redis::from_redis_value::<redis::RedisResult<T>>(value)?
+    }
     let replies: Vec<redis::Value> = pipe.query_async(blocking).await?;
-    let mut replies = replies.into_iter().map(|reply| {
-        redis::from_redis_value::<redis::RedisResult<redis::Value>>(reply)
-            .map_err(redis::RedisError::from)
-            .and_then(|reply| reply)
-    });
-    let popped: redis::RedisResult<Option<Vec<u8>>> = replies
-        .next()
-        .unwrap_or(Ok(redis::Value::Nil))
-        .and_then(|reply| Ok(redis::from_redis_value(reply)?));
-    let fetched: Option<redis::RedisResult<Vec<Vec<u8>>>> = replies
-        .next()
-        .map(|reply| reply.and_then(|reply| Ok(redis::from_redis_value(reply)?)));
+    let mut replies = replies.into_iter();
+    let popped: redis::RedisResult<Option<Vec<u8>>> = replies.next().map_or(Ok(None), reply);
+    let fetched: Option<redis::RedisResult<Vec<Vec<u8>>>> = replies.next().map(reply);
+    // A script Redis no longer knows (it restarted) ran nothing: send it
+    // again alone (it is loaded on the way).
+    let fetched = match fetched {
+        Some(Err(error)) if is_noscript(&error) => Some(
+            fetch
+                .key(events_key)
+                .key(inflight_key)
+                .arg(more)
+                .invoke_async(blocking)
+                .await,
+        ),
+        fetched => fetched,
+    };
     // Whatever either command moved into the in-flight list is ours now
     // and must be handled: an error of one does not drop the other's.
     let mut batch = Vec::new();
@@ -560,29 +568,16 @@ async fn block_then_fetch(
     match fetched {
         None => {}
         Some(Ok(fetched)) => batch.extend(fetched),
-        Some(Err(error))
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
-            // Redis restarted and forgot the script: nothing of it ran.
-            let fetched: Vec<Vec<u8>> = fetch
-                .key(events_key)
-                .key(inflight_key)
-                .arg(more)
-                .invoke_async(blocking)
-                .await
-                .or_else(|error| {
-                    if batch.is_empty() {
-                        Err(error)
-                    } else {
-                        Ok(Vec::new())
-                    }
-                })?;
-            batch.extend(fetched);
-        }
         Some(Err(error)) if batch.is_empty() => return Err(error),
         Some(Err(error)) => tracing::warn!(%error, "cannot take more events after a blocking pop"),
     }
     Ok(batch)
+}
+
+/// Redis does not know the script called by hash: it restarted or flushed
+/// its scripts, and ran nothing.
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// How long one blocking pop waits for an event.
@@ -914,7 +909,7 @@ async fn publisher(
         let pipe = flush.pipeline(&inflight_key);
         let mut backoff = Duration::from_millis(50);
         while let Err(error) = pipe.query_async::<()>(&mut redis).await {
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+            if is_noscript(&error) {
                 // A Redis that restarted (or flushed its scripts): nothing
                 // of the flush ran. Load the script and send it again.
                 let loaded: redis::RedisResult<String> =
