@@ -148,6 +148,39 @@ async fn an_io_node_restarted_under_its_old_id_announces_its_previous_clients() 
         .unwrap();
 }
 
+/// The app-node calls its scripts by hash. A Redis that forgets them
+/// (`SCRIPT FLUSH`, as a restart does) answers NOSCRIPT having run nothing;
+/// the app-node loads them again and no event is lost or stuck: neither one
+/// taken by the blocking pop that the take script was pipelined behind, nor
+/// one whose flush (`done` and ack) failed.
+#[tokio::test]
+async fn redis_forgetting_its_scripts_loses_no_event() {
+    let cluster = Cluster::builder("script-flush").io_nodes(1).start().await;
+    let (_client, socket) = connected(&cluster.io[0].url(), None).await;
+    assert_eq!(socket.recv_event(WAIT).await.unwrap().name, "welcome");
+    let mut redis = cluster.redis().await;
+    for round in 0..3 {
+        // The app-nodes are idle, blocked in BLMOVE with the take script
+        // queued behind it, when the scripts go.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let answers = futures_util::future::join_all(
+            (0..4).map(|n| socket.emit_with_ack("append", vec![json!([round, n])], WAIT)),
+        )
+        .await;
+        for answer in answers {
+            answer.expect("every event is answered after SCRIPT FLUSH");
+        }
+    }
+    for app in ["app0", "app1"] {
+        assert_eq!(cluster.inflight_len(app).await, 0, "{app} kept an event");
+    }
+}
+
 #[tokio::test]
 async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     let mut cluster = Cluster::builder("redis-restart").start().await;
