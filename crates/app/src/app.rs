@@ -433,7 +433,7 @@ async fn take_events(
     stop: CancellationToken,
 ) {
     let fetch = redis::Script::new(FETCH_SCRIPT);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
     // Whether the last take found the queue empty: then the next one blocks
     // at once (with the take script right behind the blocking pop, in one
     // round trip), instead of first asking for what is probably not there.
@@ -470,12 +470,11 @@ async fn take_events(
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, "cannot take events from the queue; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(50);
+        backoff.reset();
         drained = batch.len() < room;
         if batch.is_empty() {
             continue;
@@ -907,7 +906,7 @@ async fn publisher(
         }
         let flush = Flush::plan(&batch);
         let pipe = flush.pipeline(&inflight_key);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
         while let Err(error) = pipe.query_async::<()>(&mut redis).await {
             if is_noscript(&error) {
                 // A Redis that restarted (or flushed its scripts): nothing
@@ -919,8 +918,7 @@ async fn publisher(
                 }
             }
             tracing::warn!(%error, items = batch.len(), "cannot publish; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
         batch.clear();
     }
@@ -1020,7 +1018,7 @@ async fn replies(
     ready: CancellationToken,
 ) {
     let channel = ctx.keys.app_channel(&ctx.app_id);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -1033,13 +1031,12 @@ async fn replies(
                 Ok(pubsub) => pubsub,
                 Err(error) => {
                     tracing::warn!(%error, "cannot subscribe to the reply channel; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                     continue;
                 }
             }
         };
-        backoff = Duration::from_millis(50);
+        backoff.reset();
         ready.cancel();
         let mut messages = pubsub.on_message();
         loop {

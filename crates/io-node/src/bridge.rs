@@ -327,7 +327,7 @@ async fn writer(
                 .arg(envelope)
                 .ignore();
         }
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
         let (known, reaped) = loop {
             match pipe.query_async::<(bool, bool)>(&mut redis).await {
                 Ok(checks) => break checks,
@@ -335,8 +335,7 @@ async fn writer(
                     metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
                         .increment(1);
                     tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
             }
         };
@@ -360,7 +359,7 @@ async fn subscriber(
     stop: CancellationToken,
 ) {
     let keys = node.keys().clone();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = iocluster_ops::Backoff::new(Duration::from_millis(500));
     let mut resubscribed = false;
     loop {
         let pubsub = tokio::select! {
@@ -371,8 +370,7 @@ async fn subscriber(
             Ok(pubsub) => pubsub.split(),
             Err(error) => {
                 tracing::warn!(%error, "cannot open the Redis subscription; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff.wait().await;
                 continue;
             }
         };
@@ -380,10 +378,10 @@ async fn subscriber(
         channels.extend(node.room_channels());
         if let Err(error) = sink.subscribe(&channels).await {
             tracing::warn!(%error, "cannot subscribe; retrying");
-            tokio::time::sleep(backoff).await;
+            backoff.wait().await;
             continue;
         }
-        backoff = Duration::from_millis(50);
+        backoff.reset();
         tracing::debug!(channels = channels.len(), "subscribed");
         if resubscribed {
             // Commands published while this node was not subscribed are

@@ -130,3 +130,32 @@ pub async fn serve(
         }
     }))
 }
+
+/// The pause before retrying a failed Redis call: 50 ms, doubling up to
+/// `max`, back to 50 ms after a success ([`Backoff::reset`]).
+#[derive(Debug)]
+pub struct Backoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+
+    pub fn new(max: std::time::Duration) -> Backoff {
+        Backoff {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    /// Sleeps for the current pause and doubles the next one.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
