@@ -172,3 +172,64 @@ async fn replacing_every_app_node_keeps_clients_connected() {
         "no client was disconnected"
     );
 }
+
+/// A socket's events handed to a function on the connection task
+/// (`Socket::on_receive`, what the load generator counts with): those
+/// already queued first, then the new ones, in order; the server's
+/// namespace disconnect, and the end of the connection, once each.
+#[tokio::test]
+async fn a_receiving_function_gets_every_event_in_order_and_the_end_once() {
+    let cluster = Cluster::builder("rust-client-receive").start().await;
+    let urls = cluster.io_urls();
+    let client = Client::connect(&urls[0], ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client.socket("/", None).await.unwrap();
+    // The welcome, and an echo, are (or will be) queued for `recv`.
+    socket.emit("echo", vec![json!(1)]).unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let tx = seen_tx.clone();
+    socket.on_receive(move |received| {
+        let _ = tx.send(received);
+    });
+    socket.emit("echo", vec![json!(2)]).unwrap();
+    socket.emit("kick", vec![]).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, seen.recv()).await.unwrap() {
+            Some(Received::Event(event)) => got.push((event.name, event.args)),
+            Some(Received::Disconnected) => break,
+            None => panic!("the receiving function was dropped"),
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("welcome".to_owned(), got[0].1.clone()),
+            ("echo".to_owned(), vec![json!(1)]),
+            ("echo".to_owned(), vec![json!(2)]),
+        ]
+    );
+    // Nothing after the disconnect, and `recv` has nothing either.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(seen.try_recv().is_err());
+
+    // The connection's end reaches the function of a socket still joined.
+    let other = Client::connect(&urls[1], ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = other.socket("/", None).await.unwrap();
+    let tx = seen_tx.clone();
+    socket.on_receive(move |received| {
+        if received == Received::Disconnected {
+            let _ = tx.send(received);
+        }
+    });
+    other.close();
+    assert_eq!(
+        tokio::time::timeout(WAIT, seen.recv()).await.unwrap(),
+        Some(Received::Disconnected)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(seen.try_recv().is_err());
+}

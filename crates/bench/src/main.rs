@@ -13,7 +13,7 @@ mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,7 +23,12 @@ use iocluster_client::{Client, ClientOptions, Received, Socket};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::stats::{Latency, Timeline};
+use crate::stats::{Latency, Seen, SharedLatency, Timeline};
+
+/// jemalloc, as the io-node: the load generator shares the machine with the
+/// servers it measures, so every allocation it saves is CPU they get.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Load generator for Socket.IO v4 servers (iocluster and its peers).
 #[derive(Parser)]
@@ -237,61 +242,50 @@ fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// What one receiving client saw.
-struct Receiver {
-    latency: Latency,
-    received: u64,
-    duplicates: u64,
-    disconnected: bool,
+/// What the receiving clients saw, together.
+#[derive(Default)]
+struct Tally {
+    /// Cleared when the run ends: later arrivals are not counted.
+    counting: AtomicBool,
+    delivered: Arc<AtomicU64>,
+    duplicates: AtomicU64,
+    disconnected: AtomicU64,
+    latency: SharedLatency,
 }
 
-/// Reads `tick` events until `stop`; `seen` tracks (sender, seq) pairs when
-/// duplicates are to be counted.
-async fn receive(
-    socket: Arc<Socket>,
-    mut stop: watch::Receiver<bool>,
-    delivered: Arc<AtomicU64>,
-    track_duplicates: bool,
-) -> Receiver {
-    let mut out = Receiver {
-        latency: Latency::new(),
-        received: 0,
-        duplicates: 0,
-        disconnected: false,
-    };
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let next = tokio::select! {
-            next = socket.recv() => next,
-            _ = stop.changed() => break,
-        };
-        match next {
-            Some(Received::Event(event)) if event.name == "tick" => {
+/// Counts and times the `tick`s `socket` receives, on its connection's own
+/// task (no queue, no wake-up per event: the load generator shares the
+/// machine with what it measures). `who` picks its latency stripe; with
+/// `track_duplicates`, (sender, seq) pairs seen before count as duplicates,
+/// not deliveries.
+fn receive(who: usize, socket: &Socket, tally: Arc<Tally>, track_duplicates: bool) {
+    let mut seen = Seen::default();
+    socket.on_receive(move |received| {
+        if !tally.counting.load(Ordering::Relaxed) {
+            return;
+        }
+        match received {
+            Received::Event(event) if event.name == "tick" => {
                 let now = now_us();
                 let payload = event.args.first().unwrap_or(&Value::Null);
                 let sent = payload["t"].as_u64().unwrap_or(now);
-                if track_duplicates {
-                    let key = (
-                        payload["from"].as_u64().unwrap_or(0),
-                        payload["seq"].as_u64(),
-                    );
-                    if !seen.insert(key) {
-                        out.duplicates += 1;
-                        continue;
-                    }
+                if track_duplicates
+                    && let (Some(from), Some(seq)) =
+                        (payload["from"].as_u64(), payload["seq"].as_u64())
+                    && !seen.insert(from, seq)
+                {
+                    tally.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
-                out.latency.record(now.saturating_sub(sent));
-                out.received += 1;
-                delivered.fetch_add(1, Ordering::Relaxed);
+                tally.latency.record(who, now.saturating_sub(sent));
+                tally.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Some(Received::Event(_)) => {}
-            Some(Received::Disconnected) | None => {
-                out.disconnected = true;
-                break;
+            Received::Event(_) => {}
+            Received::Disconnected => {
+                tally.disconnected.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-    out
+    });
 }
 
 /// Samples a counter every second into a timeline, with a progress line.
@@ -345,19 +339,12 @@ async fn broadcast_run(
     if rate_per_publisher <= 0.0 {
         bail!("--rate must be positive");
     }
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = receivers
-        .into_iter()
-        .map(|socket| {
-            tokio::spawn(receive(
-                socket,
-                stop_rx.clone(),
-                delivered.clone(),
-                track_duplicates,
-            ))
-        })
-        .collect();
+    let tally = Arc::new(Tally::default());
+    tally.counting.store(true, Ordering::Relaxed);
+    for (who, socket) in receivers.iter().enumerate() {
+        receive(who, socket, tally.clone(), track_duplicates);
+    }
+    let delivered = tally.delivered.clone();
     let (sampler, stop_sampler) = sample(delivered.clone(), "deliveries");
     let pad = "x".repeat(payload);
     load_start();
@@ -415,18 +402,15 @@ async fn broadcast_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
+    tally.counting.store(false, Ordering::Relaxed);
     let _ = stop_sampler.send(true);
-    let mut latency = Latency::new();
-    let (mut received, mut duplicates, mut disconnected) = (0u64, 0u64, 0u64);
-    for task in tasks {
-        let r = task.await?;
-        latency.merge(&r.latency);
-        received += r.received;
-        duplicates += r.duplicates;
-        disconnected += u64::from(r.disconnected);
-    }
+    let received = delivered.load(Ordering::Relaxed);
+    let duplicates = tally.duplicates.load(Ordering::Relaxed);
+    let disconnected = tally.disconnected.load(Ordering::Relaxed);
     let timeline = sampler.await?;
+    let latency = tally.latency.merged();
+    // The receivers' connections stay open until here.
+    drop(receivers);
     let result = json!({
         "sent": sent,
         "expected": expected,
