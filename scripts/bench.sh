@@ -17,8 +17,11 @@
 # connections); --sources M: clients connect from 127.0.0.1 .. 127.0.0.M, one
 # ephemeral port range each (about 28 000 connections per address); --threads
 # T: run every server process of iocluster and socketioxide (the multi-process
-# tokio systems) with T runtime threads (TOKIO_WORKER_THREADS) instead of one
-# per CPU.
+# tokio systems) with T runtime threads (TOKIO_WORKER_THREADS). The default is
+# the machine's CPUs divided among those processes (at least one): how an
+# operator runs several processes on one machine (docs/DEPLOY.md), where one
+# thread per CPU in each would oversubscribe the cores. --threads 0 leaves
+# tokio's default, one per CPU in every process.
 #
 # Systems (2 server processes each unless --processes, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
@@ -38,7 +41,7 @@ source scripts/lib.sh
 
 scenario=${1:?usage: scripts/bench.sh SCENARIO [--rounds N] [--systems a,b] [-- ARGS]}
 shift
-rounds=3 systems=iocluster,node processes=2 generators=1 sources=0 threads=0
+rounds=3 systems=iocluster,node processes=2 generators=1 sources=0 threads=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -55,7 +58,11 @@ bench_args=("$@")
 if [ "$generators" -gt 1 ] && [ "$scenario" != idle ]; then
   echo "--generators applies to idle runs only (other results cannot be merged)" >&2; exit 2
 fi
-# `env` with nothing to set when --threads is not given.
+if [ -z "$threads" ]; then
+  threads=$(( $(nproc) / processes ))
+  [ "$threads" -ge 1 ] || threads=1
+fi
+# `env` with nothing to set for tokio's default (--threads 0).
 thread_env=()
 [ "$threads" -gt 0 ] && thread_env=("TOKIO_WORKER_THREADS=$threads")
 source_args=()

@@ -67,8 +67,18 @@ impl SharedLatency {
         SharedLatency((0..stripes).map(|_| Mutex::new(Latency::new())).collect())
     }
 
+    /// Records into the first free stripe from `who`'s on: a thread never
+    /// waits for a lock whose holder the scheduler has just put aside (on a
+    /// machine shared with the servers, that is often), unless all are held.
     pub fn record(&self, who: usize, us: u64) {
-        let stripe = &self.0[who % self.0.len()];
+        let n = self.0.len();
+        for i in 0..n {
+            if let Ok(mut stripe) = self.0[(who + i) % n].try_lock() {
+                stripe.record(us);
+                return;
+            }
+        }
+        let stripe = &self.0[who % n];
         stripe.lock().unwrap_or_else(|p| p.into_inner()).record(us);
     }
 
