@@ -447,7 +447,8 @@ impl Socket {
     /// of to [`Socket::recv`]: `f` runs on the connection's own task as each
     /// packet is read, so an event costs no queue and no task wake-up (for
     /// receivers that only count and time, like a load generator's). What
-    /// was already waiting for `recv` goes to `f` first, in order. `f` gets
+    /// was already waiting for `recv` goes to `f` first, in order (unless a
+    /// `recv` is waiting at that moment: what it gets is its own). `f` gets
     /// [`Received::Disconnected`] once when the server ends the namespace or
     /// the connection ends. It must return quickly and must not call this client's
     /// `emit_with_ack` (it runs under the lock that method takes).
