@@ -450,8 +450,8 @@ impl Socket {
     /// was already waiting for `recv` goes to `f` first, in order (unless a
     /// `recv` is waiting at that moment: what it gets is its own). `f` gets
     /// [`Received::Disconnected`] once when the server ends the namespace or
-    /// the connection ends. It must return quickly and must not call this client's
-    /// `emit_with_ack` (it runs under the lock that method takes).
+    /// the connection ends. It must return quickly and must not call this
+    /// client's `emit_with_ack` (it runs under the lock that method takes).
     pub fn on_receive(&self, f: impl FnMut(Received) + Send + 'static) {
         let mut call: Box<dyn FnMut(Received) + Send> = Box::new(f);
         let mut slots = self.shared.slots();
