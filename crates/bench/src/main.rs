@@ -501,13 +501,15 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             load_start();
             let started = Instant::now();
             let deadline = started + Duration::from_secs(seconds);
+            let latency = Arc::new(SharedLatency::new());
             let tasks: Vec<_> = all
                 .iter()
-                .map(|(_, socket)| {
+                .enumerate()
+                .map(|(who, (_, socket))| {
                     let socket = socket.clone();
                     let done = done.clone();
+                    let latency = latency.clone();
                     tokio::spawn(async move {
-                        let mut latency = Latency::new();
                         let mut failed = 0u64;
                         let mut n = 0u64;
                         while Instant::now() < deadline {
@@ -517,24 +519,22 @@ async fn run(args: Args) -> anyhow::Result<Value> {
                                 .await
                             {
                                 Ok(ack) if ack.args == vec![json!(n)] => {
-                                    latency.record(t.elapsed().as_micros() as u64);
+                                    latency.record(who, t.elapsed().as_micros() as u64);
                                     done.fetch_add(1, Ordering::Relaxed);
                                 }
                                 _ => failed += 1,
                             }
                             n += 1;
                         }
-                        (latency, failed)
+                        failed
                     })
                 })
                 .collect();
-            let mut latency = Latency::new();
             let mut failed = 0;
             for task in tasks {
-                let (l, f) = task.await?;
-                latency.merge(&l);
-                failed += f;
+                failed += task.await?;
             }
+            let latency = latency.merged();
             let elapsed = started.elapsed().as_secs_f64();
             let _ = stop_sampler.send(true);
             let timeline = sampler.await?;

@@ -47,8 +47,9 @@ impl Latency {
     }
 }
 
-/// One histogram for thousands of receiving tasks: a few [`Latency`]s
-/// behind locks, each task recording into the one its index picks. A
+/// One histogram for thousands of recording tasks (receivers, echo
+/// clients): a few [`Latency`]s behind locks, each task recording into the
+/// one its index picks. A
 /// histogram of this range is 170 KiB of counters; one per receiver was
 /// hundreds of MiB for a large fanout and a cache miss on every record.
 pub struct SharedLatency(Box<[Mutex<Latency>]>);
@@ -176,5 +177,11 @@ mod tests {
         assert!(seen.insert(1, 5));
         assert!(seen.insert(0, 1000));
         assert!(!seen.insert(0, 1000));
+        // Pairs no sender of ours could have sent are new, and cost nothing.
+        assert!(seen.insert(0, u64::MAX));
+        assert!(seen.insert(0, u64::MAX));
+        assert!(seen.insert(u64::MAX, 0));
+        assert_eq!(seen.0.len(), 3);
+        assert_eq!(seen.0[0].len(), 1000 / 64 + 1);
     }
 }
