@@ -517,6 +517,8 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
     // Set when tungstenite may hold output of its own (a pong or a close
     // reply queued while it read): flushed before the next frames go out.
     let mut control_pending = false;
+    // Set when the task stops inside a frame it could not finish writing.
+    let mut mid_frame = false;
     loop {
         frames_first = !frames_first;
         let woke = std::future::poll_fn(|cx| {
@@ -586,38 +588,58 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
             Woke::Frame(Some(frame)) => {
                 // Boxed: the write state exists only while writing, so an
                 // idle connection's task stays small.
-                let write = Box::pin(write_frames(
+                let written = Box::pin(write_frames(
                     &mut ws,
                     &session,
                     frame,
                     std::mem::take(&mut control_pending),
-                ));
-                // Biased: a write that completes at once (the usual case)
-                // never registers with the session's close.
-                let result = tokio::select! {
-                    biased;
-                    result = write => result,
-                    _ = session.closed() => break,
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, "WebSocket write failed");
-                    session.close(CloseReason::TransportError);
-                    break;
+                ))
+                .await;
+                match written {
+                    Ok(Written::All) => {}
+                    Ok(Written::ThenClosed) => break,
+                    Ok(Written::Cut) => {
+                        mid_frame = true;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "WebSocket write failed");
+                        session.close(CloseReason::TransportError);
+                        break;
+                    }
                 }
             }
         }
     }
     // Closing the transport without a Socket.IO DISCONNECT lets stock clients
     // reconnect (to this node or another one).
-    let _ = Box::pin(tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        ws.close(),
-    ))
-    .await;
+    if !mid_frame {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, ws.close())).await;
+    }
+}
+
+/// How long a closing WebSocket task may take to finish the write under way,
+/// and then to send its close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a write batch ended ([`write_frames`]).
+enum Written {
+    /// All of it, the session still open.
+    All,
+    /// All of it, but the session closed meanwhile.
+    ThenClosed,
+    /// The session closed and the rest could not be written within
+    /// `CLOSE_GRACE`: the stream may stop inside a frame.
+    Cut,
 }
 
 /// Writes `first` and what else waits in the outbox (at most `WRITE_BATCH`
 /// frames, or `WRITE_BATCH_BYTES` of them) to the socket with one write.
+///
+/// A session that closes meanwhile (a client too slow for its outbox, a
+/// shutdown) does not cut the batch where it stands: that could be inside a
+/// frame, and the close frame after it would be read as part of that
+/// frame. The batch gets `CLOSE_GRACE` more to finish.
 ///
 /// The frames are encoded here rather than fed through tungstenite's
 /// `Sink`: a server's data frame is a small header and the payload, while
@@ -630,10 +652,7 @@ async fn write_frames(
     session: &Session,
     first: Frame,
     flush_first: bool,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    if flush_first {
-        ws.flush().await?;
-    }
+) -> Result<Written, tokio_tungstenite::tungstenite::Error> {
     let mut out = Vec::new();
     encode_frame(&mut out, &first);
     for _ in 1..WRITE_BATCH {
@@ -645,10 +664,26 @@ async fn write_frames(
             None => break,
         }
     }
-    let io = ws.get_mut();
-    io.write_all(&out).await?;
-    io.flush().await?;
-    Ok(())
+    let write = async {
+        if flush_first {
+            ws.flush().await?;
+        }
+        let io = ws.get_mut();
+        io.write_all(&out).await?;
+        io.flush().await?;
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+    };
+    tokio::pin!(write);
+    // Biased: a write that completes at once (the usual case) never
+    // registers with the session's close.
+    tokio::select! {
+        biased;
+        result = &mut write => result.map(|()| Written::All),
+        _ = session.closed() => match tokio::time::timeout(CLOSE_GRACE, write).await {
+            Ok(result) => result.map(|()| Written::ThenClosed),
+            Err(_) => Ok(Written::Cut),
+        },
+    }
 }
 
 /// Appends `frame` as WebSocket data frames (its text, then one binary
