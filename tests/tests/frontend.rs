@@ -203,6 +203,28 @@ async fn tokens_admit_users_until_they_expire() {
         .await;
     assert_eq!((status, body["ioNodesReached"].clone()), (200, json!(1)));
     next_named(&socket, "hi").await;
+    // Connected means reachable: a publish to a user right after their
+    // CONNECT reaches them, each time on a room channel subscribed anew.
+    for n in 0..20 {
+        let user = format!("user-{n}");
+        let fresh = token(json!({ "sub": user, "exp": now_s() + 60 }), JWT_SECRET);
+        let (_client, socket) = connect(&cluster.io[n % 2].url(), json!({ "token": fresh }))
+            .await
+            .unwrap();
+        let (status, body) = frontend
+            .api(
+                "POST",
+                "/api/v1/publish",
+                Some(json!({ "event": "hi", "to": { "users": [user] } })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["ioNodesReached"].clone()),
+            (200, json!(1)),
+            "{user}"
+        );
+        next_named(&socket, "hi").await;
+    }
     let refusals = [
         json!({ "token": token(json!({ "sub": "carol", "exp": now_s() - 1 }), JWT_SECRET) }),
         json!({ "token": token(json!({ "sub": "carol", "exp": now_s() + 60 }), "another-secret-of-at-least-32-bytes") }),

@@ -56,6 +56,8 @@ pub(crate) enum SubscriptionChange {
     Unsubscribe(String),
     /// Publish once every subscription asked for before it is active.
     Reply(String, Vec<u8>),
+    /// Run once every subscription asked for before it is active.
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// Handle to the Redis tasks.
@@ -163,6 +165,12 @@ impl Bridge {
         let _ = self
             .changes
             .send(SubscriptionChange::Reply(channel, payload));
+    }
+
+    /// Runs `then` on the subscriber task once every subscription asked for
+    /// so far is active.
+    pub(crate) fn when_subscribed(&self, then: impl FnOnce() + Send + 'static) {
+        let _ = self.changes.send(SubscriptionChange::Then(Box::new(then)));
     }
 }
 
@@ -417,6 +425,10 @@ async fn subscriber(
                         Some(SubscriptionChange::Unsubscribe(channel)) => sink.unsubscribe(&channel).await,
                         Some(SubscriptionChange::Reply(channel, payload)) => {
                             node.publish(channel, payload);
+                            Ok(())
+                        }
+                        Some(SubscriptionChange::Then(then)) => {
+                            then();
                             Ok(())
                         }
                     };

@@ -560,14 +560,18 @@ impl Node {
         {
             let mut state = socket.lock();
             if let Some(user) = user {
-                // Admitted here: CONNECT now, in the user's room; the connect
-                // event still tells the app-nodes.
+                // Admitted here: CONNECT in the user's room; the connect
+                // event still tells the app-nodes. The CONNECT goes out once
+                // the user's room channel is subscribed, so that a publish to
+                // the user made after the client saw it reaches it.
                 self.join_locked(&socket, &mut state, vec![ids::user_room(&user)]);
                 state.phase = Phase::Connected;
                 let payload = format!(r#"{{"sid":"{}"}}"#, socket.id);
-                socket
-                    .session
-                    .send(text_frame(PacketKind::Connect, &socket.nsp, None, &payload));
+                let connect = text_frame(PacketKind::Connect, &socket.nsp, None, &payload);
+                let session = socket.session.clone();
+                self.bridge.when_subscribed(move || {
+                    session.send(connect);
+                });
                 write(&self.registry)
                     .namespaces
                     .entry(socket.nsp.clone())
