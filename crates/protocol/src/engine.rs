@@ -116,6 +116,30 @@ pub fn write_polling_binary(out: &mut String, data: &[u8]) {
     BASE64.encode_string(data, out);
 }
 
+/// The server's ping, as a text packet.
+pub const PING: &str = "2";
+
+/// A noop, sent to release a pending long-poll (e.g. during an upgrade).
+pub const NOOP: &str = "6";
+
+/// A close packet: the answer to a long-poll of a session that is closed.
+pub const CLOSE: &str = "1";
+
+/// The answer to a WebSocket upgrade probe (`2probe`).
+pub const PROBE_PONG: &str = "3probe";
+
+/// The pong that answers a client's ping carrying `data`.
+pub fn pong(data: &str) -> String {
+    let mut pong = String::with_capacity(1 + data.len());
+    pong.push(PacketType::Pong.as_char());
+    pong.push_str(data);
+    pong
+}
+
+/// The JSON body of an HTTP 503 to a handshake the server will not take
+/// (shutting down, or at its connection limit): clients try another node.
+pub const UNAVAILABLE_BODY: &str = r#"{"code":3,"message":"Server unavailable"}"#;
+
 /// The body of the `open` packet.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -41,11 +41,14 @@ pub fn user_room(user: &str) -> String {
     format!("$user:{user}")
 }
 
+/// The user whose room `room` is, if it is a user's room.
+pub fn user_of_room(room: &str) -> Option<&str> {
+    room.strip_prefix("$user:")
+}
+
 /// The user a socket belongs to, from its rooms.
 pub fn user_of<'a>(rooms: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
-    rooms
-        .into_iter()
-        .find_map(|room| room.strip_prefix("$user:"))
+    rooms.into_iter().find_map(|room| user_of_room(room))
 }
 
 /// Whether `id` can name a user: 1 to 128 characters, no control characters.

@@ -105,6 +105,15 @@ impl Keys {
         key
     }
 
+    /// The namespace and room of a room channel of this prefix, or `None`
+    /// for any other name. The first `,` ends the namespace.
+    pub fn parse_room_channel<'a>(&self, channel: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":r:")?;
+        rest.split_once(',')
+    }
+
     /// Channel: replies for one app-node.
     pub fn app_channel(&self, app: &str) -> String {
         self.join(&["a", app])
@@ -127,5 +136,14 @@ mod tests {
         assert_eq!(keys.ledgers(), "ioc:ledgers");
         assert_eq!(keys.reaped("n1"), "ioc:reaped:n1");
         assert_eq!(keys.app_channel("a1"), "ioc:a:a1");
+    }
+
+    #[test]
+    fn room_channels_parse_back() {
+        let keys = Keys::new("ioc");
+        let channel = keys.room_channel("/chat", "a:b,c");
+        assert_eq!(keys.parse_room_channel(&channel), Some(("/chat", "a:b,c")));
+        assert_eq!(keys.parse_room_channel("ioc:n:n1"), None);
+        assert_eq!(keys.parse_room_channel("other:r:/,x"), None);
     }
 }

@@ -323,6 +323,33 @@ pub fn encode(
     out
 }
 
+/// A Socket.IO packet as the Engine.IO message that carries it (`4` first),
+/// in the binary kind when `attachments` follow it.
+pub fn engine_message(
+    kind: PacketKind,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+    data: &str,
+) -> String {
+    let kind = match (kind, attachments > 0) {
+        (PacketKind::Event, true) => PacketKind::BinaryEvent,
+        (PacketKind::Ack, true) => PacketKind::BinaryAck,
+        (kind, _) => kind,
+    };
+    let mut out = String::with_capacity(data.len() + nsp.len() + 12);
+    out.push('4');
+    write_header(&mut out, kind, nsp, attachments, id);
+    out.push_str(data);
+    out
+}
+
+/// The CONNECT payload that admits a socket: `{"sid":"…"}`.
+pub fn connect_payload(sid: &str) -> String {
+    let sid = serde_json::to_string(sid).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"sid":{sid}}}"#)
+}
+
 /// The CONNECT_ERROR payload for a message: `{"message":"…"}`.
 pub fn connect_error_payload(message: &str, data: Option<&str>) -> String {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
@@ -334,6 +361,30 @@ pub fn connect_error_payload(message: &str, data: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn engine_messages_carry_their_packet() {
+        assert_eq!(
+            engine_message(PacketKind::Event, "/", 0, None, r#"["a"]"#),
+            r#"42["a"]"#
+        );
+        assert_eq!(
+            engine_message(PacketKind::Ack, "/chat", 0, Some(7), "[]"),
+            "43/chat,7[]"
+        );
+        assert_eq!(
+            engine_message(PacketKind::Event, "/", 2, Some(1), "[]"),
+            "452-1[]"
+        );
+        assert_eq!(
+            engine_message(PacketKind::Disconnect, "/a", 0, None, ""),
+            "41/a,"
+        );
+        assert_eq!(connect_payload("n1~x"), r#"{"sid":"n1~x"}"#);
+        let payload = connect_payload("a\"b");
+        let packet = format!("0{payload}");
+        assert_eq!(parse(&packet, 0).unwrap().data, r#"{"sid":"a\"b"}"#);
+    }
 
     #[test]
     fn data_that_looks_like_a_namespace_round_trips() {
