@@ -1,42 +1,45 @@
 //! The io-node: holds Socket.IO v4 client connections and bridges them to the
-//! cluster through Redis.
+//! cluster through Redis. Three layers, each importing only those below it:
 //!
-//! - [`config`]: settings, validated before anything binds.
-//! - `transport`: HTTP long-polling, WebSocket and the upgrade (Engine.IO).
-//! - `session`: one Engine.IO session per client: outbox, heartbeat, close.
-//! - `socket`: one Socket.IO socket per namespace joined: rooms, data, and the
-//!   one-at-a-time sequence of its events.
-//! - `node`: the shared state and its rules: client packets become events,
-//!   commands from app-nodes reach clients.
-//! - `bridge`: the Redis tasks (queue writer, subscriber, registry lease).
+//! - [`engine`](crate::engine): Engine.IO sessions, the polling and
+//!   WebSocket transports, heartbeats. Knows no Socket.IO and no Redis; hands
+//!   client messages up through its `Handler` trait.
+//! - [`sockets`](crate::sockets): the Socket.IO rules (sockets, rooms,
+//!   admission, per-socket order, fan-out, acks, limits). Pure state, no I/O:
+//!   what needs Redis it queues on the `Cluster` port.
+//! - [`cluster`](crate::cluster): the only code that talks to Redis: writer,
+//!   subscriber, registry lease, namespace list, ledger, credentials.
 //!
+//! `node` puts them together (the engine's handler); `clock`, `stats` and
+//! [`config`] serve every layer; [`tls`] wraps the client listener.
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
+mod clock;
+mod cluster;
 pub mod config;
-
-mod auth;
-mod bridge;
-mod ledger;
-mod limits;
+mod engine;
 mod node;
-mod session;
-mod socket;
+mod sockets;
 mod stats;
 pub mod tls;
-mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
 use axum::serve::{Listener, ListenerExt};
+use iocluster_protocol::keys::Keys;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, RawConfig};
-pub use node::Node;
+
+use crate::engine::{CloseReason, Engine};
+use crate::node::Node;
+use crate::sockets::{Settings, Sockets};
 
 /// Why the node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,60 +67,86 @@ pub async fn run(
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
     let redis = client.get_connection_manager_with_config(manager).await?;
-    let (bridge, receivers) = bridge::bridge(config.event_buffer);
-    let (watch, closed) = session::Watch::new(&config);
     if config.ops_listen.is_some() {
-        // Before the node registers its metrics handles (`stats`): a handle
-        // made without a recorder stays a no-op.
+        // Before the layers register their metrics handles (`stats`): a
+        // handle made without a recorder stays a no-op.
         iocluster_ops::metrics_handle();
     }
-    let node = Node::new(config, bridge, redis.clone(), watch);
-    if let Err(error) = node.refresh_namespaces().await {
+
+    // The layers, bottom up.
+    let config = Arc::new(config);
+    let keys = Keys::new(config.prefix.clone());
+    let (engine, closed) = Engine::new((*config).clone());
+    let engine = Arc::new(engine);
+    let (bridge, receivers) = cluster::bridge(config.event_buffer);
+    let sockets = Arc::new(Sockets::new(
+        Settings::from(&*config),
+        Arc::new(bridge.clone()),
+    ));
+    let namespaces = Arc::new(cluster::Namespaces::new(redis.clone(), &keys));
+    let readiness = iocluster_ops::Readiness::default();
+    let context = cluster::Context {
+        config: config.clone(),
+        keys,
+        sockets: sockets.clone(),
+        engine: engine.clone(),
+        bridge,
+        namespaces: namespaces.clone(),
+        readiness: readiness.clone(),
+    };
+    let credentials = cluster::auth::Credentials::new(&config, redis.clone());
+    let node = Arc::new(Node::new(
+        engine.clone(),
+        sockets,
+        namespaces.clone(),
+        credentials,
+    ));
+
+    if let Err(error) = namespaces.refresh().await {
         tracing::warn!(%error, "cannot read the served namespaces yet");
     }
-    let mut registration = redis.clone();
-    bridge::register(&node, &mut registration).await?;
-    node.readiness().set(true);
+    cluster::registry::register(&context, &mut redis.clone()).await?;
+    readiness.set(true);
 
-    let ops_stop = CancellationToken::new();
-    let ops = match &node.config().ops_listen {
-        Some(addr) => {
-            Some(iocluster_ops::serve(addr, node.readiness().clone(), ops_stop.clone()).await?)
-        }
+    // The HTTP listeners stop with `serving`; the watch, subscriber and
+    // registry with `tasks`; the writer once `drain` says everything it
+    // will be given is queued.
+    let serving = CancellationToken::new();
+    let tasks = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let ops = match &config.ops_listen {
+        Some(addr) => Some(iocluster_ops::serve(addr, readiness.clone(), serving.clone()).await?),
         None => None,
     };
-    let stop = CancellationToken::new();
-    let watch = tokio::spawn(session::watch(node.clone(), closed, stop.clone()));
-    let drain = CancellationToken::new();
-    let tasks = bridge::spawn(
-        node.clone(),
+    let watch = tokio::spawn(engine::watch::watch(node.clone(), closed, tasks.clone()));
+    let cluster_tasks = cluster::spawn(
+        context.clone(),
         client,
         redis.clone(),
         receivers,
-        stop.clone(),
+        tasks.clone(),
         drain.clone(),
     );
 
-    let path = node.config().path.clone();
+    let path = config.path.clone();
     let app = Router::new()
-        .route(&path, any(transport::handle))
-        .route(path.trim_end_matches('/'), any(transport::handle))
+        .route(&path, any(engine::handle::<Node>))
+        .route(path.trim_end_matches('/'), any(engine::handle::<Node>))
         .route("/health", get(|| async { "ok" }))
         .with_state(node.clone());
 
     tracing::info!(
-        node = node.id(),
+        node = %config.node_id,
         listen = %listener.local_addr()?,
         path = %path,
-        public_url = %node.config().public_url,
+        public_url = %config.public_url,
         tls = tls.is_some(),
         "io-node listening"
     );
-    let http_stop = CancellationToken::new();
     let server = match tls {
         Some(acceptor) => {
             let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
-            serve(listener, app, http_stop.clone())
+            serve(listener, app, serving.clone())
         }
         // Frames go out as they are written: Nagle's algorithm would hold a
         // frame back until the client acknowledged the previous one.
@@ -126,34 +155,37 @@ pub async fn run(
                 let _ = tcp.set_nodelay(true);
             }),
             app,
-            http_stop.clone(),
+            serving.clone(),
         ),
     };
 
     shutdown.await;
-    let deadline = tokio::time::Instant::now() + node.config().shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     tracing::info!("shutting down: no new clients, leaving the registry, closing clients");
-    node.begin_shutdown();
-    if let Err(error) = bridge::deregister(&node, &mut redis.clone()).await {
+    engine.begin_shutdown();
+    readiness.set(false);
+    if let Err(error) = cluster::registry::deregister(&context, &mut redis.clone()).await {
         tracing::warn!(%error, "cannot leave the registry");
     }
-    node.close_all(session::CloseReason::ServerShutdown);
-    // Give the watch task a moment to queue every disconnect event.
-    while node.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    engine.close_all(CloseReason::ServerShutdown);
+    // The watch task cleans up each closed session, queueing its sockets'
+    // disconnect events; the writer drains only once they are all queued.
+    if tokio::time::timeout_at(deadline, engine.until_empty())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed before every client was closed");
     }
-    http_stop.cancel();
-    stop.cancel();
-    // Disconnects it still queues must reach the writer before it drains.
+    serving.cancel();
+    tasks.cancel();
     let _ = tokio::time::timeout_at(deadline, watch).await;
     drain.cancel();
-    for task in tasks {
+    for task in cluster_tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {
             tracing::warn!("shutdown deadline passed before Redis took everything");
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
-    ops_stop.cancel();
     if let Some(ops) = ops {
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
     }

@@ -20,8 +20,6 @@ pub(crate) struct HotMetrics {
     commands: [Counter; 7],
     pub round_trip: Histogram,
     pub deliveries: Counter,
-    pub pubsub_messages: Counter,
-    pub pubsub_bytes: Counter,
 }
 
 /// In the order of their discriminants (`kind as usize`).
@@ -55,8 +53,6 @@ impl HotMetrics {
                 .map(|name| metrics::counter!("iocluster_commands_total", "type" => name)),
             round_trip: metrics::histogram!("iocluster_event_round_trip_seconds"),
             deliveries: metrics::counter!("iocluster_deliveries_total"),
-            pubsub_messages: metrics::counter!("iocluster_pubsub_messages_total"),
-            pubsub_bytes: metrics::counter!("iocluster_pubsub_bytes_total"),
         }
     }
 

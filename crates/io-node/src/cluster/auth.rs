@@ -14,7 +14,8 @@
 //! `connect` event still goes to an app-node so application state stays true.
 //! A client that presents credentials that do not verify is refused with
 //! `Unauthorized`; one that presents none is left to the app-nodes, or
-//! refused when `require_auth` is on.
+//! refused when `require_auth` is on. The verdict is a
+//! [`sockets::Admission`](crate::sockets::Admission).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,83 +24,97 @@ use iocluster_protocol::{credentials, ids};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::node::Node;
+use crate::config::{Config, Secret};
+use crate::sockets::Admission;
 
-/// What the io-node decided about a connection.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// No credentials (or none this node checks): the app-nodes decide.
-    Anonymous,
-    /// Verified: admit as this user.
-    User(String),
-    /// Credentials that do not verify, or none when they are required.
-    Refused,
+/// What admission by credentials needs: the settings, and Redis for
+/// registered users.
+pub(crate) struct Credentials {
+    users_auth: bool,
+    jwt_secret: Option<Secret>,
+    require_auth: bool,
+    redis: redis::aio::ConnectionManager,
+    keys: iocluster_protocol::keys::Keys,
 }
 
+/// What a client presented in its CONNECT `auth`.
 #[derive(Deserialize)]
-struct Credentials {
+struct Presented {
     #[serde(rename = "userId")]
     user_id: Option<String>,
     hash: Option<String>,
     token: Option<String>,
 }
 
-pub(crate) async fn check(node: &Node, auth: &str) -> Verdict {
-    let config = node.config();
-    if !config.users_auth && config.jwt_secret.is_none() {
-        return Verdict::Anonymous;
+impl Credentials {
+    pub(crate) fn new(config: &Config, redis: redis::aio::ConnectionManager) -> Credentials {
+        Credentials {
+            users_auth: config.users_auth,
+            jwt_secret: config.jwt_secret.clone(),
+            require_auth: config.require_auth,
+            redis,
+            keys: iocluster_protocol::keys::Keys::new(config.prefix.clone()),
+        }
     }
-    let credentials = if auth.is_empty() {
-        None
-    } else {
-        serde_json::from_str::<Credentials>(auth).ok()
-    };
-    let verdict = match credentials {
-        Some(Credentials {
-            token: Some(token), ..
-        }) if config.jwt_secret.is_some() => {
-            let secret = config
-                .jwt_secret
-                .as_ref()
-                .map_or("", |secret| secret.0.as_str());
-            match verify_jwt(&token, secret.as_bytes(), crate::bridge::now_ms() / 1000) {
-                Ok(user) => Verdict::User(user),
-                Err(why) => {
-                    tracing::debug!(why, "token refused");
-                    Verdict::Refused
+
+    /// The verdict on a CONNECT's `auth` payload, for a served namespace.
+    pub(crate) async fn check(&self, auth: &str) -> Admission {
+        let config = self;
+        if !config.users_auth && config.jwt_secret.is_none() {
+            return Admission::ByApp;
+        }
+        let credentials = if auth.is_empty() {
+            None
+        } else {
+            serde_json::from_str::<Presented>(auth).ok()
+        };
+        let verdict = match credentials {
+            Some(Presented {
+                token: Some(token), ..
+            }) if config.jwt_secret.is_some() => {
+                let secret = config
+                    .jwt_secret
+                    .as_ref()
+                    .map_or("", |secret| secret.0.as_str());
+                match verify_jwt(&token, secret.as_bytes(), crate::clock::unix_ms() / 1000) {
+                    Ok(user) => Admission::User(user),
+                    Err(why) => {
+                        tracing::debug!(why, "token refused");
+                        Admission::Unauthorized
+                    }
                 }
             }
+            Some(Presented {
+                user_id: Some(user),
+                hash: Some(hash),
+                ..
+            }) if config.users_auth => match self.registered_secret(&user).await {
+                Ok(Some(stored)) if credentials::matches(&stored, &hash) => Admission::User(user),
+                Ok(_) => Admission::Unauthorized,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a user credential");
+                    Admission::Unauthorized
+                }
+            },
+            _ => Admission::ByApp,
+        };
+        if verdict == Admission::ByApp && config.require_auth {
+            return Admission::Unauthorized;
         }
-        Some(Credentials {
-            user_id: Some(user),
-            hash: Some(hash),
-            ..
-        }) if config.users_auth => match registered_secret(node, &user).await {
-            Ok(Some(stored)) if credentials::matches(&stored, &hash) => Verdict::User(user),
-            Ok(_) => Verdict::Refused,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read a user credential");
-                Verdict::Refused
-            }
-        },
-        _ => Verdict::Anonymous,
-    };
-    if verdict == Verdict::Anonymous && config.require_auth {
-        return Verdict::Refused;
+        verdict
     }
-    verdict
-}
 
-async fn registered_secret(node: &Node, user: &str) -> redis::RedisResult<Option<String>> {
-    if !ids::is_valid_user_id(user) {
-        return Ok(None);
+    async fn registered_secret(&self, user: &str) -> redis::RedisResult<Option<String>> {
+        if !ids::is_valid_user_id(user) {
+            return Ok(None);
+        }
+        let mut redis = self.redis.clone();
+        redis::cmd("HGET")
+            .arg(self.keys.user(user))
+            .arg("secret")
+            .query_async(&mut redis)
+            .await
     }
-    let mut redis = node.redis();
-    redis::cmd("HGET")
-        .arg(node.keys().user(user))
-        .arg("secret")
-        .query_async(&mut redis)
-        .await
 }
 
 #[derive(Deserialize)]

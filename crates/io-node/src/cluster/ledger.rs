@@ -2,7 +2,7 @@
 //!
 //! Every socket an io-node holds has an entry in the node's ledger hash
 //! (`P:sockets:<node>`): its `disconnect` event envelope with the reason
-//! [`NODE_LOST`] and the socket's current snapshot (rooms, data, handshake),
+//! `io-node lost` and the socket's current snapshot (rooms, data, handshake),
 //! rewritten when joins, leaves or data change it. The entry is how the
 //! disconnect event gets announced exactly once, whoever announces it:
 //!
@@ -22,14 +22,11 @@
 //! If Redis itself lost everything (restarted without persistence), the node
 //! finds itself missing from `P:ledgers` without a `P:reaped:<node>` mark: it
 //! announces its own disconnects unconditionally until it has rewritten its
-//! ledger (see `Node::resync`).
+//! ledger (see `Sockets::resync`).
 
 use std::time::Duration;
 
 use iocluster_protocol::keys::Keys;
-
-/// The reason in the disconnect events announced for a dead io-node.
-pub(crate) const NODE_LOST: &str = "io-node lost";
 
 /// How long the mark of a drained ledger lives: longer than any stall after
 /// which a node could still renew its lease.
@@ -116,7 +113,7 @@ pub(crate) async fn drain(
             .key(keys.reaped(node))
             .key(keys.node_info(node))
             .arg(node)
-            .arg(crate::bridge::now_ms())
+            .arg(crate::clock::unix_ms())
             .arg(DRAIN_BATCH)
             .arg(if force { "1" } else { "0" })
             .arg(REAPED_MARK.as_millis() as u64)

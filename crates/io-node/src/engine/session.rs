@@ -1,32 +1,33 @@
 //! Engine.IO sessions: one per client connection, whatever its transport.
 //!
-//! A [`Session`] owns the client's outgoing queue (the *outbox*, bounded: a client
-//! that cannot keep up is closed rather than allowed to grow memory), the
-//! heartbeat, and the Socket.IO sockets the client opened (one per namespace).
-//! Transports (long-polling requests, a WebSocket) only move frames between the
-//! outbox and the network; the node decides what the frames say.
+//! A [`Session`] owns the client's outgoing queue (the *outbox*, bounded: a
+//! client that cannot keep up is closed rather than allowed to grow memory),
+//! the heartbeat, and whatever the layer above keeps per client (`C`: for
+//! the io-node, the Socket.IO sockets the client opened). Transports
+//! (long-polling requests, a WebSocket) only move frames between the outbox
+//! and the network; the layer above decides what the frames say.
 //!
 //! Closing is asynchronous: [`Session::close`] records the reason, wakes the
-//! session's transports and tells the node's watch task ([`watch`]), which does the
-//! cleanup, so code holding locks may close a session safely. The same task
-//! sends every session's pings and enforces the pong and connect deadlines: one
-//! task per node, not one per session, so an idle client costs no task.
+//! session's transports and tells the engine's watch task
+//! (`super::watch`), which does the cleanup, so code holding locks may close
+//! a session safely. The same task sends every session's pings and enforces
+//! the pong and connect deadlines: one task per node, not one per session,
+//! so an idle client costs no task.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use iocluster_protocol::engine;
 use iocluster_protocol::envelope::EncodedHandshake;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
-use crate::socket::Socket;
+use super::limits::RateLimiter;
+use super::watch::Watch;
+use crate::clock::millis;
 
 /// One unit of the outbox: an Engine.IO text packet, with the binary
 /// attachments that must follow it without anything in between.
@@ -38,11 +39,33 @@ pub(crate) enum Frame {
 
 impl Frame {
     pub(crate) fn ping() -> Frame {
-        Frame::Text(Utf8Bytes::from_static("2"))
+        Frame::Text(Utf8Bytes::from_static(engine::PING))
     }
 
     pub(crate) fn noop() -> Frame {
-        Frame::Text(Utf8Bytes::from_static("6"))
+        Frame::Text(Utf8Bytes::from_static(engine::NOOP))
+    }
+
+    /// A text packet as `protocol` wrote it.
+    pub(crate) fn text(text: String) -> Frame {
+        Frame::Text(Utf8Bytes::from(text))
+    }
+
+    /// A text packet as `protocol` wrote it, with the attachments that
+    /// follow it (none: a plain text frame).
+    pub(crate) fn with_binary(text: String, attachments: Arc<[Bytes]>) -> Frame {
+        if attachments.is_empty() {
+            return Frame::text(text);
+        }
+        Frame::WithBinary(Utf8Bytes::from(text), attachments)
+    }
+
+    /// The text of the packet (its attachments follow it).
+    #[cfg(test)]
+    pub(crate) fn as_text(&self) -> &str {
+        match self {
+            Frame::Text(text) | Frame::WithBinary(text, _) => text.as_str(),
+        }
     }
 }
 
@@ -80,78 +103,18 @@ impl CloseReason {
     }
 }
 
-/// A Socket.IO packet with binary attachments still arriving.
-#[derive(Debug)]
-pub(crate) struct PartialPacket {
-    pub kind: iocluster_protocol::socketio::PacketKind,
-    pub nsp: String,
-    pub id: Option<u64>,
-    pub data: String,
-    pub expected: usize,
-    pub bin: Vec<serde_bytes::ByteBuf>,
-}
-
-/// Mutable session state, behind one short-held lock.
+/// The transport's state, behind one short-held lock.
 #[derive(Default)]
 pub(crate) struct SessionState {
     /// Packet rate of the polling transport (the WebSocket keeps its own).
-    pub limiter: Option<crate::limits::RateLimiter>,
+    pub limiter: Option<RateLimiter>,
     /// The WebSocket transport took over (directly or by upgrade).
     pub websocket: bool,
     /// A WebSocket probe succeeded and the client may send `upgrade`.
     pub upgrading: bool,
-    /// Sockets by namespace.
-    pub sockets: Sockets,
-    /// Boxed: most sessions never send a packet with attachments.
-    pub partial: Option<Box<PartialPacket>>,
-    /// Whether any namespace was ever joined (for the connect timeout).
-    pub ever_connected: bool,
 }
 
-/// A session's sockets by namespace: a list sized to fit, since most clients
-/// use one namespace (a map reserves room for several).
-#[derive(Default)]
-pub(crate) struct Sockets(Vec<(Arc<str>, Arc<Socket>)>);
-
-impl Sockets {
-    pub(crate) fn get(&self, nsp: &str) -> Option<&Arc<Socket>> {
-        self.0
-            .iter()
-            .find(|(known, _)| **known == *nsp)
-            .map(|(_, socket)| socket)
-    }
-
-    pub(crate) fn contains_key(&self, nsp: &str) -> bool {
-        self.get(nsp).is_some()
-    }
-
-    /// Adds or replaces the socket of `nsp`.
-    pub(crate) fn insert(&mut self, nsp: Arc<str>, socket: Arc<Socket>) {
-        match self.0.iter_mut().find(|(known, _)| *known == nsp) {
-            Some((_, slot)) => *slot = socket,
-            None => {
-                self.0.reserve_exact(1);
-                self.0.push((nsp, socket));
-            }
-        }
-    }
-
-    pub(crate) fn remove(&mut self, nsp: &str) -> Option<Arc<Socket>> {
-        let at = self.0.iter().position(|(known, _)| **known == *nsp)?;
-        let (_, socket) = self.0.swap_remove(at);
-        if self.0.is_empty() {
-            self.0 = Vec::new();
-        }
-        Some(socket)
-    }
-
-    /// Takes every socket out.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Arc<Socket>)> {
-        std::mem::take(&mut self.0).into_iter()
-    }
-}
-
-pub(crate) struct Session {
+pub(crate) struct Session<C> {
     pub sid: Arc<str>,
     /// Frames waiting for the client, at most `outbox_capacity`.
     pub outbox: Outbox,
@@ -159,14 +122,20 @@ pub(crate) struct Session {
     /// concurrent long-poll finds it locked.
     pub outbox_reader: tokio::sync::Mutex<()>,
     pub state: Mutex<SessionState>,
+    /// What the layer above keeps for this client, behind its own lock
+    /// (taken before `state` when both are).
+    client: Mutex<C>,
     pub handshake: EncodedHandshake,
     /// The heartbeat in one word (see [`AWAITING_PONG`]): the time the next
     /// ping is due or, while a ping awaits its pong, the pong's deadline.
     heartbeat: AtomicU64,
     /// When the client must have joined a namespace; 0 once checked.
     connect_deadline: AtomicU64,
+    /// The layer above took the client on (a namespace joined): the
+    /// connect deadline no longer applies.
+    attached: AtomicBool,
     /// Tells the watch task that this session closed.
-    closed: mpsc::UnboundedSender<Arc<str>>,
+    closed: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
     /// Set while a long-polling POST is being read; a concurrent one is refused.
     pub posting: AtomicBool,
     /// Set when the WebSocket's read side may have something: its waker
@@ -180,14 +149,14 @@ pub(crate) struct Session {
     reason: OnceLock<CloseReason>,
 }
 
-impl Session {
+impl<C: Default> Session<C> {
     pub(crate) fn new(
         sid: Arc<str>,
         handshake: EncodedHandshake,
         capacity: usize,
         websocket: bool,
         watch: &Watch,
-    ) -> Arc<Session> {
+    ) -> Arc<Session<C>> {
         let now = watch.now_ms();
         Arc::new(Session {
             sid,
@@ -197,15 +166,32 @@ impl Session {
                 websocket,
                 ..SessionState::default()
             }),
+            client: Mutex::new(C::default()),
             handshake,
-            heartbeat: AtomicU64::new(now + millis(watch.ping_interval)),
-            connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout)).max(1)),
-            closed: watch.closed.clone(),
+            heartbeat: AtomicU64::new(now + millis(watch.ping_interval())),
+            connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout())).max(1)),
+            attached: AtomicBool::new(false),
+            closed: watch.closed_sender(),
             posting: AtomicBool::new(false),
             read_woken: AtomicBool::new(true),
             closing: tokio::sync::Notify::new(),
             reason: OnceLock::new(),
         })
+    }
+}
+
+impl<C> Session<C> {
+    /// What the layer above keeps for this client.
+    pub(crate) fn client(&self) -> std::sync::MutexGuard<'_, C> {
+        self.client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The layer above took the client on (it joined a namespace): the
+    /// connect timeout is met.
+    pub(crate) fn attach(&self) {
+        self.attached.store(true, Ordering::Release);
     }
 
     /// Queues a frame for the client. A full outbox means the client does not
@@ -282,7 +268,10 @@ impl Session {
 
     /// The waker for the WebSocket's read side (see `impl ArcWake for
     /// Session`), borrowed: making it costs no reference count.
-    pub(crate) fn read_waker(self: &Arc<Self>) -> futures_util::task::WakerRef<'_> {
+    pub(crate) fn read_waker(self: &Arc<Self>) -> futures_util::task::WakerRef<'_>
+    where
+        C: Send + 'static,
+    {
         futures_util::task::waker_ref(self)
     }
 
@@ -310,7 +299,7 @@ impl Session {
     pub(crate) fn on_pong(&self, watch: &Watch) {
         let beat = self.heartbeat.load(Ordering::Acquire);
         if beat & AWAITING_PONG != 0 {
-            let next = watch.now_ms() + millis(watch.ping_interval);
+            let next = watch.now_ms() + millis(watch.ping_interval());
             // Lost only to another pong read at the same moment (a poll and
             // the upgrading WebSocket); either one schedules the next ping.
             let _ =
@@ -340,16 +329,16 @@ impl Session {
     }
 
     /// Whether the watch has something to do for this session at `now`.
-    fn due(&self, now: u64, lead: u64) -> bool {
+    pub(super) fn due(&self, now: u64, lead: u64) -> bool {
         self.connect_due(now) || self.beat_due(now, lead).is_some()
     }
 
     /// Sends the ping that is due, or closes the session whose pong or
     /// first namespace connect is late.
-    fn on_due(&self, now: u64, lead: u64, watch: &Watch) {
+    pub(super) fn on_due(&self, now: u64, lead: u64, watch: &Watch) {
         if self.connect_due(now) {
             self.connect_deadline.store(0, Ordering::Relaxed);
-            if !self.lock().ever_connected {
+            if !self.attached.load(Ordering::Acquire) {
                 self.close(CloseReason::ConnectTimeout);
                 return;
             }
@@ -358,7 +347,7 @@ impl Session {
             Some(Beat::PongLate) => self.close(CloseReason::PingTimeout),
             Some(Beat::Ping) => {
                 // Only the watch writes a heartbeat that awaits no pong.
-                let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout));
+                let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout()));
                 self.heartbeat.store(deadline, Ordering::Release);
                 self.send(Frame::ping());
             }
@@ -431,7 +420,7 @@ impl Outbox {
 /// is there, so the frames it is woken to write (most wake-ups under
 /// broadcast load) do not each cost a pass through tungstenite and the
 /// socket's readiness. A reference to the session: no allocation.
-impl futures_util::task::ArcWake for Session {
+impl<C: Send + 'static> futures_util::task::ArcWake for Session<C> {
     fn wake_by_ref(session: &Arc<Self>) {
         session.set_read_wake();
         session.outbox.ready.wake();
@@ -448,84 +437,3 @@ enum Beat {
 
 /// Set in [`Session::heartbeat`] while a ping awaits its pong.
 const AWAITING_PONG: u64 = 1 << 63;
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX >> 2)
-}
-
-/// What sessions need of the node's watch task: its clock, its timings and
-/// the way to tell it a session closed.
-pub(crate) struct Watch {
-    epoch: tokio::time::Instant,
-    ping_interval: Duration,
-    ping_timeout: Duration,
-    connect_timeout: Duration,
-    closed: mpsc::UnboundedSender<Arc<str>>,
-}
-
-/// The receiving end of [`Watch`], for [`watch`].
-pub(crate) struct Closed(mpsc::UnboundedReceiver<Arc<str>>);
-
-impl Watch {
-    pub(crate) fn new(config: &crate::Config) -> (Watch, Closed) {
-        let (closed, receiver) = mpsc::unbounded_channel();
-        let watch = Watch {
-            epoch: tokio::time::Instant::now(),
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            connect_timeout: config.connect_timeout,
-            closed,
-        };
-        (watch, Closed(receiver))
-    }
-
-    /// Milliseconds on the watch's clock (never 0 for a session's deadline:
-    /// the clock starts at 1).
-    pub(crate) fn now_ms(&self) -> u64 {
-        millis(self.epoch.elapsed()) + 1
-    }
-
-    /// Microseconds on the same clock.
-    pub(crate) fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// How often the watch looks at every session: an eighth of the shortest
-    /// timing, between 10 ms and 1 s. A ping goes out at most that early, a
-    /// late pong or connect is noticed at most that late.
-    fn period(&self) -> Duration {
-        let shortest = self
-            .ping_interval
-            .min(self.ping_timeout)
-            .min(self.connect_timeout);
-        (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-}
-
-/// The node's one task for all its sessions: every [`Watch::period`] it
-/// sends the pings that are due and closes sessions whose pong or first
-/// namespace connect is late; whenever a session closes it runs the node's
-/// cleanup for it. Ends when `stop` is cancelled, after cleaning up every
-/// session already closed.
-pub(crate) async fn watch(node: Arc<Node>, mut closed: Closed, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(node.watch().period());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            sid = closed.0.recv() => match sid {
-                Some(sid) => node.on_session_closed(&sid),
-                None => break,
-            },
-            _ = tick.tick() => {
-                let (now, lead) = (node.watch().now_ms(), millis(node.watch().period()));
-                for session in node.due_sessions(|session| session.due(now, lead)) {
-                    session.on_due(now, lead, node.watch());
-                }
-            }
-            _ = stop.cancelled() => break,
-        }
-    }
-    while let Ok(sid) = closed.0.try_recv() {
-        node.on_session_closed(&sid);
-    }
-}

@@ -1,22 +1,20 @@
-//! The HTTP side of Engine.IO: the handshake, long-polling requests, the
-//! WebSocket transport and the upgrade from one to the other, and the error
-//! responses the protocol prescribes. Transports move frames between a
-//! session's outbox and the network and hand incoming packets to the node.
+//! The WebSocket transport: the upgrade of the HTTP request, a WebSocket
+//! opened straight away or taking over a polling session (probe, then
+//! `upgrade`), and the one task per connection that reads packets and
+//! writes the outbox in batches.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use iocluster_protocol::engine::{self, OpenPacket, TransportError};
-use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
+use iocluster_protocol::engine::{self, TransportError};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -25,307 +23,11 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
-use crate::limits::RateLimiter;
-use crate::node::Node;
-use crate::session::{CloseReason, Frame, Session};
+use super::http::{capture_handshake, error, open_packet};
+use super::limits::RateLimiter;
+use super::{CloseReason, Frame, Handler, Session};
 
-/// The query parameters Engine.IO uses.
-struct EngineQuery {
-    eio: Option<String>,
-    transport: Option<String>,
-    sid: Option<String>,
-}
-
-fn parse_query(query: &str) -> (EngineQuery, Vec<(String, String)>) {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let find = |name: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
-    };
-    (
-        EngineQuery {
-            eio: find("EIO"),
-            transport: find("transport"),
-            sid: find("sid"),
-        },
-        pairs,
-    )
-}
-
-/// Entry point for every request under the Engine.IO path.
-pub(crate) async fn handle(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let mut response = route(node.clone(), peer, request).await;
-    cors(&node, origin, response.headers_mut());
-    response
-}
-
-async fn route(node: Arc<Node>, peer: SocketAddr, request: Request) -> Response {
-    if request.method() == Method::OPTIONS {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    let (query, pairs) = parse_query(request.uri().query().unwrap_or(""));
-    if query.eio.as_deref() != Some(engine::PROTOCOL_VERSION) {
-        return error(TransportError::UnsupportedProtocolVersion);
-    }
-    let websocket = match query.transport.as_deref() {
-        Some("polling") => false,
-        Some("websocket") => true,
-        _ => return error(TransportError::UnknownTransport),
-    };
-    if query.sid.is_none() && !node.admits_new_session() {
-        // Shutting down, or at max_connections: try another node.
-        metrics::counter!("iocluster_connections_refused_total").increment(1);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"code":3,"message":"Server unavailable"}"#,
-        )
-            .into_response();
-    }
-    match (websocket, query.sid) {
-        (false, None) if request.method() == Method::GET => {
-            handshake_polling(&node, peer, &request, pairs)
-        }
-        (false, None) => error(TransportError::BadHandshakeMethod),
-        (false, Some(sid)) => {
-            let Some(session) = node.session(&sid) else {
-                return error(TransportError::UnknownSid);
-            };
-            if session.lock().websocket {
-                return error(TransportError::BadRequest);
-            }
-            match *request.method() {
-                Method::GET => poll(&node, session).await,
-                Method::POST => post(&node, session, request).await,
-                _ => error(TransportError::BadRequest),
-            }
-        }
-        (true, sid) => {
-            if request.method() != Method::GET || !is_websocket_upgrade(request.headers()) {
-                return error(TransportError::BadRequest);
-            }
-            let session = match sid {
-                Some(sid) => {
-                    let Some(session) = node.session(&sid) else {
-                        return error(TransportError::UnknownSid);
-                    };
-                    {
-                        let state = session.lock();
-                        if state.websocket || state.upgrading {
-                            return error(TransportError::BadRequest);
-                        }
-                    }
-                    Some(session)
-                }
-                None => None,
-            };
-            upgrade_websocket(node, peer, request, pairs, session)
-        }
-    }
-}
-
-fn error(error: TransportError) -> Response {
-    (
-        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        [(header::CONTENT_TYPE, "application/json")],
-        error.body(),
-    )
-        .into_response()
-}
-
-fn text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
-}
-
-fn cors(node: &Node, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
-    let Some(origin) = origin else { return };
-    let origins = &node.config().cors_origins;
-    let allowed = origins
-        .iter()
-        .any(|allowed| allowed == "*" || origin.as_bytes() == allowed.as_bytes());
-    if !allowed {
-        return;
-    }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
-    );
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-}
-
-fn capture_handshake(
-    secure: bool,
-    peer: SocketAddr,
-    request: &Request,
-    query: Vec<(String, String)>,
-) -> EncodedHandshake {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (name, value) in request.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
-            Some((_, joined)) => {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            }
-            None => headers.push((name.as_str().to_owned(), value)),
-        }
-    }
-    EncodedHandshake::new(&Handshake {
-        headers,
-        query,
-        address: peer.to_string(),
-        time: crate::bridge::now_ms(),
-        url: request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .unwrap_or_default(),
-        secure,
-        auth: None,
-    })
-}
-
-/// Creates a session; the node's watch task looks after it from now on.
-fn open_session(node: &Arc<Node>, handshake: EncodedHandshake, websocket: bool) -> Arc<Session> {
-    let session = Session::new(
-        node.new_sid(),
-        handshake,
-        node.config().outbox_capacity,
-        websocket,
-        node.watch(),
-    );
-    node.insert_session(session.clone());
-    tracing::debug!(sid = %session.sid, websocket, "session opened");
-    session
-}
-
-fn open_packet(node: &Node, sid: &str, upgrades: &[&str]) -> String {
-    let config = node.config();
-    OpenPacket {
-        sid,
-        upgrades,
-        ping_interval: config.ping_interval.as_millis() as u64,
-        ping_timeout: config.ping_timeout.as_millis() as u64,
-        max_payload: config.max_payload as u64,
-    }
-    .encode()
-}
-
-fn handshake_polling(
-    node: &Arc<Node>,
-    peer: SocketAddr,
-    request: &Request,
-    query: Vec<(String, String)>,
-) -> Response {
-    let handshake = capture_handshake(node.config().tls.is_some(), peer, request, query);
-    let session = open_session(node, handshake, false);
-    text(open_packet(node, &session.sid, &["websocket"]))
-}
-
-/// A long-polling GET: waits for frames, then returns all that are ready.
-async fn poll(node: &Node, session: Arc<Session>) -> Response {
-    let Ok(_reader) = session.outbox_reader.try_lock() else {
-        // Two concurrent GETs: the protocol says the session is broken.
-        session.close(CloseReason::TransportError);
-        return error(TransportError::BadRequest);
-    };
-    let Some(first) = session.next_frame().await else {
-        return text("1".to_owned());
-    };
-    let budget = node.config().max_payload;
-    let mut body = String::new();
-    write_polling_frame(&mut body, &first);
-    while body.len() < budget {
-        match session.outbox.try_pop() {
-            Some(frame) => {
-                body.push(engine::RECORD_SEPARATOR);
-                write_polling_frame(&mut body, &frame);
-            }
-            None => break,
-        }
-    }
-    text(body)
-}
-
-fn write_polling_frame(body: &mut String, frame: &Frame) {
-    match frame {
-        Frame::Text(text) => body.push_str(text.as_str()),
-        Frame::WithBinary(text, attachments) => {
-            body.push_str(text.as_str());
-            for attachment in attachments.iter() {
-                body.push(engine::RECORD_SEPARATOR);
-                engine::write_polling_binary(body, attachment);
-            }
-        }
-    }
-}
-
-/// A long-polling POST: one or more packets from the client.
-async fn post(node: &Arc<Node>, session: Arc<Session>, request: Request) -> Response {
-    if session.posting.swap(true, Ordering::AcqRel) {
-        session.close(CloseReason::TransportError);
-        return error(TransportError::BadRequest);
-    }
-    let response = read_post(node, &session, request).await;
-    session.posting.store(false, Ordering::Release);
-    response
-}
-
-async fn read_post(node: &Arc<Node>, session: &Arc<Session>, request: Request) -> Response {
-    let limit = node.config().max_payload;
-    let body = match axum::body::to_bytes(request.into_body(), limit).await {
-        Ok(body) => body,
-        Err(_) => {
-            session.close(CloseReason::TransportError);
-            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
-        }
-    };
-    let Ok(payload) = std::str::from_utf8(&body) else {
-        session.close(CloseReason::ParseError);
-        return error(TransportError::BadRequest);
-    };
-    let rate = node.config().max_packets_per_second;
-    for record in engine::split_payload(payload) {
-        let wait = session
-            .lock()
-            .limiter
-            .get_or_insert_with(|| RateLimiter::new(rate))
-            .take();
-        if let Some(wait) = wait {
-            metrics::counter!("iocluster_throttled_packets_total").increment(1);
-            tokio::time::sleep(wait).await;
-        }
-        let result = match engine::decode_polling_record(record) {
-            Ok(packet) => node.on_engine_packet(session, packet).await,
-            Err(_) => Err(CloseReason::ParseError),
-        };
-        if let Err(reason) = result {
-            session.close(reason);
-            return error(TransportError::BadRequest);
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
-}
-
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -342,22 +44,23 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         && headers.contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
-fn upgrade_websocket(
-    node: Arc<Node>,
+pub(super) fn upgrade<H: Handler>(
+    handler: Arc<H>,
     peer: SocketAddr,
     mut request: Request,
     query: Vec<(String, String)>,
-    existing: Option<Arc<Session>>,
+    existing: Option<Arc<Session<H::Client>>>,
 ) -> Response {
+    let engine = handler.engine();
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return error(TransportError::BadRequest);
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let handshake = existing
         .is_none()
-        .then(|| capture_handshake(node.config().tls.is_some(), peer, &request, query));
+        .then(|| capture_handshake(engine.config.tls.is_some(), peer, &request, query));
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let max_payload = node.config().max_payload;
+    let max_payload = engine.config.max_payload;
     // This task sets the WebSocket up and ends; the task that lives as long
     // as the connection runs `serve_websocket` alone (see `spawn_serve`).
     tokio::spawn(async move {
@@ -387,13 +90,13 @@ fn upgrade_websocket(
             (Some(session), _) => {
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_upgrade(node, session, ws).instrument(span).await;
+                run_upgrade(handler, session, ws).instrument(span).await;
             }
             (None, Some(handshake)) => {
-                let session = open_session(&node, handshake, true);
+                let session = handler.engine().open_session(handshake, true);
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
-                run_websocket(node, session, ws).instrument(span).await;
+                run_websocket(handler, session, ws).instrument(span).await;
             }
             (None, None) => {}
         }
@@ -413,27 +116,27 @@ fn upgrade_websocket(
 type Ws = Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// A WebSocket opened straight away: send the handshake, then serve.
-async fn run_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
-    let open = open_packet(&node, &session.sid, &[]);
+async fn run_websocket<H: Handler>(handler: Arc<H>, session: Arc<Session<H::Client>>, mut ws: Ws) {
+    let open = open_packet(handler.engine(), &session.sid, &[]);
     if Box::pin(ws.send(Message::Text(open.into()))).await.is_err() {
         session.close(CloseReason::TransportError);
         return;
     }
-    spawn_serve(node, session, ws);
+    spawn_serve(handler, session, ws);
 }
 
 /// Starts the task that serves an open WebSocket for as long as it lives.
 /// Its own task, so that it holds nothing of the setup: what it holds is
 /// memory every idle client costs (an async fn that awaits another keeps
 /// room for both).
-fn spawn_serve(node: Arc<Node>, session: Arc<Session>, ws: Ws) {
+fn spawn_serve<H: Handler>(handler: Arc<H>, session: Arc<Session<H::Client>>, ws: Ws) {
     let span = tracing::Span::current();
-    tokio::spawn(serve_websocket(node, session, ws).instrument(span));
+    tokio::spawn(serve_websocket(handler, session, ws).instrument(span));
 }
 
 /// A WebSocket opened to upgrade a polling session: answer the probe, wait
 /// for `upgrade`, then take over the outbox.
-async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+async fn run_upgrade<H: Handler>(handler: Arc<H>, session: Arc<Session<H::Client>>, mut ws: Ws) {
     loop {
         let message = tokio::select! {
             message = ws.next() => message,
@@ -446,7 +149,7 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
         };
         match engine::decode_text(text.as_str()) {
             Ok(engine::Packet::Ping("probe")) => {
-                if Box::pin(ws.send(Message::Text(Utf8Bytes::from_static("3probe"))))
+                if Box::pin(ws.send(Message::Text(Utf8Bytes::from_static(engine::PROBE_PONG))))
                     .await
                     .is_err()
                 {
@@ -463,7 +166,7 @@ async fn run_upgrade(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                     state.websocket = true;
                 }
                 tracing::debug!("upgraded to WebSocket");
-                spawn_serve(node, session, ws);
+                spawn_serve(handler, session, ws);
                 return;
             }
             _ => {
@@ -502,12 +205,16 @@ enum Woke {
     Frame(Option<Frame>),
 }
 
-async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
+async fn serve_websocket<H: Handler>(
+    handler: Arc<H>,
+    session: Arc<Session<H::Client>>,
+    mut ws: Ws,
+) {
     let _reader = tokio::select! {
         reader = session.outbox_reader.lock() => reader,
         _ = session.closed() => return,
     };
-    let mut limiter = RateLimiter::new(node.config().max_packets_per_second);
+    let mut limiter = RateLimiter::new(handler.engine().config.max_packets_per_second);
     // Set while a client over its packet rate is not read from (its frames
     // keep flowing out meanwhile). Boxed: most connections never need it.
     let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -561,11 +268,12 @@ async fn serve_websocket(node: Arc<Node>, session: Arc<Session>, mut ws: Ws) {
                 let result = match message {
                     // Handling is boxed for the same reason as writing.
                     Some(Ok(Message::Text(text))) => match engine::decode_text(text.as_str()) {
-                        Ok(packet) => Box::pin(node.on_engine_packet(&session, packet)).await,
+                        Ok(packet) => Box::pin(super::on_packet(&*handler, &session, packet)).await,
                         Err(_) => Err(CloseReason::ParseError),
                     },
                     Some(Ok(Message::Binary(bytes))) => {
-                        Box::pin(node.on_engine_packet(
+                        Box::pin(super::on_packet(
+                            &*handler,
                             &session,
                             engine::Packet::Binary(bytes.to_vec().into()),
                         ))
@@ -647,9 +355,9 @@ enum Written {
 /// into tungstenite's buffer. tungstenite's own output (a pong, a close
 /// reply, queued while it read) goes first when there may be some
 /// (`flush_first`), so nothing interleaves with it.
-async fn write_frames(
+async fn write_frames<C>(
     ws: &mut Ws,
-    session: &Session,
+    session: &Session<C>,
     first: Frame,
     flush_first: bool,
 ) -> Result<Written, tokio_tungstenite::tungstenite::Error> {

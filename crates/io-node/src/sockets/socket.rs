@@ -20,7 +20,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use iocluster_protocol::envelope::{EncodedHandshake, EventKind, EventParts, ReplyTo};
 use serde_bytes::ByteBuf;
 
-use crate::session::{Frame, Session};
+use super::Session;
+use crate::engine::{CloseReason, Frame};
+
+/// The reason in the disconnect events announced for a dead io-node (each
+/// socket's ledger entry carries it).
+pub(crate) const NODE_LOST: &str = "io-node lost";
 
 /// Where a socket is in its life.
 #[derive(Debug)]
@@ -67,13 +72,13 @@ pub(crate) struct Inflight {
     /// How many events it holds (seqs `seq + 1 - events ..= seq`).
     pub events: u32,
     /// Kept to push it again if it was lost (Redis restarted) or its `done`
-    /// never came (see `Node::redeliver_overdue`).
+    /// never came (see `Sockets::redeliver`).
     pub envelope: bytes::Bytes,
-    /// When it was (last) pushed, in µs on the watch's clock
-    /// (`Watch::now_us`): 8 bytes where an `Instant` takes 16, so the
+    /// When it was (last) pushed, in µs on the node's clock
+    /// (`Clock::now_us`): 8 bytes where an `Instant` takes 16, so the
     /// socket's state did not grow with `events`.
     pub since_us: u64,
-    /// Its number in the order events were queued (see `Bridge::written`).
+    /// Its number in the order events were queued (see `Cluster::push_event`).
     pub number: u64,
 }
 
@@ -161,7 +166,7 @@ impl Socket {
                 if buffered.len() < limit {
                     buffered.push(frame);
                 } else {
-                    self.session.close(crate::session::CloseReason::SlowClient);
+                    self.session.close(CloseReason::SlowClient);
                 }
             }
             Phase::Pending { closed: true, .. } | Phase::Closed => {}
@@ -171,8 +176,12 @@ impl Socket {
     /// The socket's ledger entry: its disconnect event as announced if this
     /// node died, with the current snapshot.
     pub(crate) fn ledger_entry(&self, node_id: &str, state: &SocketState) -> Vec<u8> {
-        let reason = crate::ledger::NODE_LOST;
-        self.encode_event(node_id, state, state.next_seq, Queued::disconnect(reason))
+        self.encode_event(
+            node_id,
+            state,
+            state.next_seq,
+            Queued::disconnect(NODE_LOST),
+        )
     }
 
     /// Encodes the event envelope for `queued`, with the socket's current

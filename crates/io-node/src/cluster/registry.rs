@@ -1,0 +1,175 @@
+//! The registry task: this node's lease in the live-node set (`P:nodes`)
+//! with its details and stats (`P:node:<id>`), renewed every third of a
+//! lease; what a renewal finds (this node declared dead, or a Redis that
+//! lost everything); the reaping of io-nodes whose lease lapsed; redelivery
+//! of events whose `done` is overdue; and the namespace list's refresh.
+//! Also the node's first registration and its leaving, at shutdown.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, ledger};
+use crate::clock::{millis, unix_ms};
+
+/// Writes this node's lease and details. Returns whether the node was
+/// missing from the live set (its lease had lapsed, or Redis lost it) and
+/// whether it has a ledger in Redis and a drained-ledger mark.
+async fn renew(
+    context: &Context,
+    redis: &mut redis::aio::ConnectionManager,
+    started: u64,
+) -> redis::RedisResult<(bool, bool, bool)> {
+    let keys = &context.keys;
+    let node = context.node_id();
+    let lease = millis(context.config.lease);
+    let now = unix_ms();
+    let (has_ledger, reaped, added): (bool, bool, u64) = redis::pipe()
+        .cmd("SISMEMBER")
+        .arg(keys.ledgers())
+        .arg(node)
+        .cmd("EXISTS")
+        .arg(keys.reaped(node))
+        .cmd("ZADD")
+        .arg(keys.nodes())
+        .arg(now + lease)
+        .arg(node)
+        .cmd("HSET")
+        .arg(keys.node_info(node))
+        .arg("url")
+        .arg(&context.config.public_url)
+        .arg("connections")
+        .arg(context.engine.connection_count())
+        .arg("started")
+        .arg(started)
+        .arg("updated")
+        .arg(now)
+        .arg(context.sockets.stats())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.node_info(node))
+        .arg(lease * 2)
+        .ignore()
+        .query_async(redis)
+        .await?;
+    Ok((added == 1, has_ledger, reaped))
+}
+
+/// Registers the node before it serves anyone: announces what a previous
+/// life under the same id left in its ledger, then takes the lease and
+/// opens the ledger.
+pub(crate) async fn register(
+    context: &Context,
+    redis: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<u64> {
+    let keys = &context.keys;
+    let node = context.node_id();
+    let announced = ledger::drain(redis, keys, node, true).await?;
+    if announced > 0 {
+        tracing::warn!(
+            sockets = announced,
+            "announced the disconnect of the sockets a previous run of this node held"
+        );
+    }
+    renew(context, redis, unix_ms()).await?;
+    redis::pipe()
+        .atomic()
+        .cmd("SADD")
+        .arg(keys.ledgers())
+        .arg(node)
+        .ignore()
+        .cmd("DEL")
+        .arg(keys.reaped(node))
+        .ignore()
+        .query_async::<()>(redis)
+        .await?;
+    Ok(announced)
+}
+
+/// Leaves the live set (shutdown): the frontend stops listing this node.
+pub(crate) async fn deregister(
+    context: &Context,
+    redis: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<()> {
+    let keys = &context.keys;
+    let node = context.node_id();
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(keys.nodes())
+        .arg(node)
+        .ignore()
+        .cmd("DEL")
+        .arg(keys.node_info(node))
+        .ignore()
+        .query_async(redis)
+        .await
+}
+
+pub(super) async fn run(
+    context: Context,
+    mut redis: redis::aio::ConnectionManager,
+    stop: CancellationToken,
+) {
+    let keys = &context.keys;
+    let lease = context.config.lease;
+    let beat = (lease / 3).max(Duration::from_millis(50));
+    let mut ticker = tokio::time::interval(beat.min(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = unix_ms();
+    let mut last_beat: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if context.engine.is_draining() {
+            continue;
+        }
+        if last_beat.is_none_or(|at| at.elapsed() >= beat) {
+            // A Redis that does not answer within half a lease counts as down.
+            let renewed = tokio::time::timeout(lease / 2, renew(&context, &mut redis, started))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no answer within half a lease",
+                    )))
+                });
+            match renewed {
+                Ok((missing, has_ledger, reaped)) => {
+                    last_beat = Some(tokio::time::Instant::now());
+                    context.set_redis_ok(true);
+                    if reaped {
+                        // Another node found this node's lease lapsed and
+                        // announced its clients gone. Make it true.
+                        context.fence();
+                    } else if !has_ledger {
+                        // Redis lost everything (a restart without
+                        // persistence): the queue lost the events in flight
+                        // and the ledger is gone.
+                        context.resync();
+                    } else if missing {
+                        tracing::warn!("the node's lease had lapsed; renewed");
+                    }
+                }
+                Err(error) => {
+                    context.set_redis_ok(false);
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
+                        .increment(1);
+                    tracing::warn!(%error, "cannot renew the node lease");
+                }
+            }
+            iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
+            if let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await {
+                tracing::warn!(%error, "cannot check for lost io-nodes");
+            }
+            context.sockets.redeliver(context.config.redeliver_after);
+        }
+        if let Err(error) = context.namespaces.refresh().await {
+            tracing::warn!(%error, "cannot read the served namespaces");
+        }
+    }
+    if let Err(error) = deregister(&context, &mut redis).await {
+        tracing::warn!(%error, "cannot deregister the node");
+    }
+}

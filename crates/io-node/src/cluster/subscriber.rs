@@ -1,0 +1,103 @@
+//! The subscriber task: the node's pub/sub connection. It subscribes to
+//! this node's channel, the broadcast channel and every room channel with
+//! local members, applies each command it receives to the sockets, and
+//! carries out subscription changes in order (a join's reply goes once the
+//! subscriptions asked for before it are active). After a lost connection
+//! it reconnects, subscribes again to everything, and pushes again the
+//! events whose `done` it may have missed meanwhile.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use iocluster_protocol::envelope::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, SubscriptionChange};
+use crate::sockets::Cluster as _;
+
+pub(super) async fn run(
+    context: Context,
+    client: redis::Client,
+    mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
+    stop: CancellationToken,
+) {
+    let keys = &context.keys;
+    let messages = metrics::counter!("iocluster_pubsub_messages_total");
+    let bytes = metrics::counter!("iocluster_pubsub_bytes_total");
+    let mut backoff = iocluster_ops::Backoff::new(Duration::from_millis(500));
+    let mut resubscribed = false;
+    loop {
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            pubsub = client.get_async_pubsub() => pubsub,
+        };
+        let (mut sink, mut stream) = match pubsub {
+            Ok(pubsub) => pubsub.split(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot open the Redis subscription; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let mut channels = vec![keys.node_channel(context.node_id()), keys.all_channel()];
+        channels.extend(context.sockets.room_channels());
+        if let Err(error) = sink.subscribe(&channels).await {
+            tracing::warn!(%error, "cannot subscribe; retrying");
+            backoff.wait().await;
+            continue;
+        }
+        backoff.reset();
+        tracing::debug!(channels = channels.len(), "subscribed");
+        if resubscribed {
+            // Commands published while this node was not subscribed are
+            // lost, `done`s among them: push those events again rather than
+            // leave their sockets waiting.
+            context.sockets.redeliver(Duration::ZERO);
+        }
+        resubscribed = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        metrics::counter!("iocluster_redis_reconnects_total", "task" => "subscriber").increment(1);
+                        tracing::warn!("Redis subscription lost; reconnecting");
+                        break;
+                    };
+                    // One message carries one or more commands, in order.
+                    let payload = message.get_payload_bytes();
+                    messages.increment(1);
+                    bytes.increment(payload.len() as u64);
+                    for command in Command::decode_all(payload) {
+                        match command {
+                            Ok(command) => context.sockets.apply(command),
+                            Err(error) => tracing::warn!(%error, channel = message.get_channel_name(), "invalid command"),
+                        }
+                    }
+                }
+                change = changes.recv() => {
+                    let result = match change {
+                        None => return,
+                        Some(SubscriptionChange::Subscribe(channel)) => sink.subscribe(&channel).await,
+                        Some(SubscriptionChange::Unsubscribe(channel)) => sink.unsubscribe(&channel).await,
+                        Some(SubscriptionChange::Reply(channel, payload)) => {
+                            if !context.bridge.publish(channel, payload) {
+                                tracing::warn!("outgoing buffer full: a reply to an app-node was dropped");
+                            }
+                            Ok(())
+                        }
+                        Some(SubscriptionChange::Then(then)) => {
+                            then();
+                            Ok(())
+                        }
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "subscription change failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The writer task: everything the node writes to Redis but its lease, in
+//! batches. Each batch is one `MULTI`/`EXEC` ([`plan`], pure): a batch is
+//! written whole or not at all, so a socket's events and its ledger entry
+//! never disagree. It starts by checking that this Redis still knows the
+//! node: if not, Redis lost its data (a restart), and with it the events
+//! written before this batch, which the node then pushes again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use iocluster_protocol::keys::Keys;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Outgoing, ledger};
+use crate::sockets::LedgerOp;
+
+/// Most items, and most ledger operations, in one batch.
+const MAX_BATCH: usize = 512;
+
+/// The names a batch writes to, made once.
+pub(super) struct Names {
+    node: String,
+    events: String,
+    ledger: String,
+    ledgers: String,
+    reaped: String,
+    nodes: String,
+    /// The lease, in ms (a ledger registered again takes the lease first).
+    lease_ms: u64,
+}
+
+impl Names {
+    pub(super) fn new(keys: &Keys, node: &str, lease: Duration) -> Names {
+        Names {
+            node: node.to_owned(),
+            events: keys.events(),
+            ledger: keys.ledger(node),
+            ledgers: keys.ledgers(),
+            reaped: keys.reaped(node),
+            nodes: keys.nodes(),
+            lease_ms: crate::clock::millis(lease),
+        }
+    }
+}
+
+/// One batch as a transaction. Its reply is `(known, reaped)`: whether this
+/// Redis still lists the node's ledger, and whether another node drained
+/// it. Also returns the highest event number in the batch.
+pub(super) fn plan(
+    names: &Names,
+    items: &[Outgoing],
+    ops: &[LedgerOp],
+    stale: &[(Arc<str>, Vec<u8>)],
+    now_ms: u64,
+) -> (redis::Pipeline, u64) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("SISMEMBER").arg(&names.ledgers).arg(&names.node);
+    pipe.cmd("EXISTS").arg(&names.reaped);
+    let mut highest = 0;
+    let events: Vec<&[u8]> = items
+        .iter()
+        .filter_map(|item| match item {
+            Outgoing::Event(bytes, number) => {
+                highest = highest.max(*number);
+                Some(bytes.as_ref())
+            }
+            Outgoing::Publish(..) => None,
+        })
+        .collect();
+    if !events.is_empty() {
+        pipe.cmd("LPUSH").arg(&names.events).arg(events).ignore();
+    }
+    for item in items {
+        if let Outgoing::Publish(channel, payload) = item {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+    }
+    for op in ops {
+        match op {
+            LedgerOp::Create(sid, envelope) => {
+                pipe.cmd("HSET")
+                    .arg(&names.ledger)
+                    .arg(sid.as_ref())
+                    .arg(envelope)
+                    .ignore();
+            }
+            LedgerOp::Forget(sid) => {
+                pipe.cmd("HDEL")
+                    .arg(&names.ledger)
+                    .arg(sid.as_ref())
+                    .ignore();
+            }
+            LedgerOp::Announce(sid, envelope) => {
+                pipe.cmd("EVAL")
+                    .arg(ledger::ANNOUNCE)
+                    .arg(4)
+                    .arg(&names.ledger)
+                    .arg(&names.events)
+                    .arg(&names.ledgers)
+                    .arg(&names.reaped)
+                    .arg(sid.as_ref())
+                    .arg(&names.node)
+                    .arg(envelope)
+                    .ignore();
+            }
+            LedgerOp::Register => {
+                // Lease first: a ledger without a lease looks dead.
+                pipe.cmd("ZADD")
+                    .arg(&names.nodes)
+                    .arg(now_ms + names.lease_ms)
+                    .arg(&names.node)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(&names.ledgers)
+                    .arg(&names.node)
+                    .ignore();
+                pipe.cmd("DEL").arg(&names.reaped).ignore();
+            }
+        }
+    }
+    for (sid, envelope) in stale {
+        pipe.cmd("EVAL")
+            .arg(ledger::UPDATE)
+            .arg(1)
+            .arg(&names.ledger)
+            .arg(sid.as_ref())
+            .arg(envelope)
+            .ignore();
+    }
+    (pipe, highest)
+}
+
+/// Writes batches until `drain` is cancelled and everything queued before
+/// is written.
+pub(super) async fn run(
+    context: Context,
+    mut redis: redis::aio::ConnectionManager,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut ledger: mpsc::UnboundedReceiver<LedgerOp>,
+    drain: CancellationToken,
+) {
+    let bridge = context.bridge.clone();
+    let names = Names::new(&context.keys, context.node_id(), context.config.lease);
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut ops = Vec::new();
+    let mut draining = false;
+    loop {
+        if !draining {
+            tokio::select! {
+                _ = drain.cancelled() => {
+                    draining = true;
+                    outgoing.close();
+                    ledger.close();
+                }
+                _ = bridge.wake.notified() => {}
+                item = outgoing.recv() => items.extend(item),
+                op = ledger.recv() => ops.extend(op),
+            }
+        }
+        while items.len() < MAX_BATCH {
+            match outgoing.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        while ops.len() < MAX_BATCH {
+            match ledger.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let stale = context.sockets.ledger_entries(bridge.take_stale());
+        if items.is_empty() && ops.is_empty() && stale.is_empty() {
+            if draining {
+                return;
+            }
+            continue;
+        }
+        let (pipe, highest) = plan(&names, &items, &ops, &stale, crate::clock::unix_ms());
+        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let (known, reaped) = loop {
+            match pipe.query_async::<(bool, bool)>(&mut redis).await {
+                Ok(checks) => break checks,
+                Err(error) => {
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
+                        .increment(1);
+                    tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
+                    backoff.wait().await;
+                }
+            }
+        };
+        let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
+        if !known && !reaped && !registers {
+            context.resync();
+        }
+        bridge.written.fetch_max(highest, Ordering::AcqRel);
+        if registers {
+            context.sockets.resync_done();
+        }
+        items.clear();
+        ops.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Each command of a pipeline as its arguments, text where they are.
+    fn commands(pipe: &redis::Pipeline) -> Vec<Vec<String>> {
+        pipe.cmd_iter()
+            .map(|cmd| {
+                cmd.args_iter()
+                    .map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => "<cursor>".to_owned(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn names() -> Names {
+        Names::new(&Keys::new("p"), "n1", Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_batch_checks_the_node_then_pushes_every_event_in_one_command() {
+        let items = vec![
+            Outgoing::Event(Bytes::from_static(b"e1"), 7),
+            Outgoing::Publish("p:a:app".into(), b"r".to_vec()),
+            Outgoing::Event(Bytes::from_static(b"e2"), 9),
+        ];
+        let (pipe, highest) = plan(&names(), &items, &[], &[], 1000);
+        assert_eq!(highest, 9);
+        assert_eq!(
+            commands(&pipe),
+            [
+                vec!["SISMEMBER", "p:ledgers", "n1"],
+                vec!["EXISTS", "p:reaped:n1"],
+                vec!["LPUSH", "p:events", "e1", "e2"],
+                vec!["PUBLISH", "p:a:app", "r"],
+            ]
+        );
+    }
+
+    #[test]
+    fn ledger_work_follows_the_events_in_order_and_stale_entries_come_last() {
+        let sid: Arc<str> = Arc::from("n1~s");
+        let ops = vec![
+            LedgerOp::Create(sid.clone(), b"c".to_vec()),
+            LedgerOp::Register,
+            LedgerOp::Announce(sid.clone(), b"d".to_vec()),
+            LedgerOp::Forget(sid.clone()),
+        ];
+        let stale = vec![(sid.clone(), b"u".to_vec())];
+        let items = vec![Outgoing::Event(Bytes::from_static(b"e"), 1)];
+        let (pipe, _) = plan(&names(), &items, &ops, &stale, 1000);
+        let commands = commands(&pipe);
+        let verbs: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+        assert_eq!(
+            verbs,
+            [
+                "SISMEMBER",
+                "EXISTS",
+                "LPUSH",
+                "HSET",
+                "ZADD",
+                "SADD",
+                "DEL",
+                "EVAL",
+                "HDEL",
+                "EVAL"
+            ]
+        );
+        assert_eq!(commands[3], ["HSET", "p:sockets:n1", "n1~s", "c"]);
+        // The lease taken again runs from now.
+        assert_eq!(commands[4], ["ZADD", "p:nodes", "6000", "n1"]);
+        // The announce script gets its four keys, then sid, node, envelope.
+        assert_eq!(commands[7][1], ledger::ANNOUNCE);
+        assert_eq!(
+            commands[7][2..],
+            [
+                "4",
+                "p:sockets:n1",
+                "p:events",
+                "p:ledgers",
+                "p:reaped:n1",
+                "n1~s",
+                "n1",
+                "d"
+            ]
+        );
+        assert_eq!(commands[9][1], ledger::UPDATE);
+        assert_eq!(commands[9][2..], ["1", "p:sockets:n1", "n1~s", "u"]);
+    }
+
+    #[test]
+    fn a_batch_of_publishes_only_writes_no_event() {
+        let items = vec![Outgoing::Publish("c".into(), b"x".to_vec())];
+        let (pipe, highest) = plan(&names(), &items, &[], &[], 0);
+        assert_eq!(highest, 0);
+        assert!(commands(&pipe).iter().all(|c| c[0] != "LPUSH"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The HTTP side of Engine.IO: routing a request to the handshake, a
+//! long-polling request or a WebSocket, CORS, the handshake's capture of
+//! the request, and the error responses the protocol prescribes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use iocluster_protocol::engine::{self, OpenPacket, TransportError};
+use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
+
+use super::{Engine, Handler, polling, websocket};
+
+/// The query parameters Engine.IO uses.
+struct EngineQuery {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+fn parse_query(query: &str) -> (EngineQuery, Vec<(String, String)>) {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    (
+        EngineQuery {
+            eio: find("EIO"),
+            transport: find("transport"),
+            sid: find("sid"),
+        },
+        pairs,
+    )
+}
+
+/// Entry point for every request under the Engine.IO path.
+pub(crate) async fn handle<H: Handler>(
+    State(handler): State<Arc<H>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let mut response = route(handler.clone(), peer, request).await;
+    cors(handler.engine(), origin, response.headers_mut());
+    response
+}
+
+async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) -> Response {
+    let engine = handler.engine();
+    if request.method() == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let (query, pairs) = parse_query(request.uri().query().unwrap_or(""));
+    if query.eio.as_deref() != Some(engine::PROTOCOL_VERSION) {
+        return error(TransportError::UnsupportedProtocolVersion);
+    }
+    let websocket = match query.transport.as_deref() {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return error(TransportError::UnknownTransport),
+    };
+    if query.sid.is_none() && !engine.admits_new_session() {
+        // Shutting down, or at max_connections: try another node.
+        metrics::counter!("iocluster_connections_refused_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            engine::UNAVAILABLE_BODY,
+        )
+            .into_response();
+    }
+    match (websocket, query.sid) {
+        (false, None) if request.method() == Method::GET => {
+            handshake_polling(engine, peer, &request, pairs)
+        }
+        (false, None) => error(TransportError::BadHandshakeMethod),
+        (false, Some(sid)) => {
+            let Some(session) = engine.session(&sid) else {
+                return error(TransportError::UnknownSid);
+            };
+            if session.lock().websocket {
+                return error(TransportError::BadRequest);
+            }
+            match *request.method() {
+                Method::GET => polling::poll(engine, session).await,
+                Method::POST => polling::post(&*handler, session, request).await,
+                _ => error(TransportError::BadRequest),
+            }
+        }
+        (true, sid) => {
+            if request.method() != Method::GET
+                || !websocket::is_websocket_upgrade(request.headers())
+            {
+                return error(TransportError::BadRequest);
+            }
+            let session = match sid {
+                Some(sid) => {
+                    let Some(session) = engine.session(&sid) else {
+                        return error(TransportError::UnknownSid);
+                    };
+                    {
+                        let state = session.lock();
+                        if state.websocket || state.upgrading {
+                            return error(TransportError::BadRequest);
+                        }
+                    }
+                    Some(session)
+                }
+                None => None,
+            };
+            websocket::upgrade(handler, peer, request, pairs, session)
+        }
+    }
+}
+
+pub(super) fn error(error: TransportError) -> Response {
+    (
+        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, "application/json")],
+        error.body(),
+    )
+        .into_response()
+}
+
+pub(super) fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+fn cors<C>(engine: &Engine<C>, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
+    let Some(origin) = origin else { return };
+    let origins = &engine.config.cors_origins;
+    let allowed = origins
+        .iter()
+        .any(|allowed| allowed == "*" || origin.as_bytes() == allowed.as_bytes());
+    if !allowed {
+        return;
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+pub(super) fn capture_handshake(
+    secure: bool,
+    peer: SocketAddr,
+    request: &Request,
+    query: Vec<(String, String)>,
+) -> EncodedHandshake {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            None => headers.push((name.as_str().to_owned(), value)),
+        }
+    }
+    EncodedHandshake::new(&Handshake {
+        headers,
+        query,
+        address: peer.to_string(),
+        time: crate::clock::unix_ms(),
+        url: request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_default(),
+        secure,
+        auth: None,
+    })
+}
+
+pub(super) fn open_packet<C>(engine: &Engine<C>, sid: &str, upgrades: &[&str]) -> String {
+    let config = &engine.config;
+    OpenPacket {
+        sid,
+        upgrades,
+        ping_interval: config.ping_interval.as_millis() as u64,
+        ping_timeout: config.ping_timeout.as_millis() as u64,
+        max_payload: config.max_payload as u64,
+    }
+    .encode()
+}
+
+fn handshake_polling<C: Default + Send + 'static>(
+    engine: &Engine<C>,
+    peer: SocketAddr,
+    request: &Request,
+    query: Vec<(String, String)>,
+) -> Response {
+    let handshake = capture_handshake(engine.config.tls.is_some(), peer, request, query);
+    let session = engine.open_session(handshake, false);
+    text(open_packet(engine, &session.sid, &["websocket"]))
+}

@@ -1,0 +1,107 @@
+//! The long-polling transport: a GET waits for frames and returns all that
+//! are ready (up to `max_payload`), a POST carries one or more packets.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use iocluster_protocol::engine::{self, TransportError};
+
+use super::http::{error, text};
+use super::limits::RateLimiter;
+use super::{CloseReason, Engine, Frame, Handler, Session};
+
+/// A long-polling GET: waits for frames, then returns all that are ready.
+pub(super) async fn poll<C>(engine: &Engine<C>, session: Arc<Session<C>>) -> Response {
+    let Ok(_reader) = session.outbox_reader.try_lock() else {
+        // Two concurrent GETs: the protocol says the session is broken.
+        session.close(CloseReason::TransportError);
+        return error(TransportError::BadRequest);
+    };
+    let Some(first) = session.next_frame().await else {
+        return text(engine::CLOSE.to_owned());
+    };
+    let budget = engine.config.max_payload;
+    let mut body = String::new();
+    write_polling_frame(&mut body, &first);
+    while body.len() < budget {
+        match session.outbox.try_pop() {
+            Some(frame) => {
+                body.push(engine::RECORD_SEPARATOR);
+                write_polling_frame(&mut body, &frame);
+            }
+            None => break,
+        }
+    }
+    text(body)
+}
+
+fn write_polling_frame(body: &mut String, frame: &Frame) {
+    match frame {
+        Frame::Text(text) => body.push_str(text.as_str()),
+        Frame::WithBinary(text, attachments) => {
+            body.push_str(text.as_str());
+            for attachment in attachments.iter() {
+                body.push(engine::RECORD_SEPARATOR);
+                engine::write_polling_binary(body, attachment);
+            }
+        }
+    }
+}
+
+/// A long-polling POST: one or more packets from the client.
+pub(super) async fn post<H: Handler>(
+    handler: &H,
+    session: Arc<Session<H::Client>>,
+    request: Request,
+) -> Response {
+    if session.posting.swap(true, Ordering::AcqRel) {
+        session.close(CloseReason::TransportError);
+        return error(TransportError::BadRequest);
+    }
+    let response = read_post(handler, &session, request).await;
+    session.posting.store(false, Ordering::Release);
+    response
+}
+
+async fn read_post<H: Handler>(
+    handler: &H,
+    session: &Arc<Session<H::Client>>,
+    request: Request,
+) -> Response {
+    let limit = handler.engine().config.max_payload;
+    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            session.close(CloseReason::TransportError);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+    };
+    let Ok(payload) = std::str::from_utf8(&body) else {
+        session.close(CloseReason::ParseError);
+        return error(TransportError::BadRequest);
+    };
+    let rate = handler.engine().config.max_packets_per_second;
+    for record in engine::split_payload(payload) {
+        let wait = session
+            .lock()
+            .limiter
+            .get_or_insert_with(|| RateLimiter::new(rate))
+            .take();
+        if let Some(wait) = wait {
+            metrics::counter!("iocluster_throttled_packets_total").increment(1);
+            tokio::time::sleep(wait).await;
+        }
+        let result = match engine::decode_polling_record(record) {
+            Ok(packet) => super::on_packet(handler, session, packet).await,
+            Err(_) => Err(CloseReason::ParseError),
+        };
+        if let Err(reason) = result {
+            session.close(reason);
+            return error(TransportError::BadRequest);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}

@@ -1,0 +1,343 @@
+//! Client packets to events: Socket.IO decoding and binary reassembly, the
+//! namespace CONNECT (admission), events and acks from the client, a
+//! client's DISCONNECT, and the end of a session.
+
+use std::sync::Arc;
+
+use iocluster_protocol::envelope::{AckReply, EventKind, Reply};
+use iocluster_protocol::ids;
+use iocluster_protocol::socketio::{self, PacketKind};
+use serde_bytes::ByteBuf;
+
+use super::socket::{Phase, Queued, Socket};
+use super::{LedgerOp, PartialPacket, Session, Sockets, read, text_frame, write};
+use crate::engine::{CloseReason, Message};
+
+/// A namespace CONNECT that needs answers only Redis has (is the namespace
+/// served, is the credential registered) before [`Sockets::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnectRequest {
+    pub nsp: String,
+    /// The CONNECT's `auth` payload (JSON text; empty if none).
+    pub auth: String,
+}
+
+/// What the node found out about a [`ConnectRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// No app-node serves the namespace.
+    UnknownNamespace,
+    /// Credentials that do not verify (or none where they are required).
+    Unauthorized,
+    /// The app-nodes decide (the connect event carries their answer back).
+    ByApp,
+    /// Admitted here as this user; the app-nodes are still told.
+    User(String),
+}
+
+impl Sockets {
+    /// Handles one client message. A namespace CONNECT comes back as a
+    /// request to resolve (then [`Sockets::connect`]); an error closes the
+    /// session with that reason.
+    pub(crate) fn on_message(
+        &self,
+        session: &Arc<Session>,
+        message: Message<'_>,
+    ) -> Result<Option<ConnectRequest>, CloseReason> {
+        match message {
+            Message::Text(text) => self.on_text(session, text),
+            Message::Binary(bytes) => self.on_attachment(session, bytes),
+        }
+    }
+
+    fn on_text(
+        &self,
+        session: &Arc<Session>,
+        text: &str,
+    ) -> Result<Option<ConnectRequest>, CloseReason> {
+        let packet = socketio::decode(text, self.settings.max_attachments).map_err(|error| {
+            tracing::debug!(sid = %session.sid, %error, "invalid Socket.IO packet");
+            CloseReason::ParseError
+        })?;
+        let mut client = session.client();
+        if client.partial.is_some() {
+            // A new packet before the previous one's attachments all arrived.
+            return Err(CloseReason::ParseError);
+        }
+        if packet.attachments > 0 {
+            client.partial = Some(Box::new(PartialPacket {
+                kind: packet.kind,
+                nsp: packet.nsp.to_owned(),
+                id: packet.id,
+                data: packet.data.to_owned(),
+                expected: packet.attachments,
+                bin: Vec::with_capacity(packet.attachments),
+            }));
+            return Ok(None);
+        }
+        drop(client);
+        self.on_packet(
+            session,
+            packet.kind,
+            packet.nsp,
+            packet.id,
+            packet.data,
+            Vec::new(),
+        )
+    }
+
+    fn on_attachment(
+        &self,
+        session: &Arc<Session>,
+        bytes: Vec<u8>,
+    ) -> Result<Option<ConnectRequest>, CloseReason> {
+        let complete = {
+            let mut client = session.client();
+            let partial = client.partial.as_mut().ok_or(CloseReason::ParseError)?;
+            partial.bin.push(ByteBuf::from(bytes));
+            if partial.bin.len() == partial.expected {
+                client.partial.take()
+            } else {
+                None
+            }
+        };
+        match complete {
+            Some(packet) => self.on_packet(
+                session,
+                packet.kind,
+                &packet.nsp,
+                packet.id,
+                &packet.data,
+                packet.bin,
+            ),
+            None => Ok(None),
+        }
+    }
+
+    fn on_packet(
+        &self,
+        session: &Arc<Session>,
+        kind: PacketKind,
+        nsp: &str,
+        id: Option<u64>,
+        data: &str,
+        bin: Vec<ByteBuf>,
+    ) -> Result<Option<ConnectRequest>, CloseReason> {
+        self.hot.client_packet(kind).increment(1);
+        match kind {
+            PacketKind::Connect => {
+                if session.client().sockets.contains(nsp) {
+                    tracing::debug!(sid = %session.sid, nsp, "second CONNECT to the same namespace ignored");
+                    return Ok(None);
+                }
+                return Ok(Some(ConnectRequest {
+                    nsp: nsp.to_owned(),
+                    auth: data.to_owned(),
+                }));
+            }
+            PacketKind::Disconnect => {
+                let socket = session.client().sockets.remove(nsp);
+                if let Some(socket) = socket {
+                    self.close_socket(&socket, "client namespace disconnect");
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let socket = session.client().sockets.get(nsp).cloned();
+                let Some(socket) = socket else {
+                    tracing::debug!(sid = %session.sid, nsp, "event for a namespace the client did not join");
+                    return Ok(None);
+                };
+                let queued = Queued {
+                    kind: EventKind::Message,
+                    data: Some(data.to_owned()),
+                    bin,
+                    ack: id,
+                    reason: None,
+                };
+                let mut state = socket.lock();
+                if state.queue.len() >= self.settings.max_pending_events {
+                    return Err(CloseReason::TooManyPendingEvents);
+                }
+                state.queue.push_back(queued);
+                self.dispatch_next(&socket, &mut state);
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let socket = session.client().sockets.get(nsp).cloned();
+                let (Some(socket), Some(id)) = (socket, id) else {
+                    return Ok(None);
+                };
+                let route = socket.lock().acks.remove(&id);
+                let Some(route) = route else {
+                    tracing::debug!(sid = %socket.id, id, "ack for an unknown id");
+                    return Ok(None);
+                };
+                let reply = Reply::Ack(AckReply {
+                    id: route.id,
+                    nsp: nsp.to_owned(),
+                    sid: socket.id.to_string(),
+                    data: data.to_owned(),
+                    bin,
+                });
+                if !self
+                    .cluster
+                    .publish(self.keys.app_channel(&route.app), reply.encode())
+                {
+                    return Err(CloseReason::Overloaded);
+                }
+            }
+            PacketKind::ConnectError => return Err(CloseReason::ParseError),
+        }
+        Ok(None)
+    }
+
+    /// Opens the socket a [`ConnectRequest`] asked for, as `admission`
+    /// says. Returns the socket when it waits for an app-node's decision:
+    /// the caller gives it [`Sockets::admission_timed_out`] after the
+    /// admission timeout unless `Socket::decided` fires first.
+    pub(crate) fn connect(
+        &self,
+        session: &Arc<Session>,
+        request: ConnectRequest,
+        admission: Admission,
+    ) -> Option<Arc<Socket>> {
+        let ConnectRequest { nsp, auth } = request;
+        let user = match admission {
+            Admission::UnknownNamespace => {
+                let payload = socketio::connect_error_payload("Invalid namespace", None);
+                session.send(text_frame(PacketKind::ConnectError, &nsp, None, &payload));
+                return None;
+            }
+            Admission::Unauthorized => {
+                metrics::counter!("iocluster_auth_refused_total").increment(1);
+                let payload = socketio::connect_error_payload("Unauthorized", None);
+                session.send(text_frame(PacketKind::ConnectError, &nsp, None, &payload));
+                return None;
+            }
+            Admission::ByApp => None,
+            Admission::User(user) => Some(user),
+        };
+        let auth = (!auth.is_empty()).then_some(auth);
+        // Without `auth` the socket shares the session's handshake.
+        let handshake = match &auth {
+            Some(auth) => match session.handshake.with_auth(auth.clone()) {
+                Ok(handshake) => handshake,
+                Err(error) => {
+                    // Our own encoding: cannot happen, but never admit a
+                    // socket whose app-nodes would not see its `auth`.
+                    tracing::error!(%error, "cannot add auth to the handshake");
+                    session.close(CloseReason::ParseError);
+                    return None;
+                }
+            },
+            None => session.handshake.clone(),
+        };
+        // Sockets of a namespace share its name.
+        let nsp: Arc<str> = read(&self.registry)
+            .namespaces
+            .get_key_value(nsp.as_str())
+            .map_or_else(|| nsp.as_str().into(), |(known, _)| known.clone());
+        let socket = Arc::new(Socket::new(
+            ids::make(self.node_id(), &crate::engine::random_token(20)).into(),
+            nsp.clone(),
+            session.clone(),
+            handshake,
+        ));
+        {
+            let mut client = session.client();
+            if session.is_closed() || client.sockets.contains(&nsp) {
+                return None;
+            }
+            client.sockets.insert(nsp.clone(), socket.clone());
+        }
+        session.attach();
+        write(&self.registry)
+            .sockets
+            .insert(socket.id.clone(), socket.clone());
+        let mut state = socket.lock();
+        if let Some(user) = user {
+            // Admitted here: CONNECT in the user's room; the connect event
+            // still tells the app-nodes. The CONNECT goes out once the
+            // user's room channel is subscribed, so that a publish to the
+            // user made after the client saw it reaches it.
+            self.join_locked(&socket, &mut state, vec![ids::user_room(&user)]);
+            state.phase = Phase::Connected;
+            let payload = socketio::connect_payload(&socket.id);
+            let connect = text_frame(PacketKind::Connect, &socket.nsp, None, &payload);
+            let session = socket.session.clone();
+            self.cluster.when_subscribed(Box::new(move || {
+                session.send(connect);
+            }));
+            self.add_to_namespace(&socket);
+        }
+        self.cluster.ledger(LedgerOp::Create(
+            socket.id.clone(),
+            socket.ledger_entry(self.node_id(), &state),
+        ));
+        state.queue.push_back(Queued {
+            kind: EventKind::Connect,
+            data: auth,
+            bin: Vec::new(),
+            ack: None,
+            reason: None,
+        });
+        self.dispatch_next(&socket, &mut state);
+        let pending = !matches!(state.phase, Phase::Connected);
+        drop(state);
+        tracing::debug!(sid = %session.sid, socket = %socket.id, nsp = %nsp, "connect event queued");
+        pending.then_some(socket)
+    }
+
+    /// No app-node decided on the socket's connection in time: the client
+    /// gets CONNECT_ERROR, and the app-nodes a disconnect once the decision
+    /// comes.
+    pub(crate) fn admission_timed_out(&self, socket: &Arc<Socket>) {
+        let mut state = socket.lock();
+        if !matches!(state.phase, Phase::Pending { closed: false, .. }) {
+            return;
+        }
+        tracing::info!(socket = %socket.id, "no app-node answered the connection in time");
+        let payload = socketio::connect_error_payload("Connection timeout", None);
+        socket.session.send(text_frame(
+            PacketKind::ConnectError,
+            &socket.nsp,
+            None,
+            &payload,
+        ));
+        state.phase = Phase::Pending {
+            buffered: Vec::new(),
+            closed: true,
+        };
+        // The client never saw this socket: what it sent meanwhile goes.
+        state.queue.clear();
+        state
+            .queue
+            .push_back(Queued::disconnect("admission timeout"));
+        self.leave_all(socket, &state);
+        drop(state);
+        socket.session.client().sockets.remove(&socket.nsp);
+    }
+
+    /// The session closed: its sockets disconnect, with its close reason.
+    pub(crate) fn on_session_closed(&self, session: &Arc<Session>) {
+        let reason = session.close_reason();
+        let sockets: Vec<_> = {
+            let mut client = session.client();
+            client.partial = None;
+            client.sockets.drain().collect()
+        };
+        for socket in sockets {
+            self.close_socket(&socket, reason.as_str());
+        }
+        tracing::debug!(sid = %session.sid, reason = reason.as_str(), "session closed");
+    }
+
+    /// Adds an admitted socket to its namespace's members (the recipients
+    /// of namespace-wide emits).
+    pub(super) fn add_to_namespace(&self, socket: &Arc<Socket>) {
+        write(&self.registry)
+            .namespaces
+            .entry(socket.nsp.clone())
+            .or_default()
+            .insert(socket.id.clone(), socket.clone());
+    }
+}

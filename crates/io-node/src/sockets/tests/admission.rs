@@ -1,0 +1,173 @@
+//! Admission: accepted, refused, timed out, refused without an app-node,
+//! admitted by credentials.
+
+use super::*;
+
+#[test]
+fn a_connection_waits_for_an_app_node_and_is_admitted_by_its_done() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let request = fixture
+        .sockets
+        .on_message(&session, Message::Text("0/chat,{\"token\":1}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.auth, "{\"token\":1}");
+    fixture.sockets.connect(&session, request, Admission::ByApp);
+    let effects = fixture.effects();
+    let Some(Effect::Ledger(LedgerOp::Create(ledger_sid, entry))) = effects.first() else {
+        panic!("the ledger entry first: {effects:?}");
+    };
+    let entry = Event::decode(entry).unwrap();
+    assert_eq!(
+        (entry.kind, entry.reason.as_deref()),
+        (EventKind::Disconnect, Some("io-node lost"))
+    );
+    let Some(Effect::Event(events)) = effects.get(1) else {
+        panic!("then the connect event: {effects:?}");
+    };
+    let connect = &events[0];
+    assert_eq!(
+        (connect.kind, connect.seq, connect.nsp.as_str()),
+        (EventKind::Connect, 0, "/chat")
+    );
+    assert_eq!(connect.data.as_deref(), Some("{\"token\":1}"));
+    assert_eq!(**ledger_sid, *connect.sid);
+    assert!(
+        frames(&session).is_empty(),
+        "no CONNECT before the decision"
+    );
+
+    fixture.done(&connect.sid, "/chat", 0);
+    assert_eq!(
+        frames(&session),
+        [format!("40/chat,{{\"sid\":\"{}\"}}", connect.sid)]
+    );
+    // Admitted: a namespace-wide emit reaches it.
+    fixture.apply(Command::Emit(emit("/chat", "[\"hi\"]")));
+    assert_eq!(frames(&session), ["42/chat,[\"hi\"]"]);
+}
+
+#[test]
+fn a_refused_connection_gets_connect_error_and_needs_no_announcement() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let sid = fixture.connect(&session, "/", Admission::ByApp).unwrap();
+    fixture.apply(Command::Done(envelope::Done {
+        nsp: "/".into(),
+        sid: sid.clone(),
+        seq: 0,
+        reject: Some(envelope::Reject {
+            message: "who are you?".into(),
+            data: Some("{\"code\":7}".into()),
+        }),
+    }));
+    assert_eq!(
+        frames(&session),
+        [r#"44{"message":"who are you?","data":{"code":7}}"#]
+    );
+    let effects = fixture.effects();
+    assert!(
+        matches!(&effects[..], [Effect::Ledger(LedgerOp::Forget(forgotten))] if **forgotten == *sid),
+        "{effects:?}"
+    );
+    // Events for the refused socket go nowhere; the client may try again.
+    fixture.send(&session, "2[\"x\"]").unwrap();
+    assert!(fixture.effects().is_empty());
+    assert!(fixture.connect(&session, "/", Admission::ByApp).is_some());
+}
+
+#[test]
+fn unknown_namespaces_and_bad_credentials_are_refused_without_an_app_node() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    assert_eq!(
+        fixture.connect(&session, "/nope", Admission::UnknownNamespace),
+        None
+    );
+    assert_eq!(
+        fixture.connect(&session, "/", Admission::Unauthorized),
+        None
+    );
+    assert_eq!(
+        frames(&session),
+        [
+            r#"44/nope,{"message":"Invalid namespace"}"#,
+            r#"44{"message":"Unauthorized"}"#
+        ]
+    );
+    assert!(fixture.effects().is_empty());
+}
+
+#[test]
+fn an_admission_that_times_out_is_refused_and_its_late_admission_disconnects_it() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let request = fixture
+        .sockets
+        .on_message(&session, Message::Text("0"))
+        .unwrap()
+        .unwrap();
+    let pending = fixture
+        .sockets
+        .connect(&session, request, Admission::ByApp)
+        .expect("waits for an app-node");
+    let sid = pending.id.to_string();
+    fixture.effects();
+    fixture.sockets.admission_timed_out(&pending);
+    assert_eq!(frames(&session), [r#"44{"message":"Connection timeout"}"#]);
+    // The app-node's late yes: no CONNECT, and its disconnect event follows.
+    fixture.done(&sid, "/", 0);
+    assert!(frames(&session).is_empty());
+    let effects = fixture.effects();
+    let Some(Effect::Ledger(LedgerOp::Announce(_, envelope))) = effects.last() else {
+        panic!("{effects:?}");
+    };
+    let disconnect = Event::decode(envelope).unwrap();
+    assert_eq!(
+        (disconnect.seq, disconnect.reason.as_deref()),
+        (1, Some("admission timeout"))
+    );
+}
+
+#[test]
+fn a_user_admitted_by_credentials_gets_connect_once_its_room_is_subscribed() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let sid = fixture
+        .connect(&session, "/", Admission::User("ann".into()))
+        .unwrap();
+    assert!(
+        frames(&session).is_empty(),
+        "CONNECT waits for the subscription"
+    );
+    fixture.subscriptions_active();
+    assert_eq!(frames(&session), [format!("40{{\"sid\":\"{sid}\"}}")]);
+    // Reachable as the user, in its room, before any app-node answered.
+    fixture.apply(Command::Emit(envelope::Emit {
+        rooms: vec!["$user:ann".into()],
+        ..emit("/", "[\"dm\"]")
+    }));
+    assert_eq!(frames(&session), ["42[\"dm\"]"]);
+}
+
+#[test]
+fn an_app_node_refusing_a_user_admitted_by_credentials_disconnects_it() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let sid = fixture
+        .connect(&session, "/", Admission::User("ann".into()))
+        .unwrap();
+    fixture.subscriptions_active();
+    frames(&session);
+    fixture.apply(Command::Done(envelope::Done {
+        nsp: "/".into(),
+        sid,
+        seq: 0,
+        reject: Some(envelope::Reject {
+            message: "banned".into(),
+            data: None,
+        }),
+    }));
+    assert_eq!(frames(&session), ["41"]);
+}

@@ -1,0 +1,84 @@
+//! Per-socket order: one queue item at a time, events that pile up batched
+//! into the next item, and the limits on what may pile up.
+
+use super::*;
+
+#[test]
+fn a_sockets_events_go_one_item_at_a_time_and_pile_up_into_one_item() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let sid = fixture.admitted(&session, "/");
+    fixture.send(&session, "2[\"a\"]").unwrap();
+    fixture.send(&session, "2[\"b\"]").unwrap();
+    fixture.send(&session, "21[\"c\"]").unwrap();
+    let items = fixture.events();
+    assert_eq!(items.len(), 1, "the second waits for the first's done");
+    assert_eq!(
+        (items[0][0].seq, items[0][0].data.as_deref()),
+        (1, Some("[\"a\"]"))
+    );
+    fixture.done(&sid, "/", 1);
+    let items = fixture.events();
+    assert_eq!(items.len(), 1);
+    let batch: Vec<_> = items[0]
+        .iter()
+        .map(|event| (event.seq, event.data.as_deref(), event.ack))
+        .collect();
+    assert_eq!(
+        batch,
+        [(2, Some("[\"b\"]"), None), (3, Some("[\"c\"]"), Some(1))]
+    );
+    // A done for anything but the item in flight changes nothing.
+    fixture.done(&sid, "/", 2);
+    fixture.send(&session, "2[\"d\"]").unwrap();
+    assert!(fixture.events().is_empty());
+    fixture.done(&sid, "/", 3);
+    assert_eq!(fixture.events()[0][0].seq, 4);
+}
+
+#[test]
+fn an_item_holds_at_most_event_batch_events() {
+    let fixture = Fixture::with(Settings {
+        event_batch: 2,
+        ..settings()
+    });
+    let session = fixture.session();
+    let sid = fixture.admitted(&session, "/");
+    for n in 0..5 {
+        fixture.send(&session, &format!("2[\"e\",{n}]")).unwrap();
+    }
+    let sizes = |items: Vec<Vec<Event>>| items.iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(sizes(fixture.events()), [1]);
+    fixture.done(&sid, "/", 1);
+    assert_eq!(sizes(fixture.events()), [2]);
+    fixture.done(&sid, "/", 3);
+    assert_eq!(sizes(fixture.events()), [2]);
+}
+
+#[test]
+fn a_socket_past_its_pending_limit_is_closed() {
+    let fixture = Fixture::with(Settings {
+        max_pending_events: 2,
+        ..settings()
+    });
+    let session = fixture.session();
+    fixture.admitted(&session, "/");
+    fixture.send(&session, "2[\"e\",1]").unwrap(); // in flight
+    fixture.send(&session, "2[\"e\",2]").unwrap();
+    fixture.send(&session, "2[\"e\",3]").unwrap();
+    assert_eq!(
+        fixture.send(&session, "2[\"e\",4]"),
+        Err(CloseReason::TooManyPendingEvents)
+    );
+}
+
+#[test]
+fn a_full_event_buffer_closes_the_client_rather_than_drop_its_event() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    fixture.admitted(&session, "/");
+    fixture.cluster.full.store(true, Ordering::Relaxed);
+    fixture.send(&session, "2[\"e\",1]").unwrap();
+    assert!(session.is_closed());
+    assert_eq!(session.close_reason(), CloseReason::Overloaded);
+}
