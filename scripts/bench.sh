@@ -28,6 +28,8 @@
 #   node       2 Node Socket.IO 4 processes with @socket.io/redis-adapter
 #   socketioxide  2 socketioxide processes with socketioxide-redis (bench/peers/socketioxide)
 #   raw        1 process, no Redis (bench/peers/raw): the ceiling
+#   iocluster-base  as iocluster, with the binaries in $IOCLUSTER_BASE_DIR
+#              (another build's target/release): a change against its base
 #
 # Per run it records the bench JSON, the CPU time of every server process and
 # of Redis (from /proc/<pid>/stat) over the whole run and, for fanout, rooms
@@ -130,15 +132,22 @@ start_system() {
   done
   servers=() ops_ports=()
   case "$system" in
-    iocluster)
+    iocluster|iocluster-base)
+      # iocluster-base: the same, from the binaries in $IOCLUSTER_BASE_DIR
+      # (another build's target/release), to measure a change against the
+      # build before it in one run.
+      local bin=target/release
+      if [ "$system" = iocluster-base ]; then
+        bin=${IOCLUSTER_BASE_DIR:?iocluster-base needs IOCLUSTER_BASE_DIR (a target/release of another build)}
+      fi
       for i in 1 2; do
-        env "${thread_env[@]}" RUST_LOG=warn target/release/iocluster-bench-app --redis "$redis" --app-id "app-$i" \
+        env "${thread_env[@]}" RUST_LOG=warn "$bin/iocluster-bench-app" --redis "$redis" --app-id "app-$i" \
           >"$run_dir/app-$i.log" 2>&1 &
         pids+=($!); servers+=($!)
       done
       for port in "${ports[@]}"; do
         ops_ports+=("$(free_port)")
-        env "${thread_env[@]}" RUST_LOG=warn target/release/iocluster-io-node --redis "$redis" --listen "127.0.0.1:$port" \
+        env "${thread_env[@]}" RUST_LOG=warn "$bin/iocluster-io-node" --redis "$redis" --listen "127.0.0.1:$port" \
           --ops-listen "127.0.0.1:${ops_ports[-1]}" \
           --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
