@@ -22,8 +22,11 @@
 //! # }
 //! ```
 //!
-//! - `app`: [`App`], [`Namespace`] handlers and the runtime (queue
-//!   consumption, leases, hand-back of a dead app-node's events).
+//! - `app`: what applications call: [`App`], [`Namespace`] handlers, [`Io`],
+//!   [`Reject`].
+//! - `runtime`: what [`App::run`] does: queue consumption, handler tasks,
+//!   the ordered publisher, replies, leases, hand-back of a dead app-node's
+//!   events, and shutdown in that order backwards.
 //! - `socket`: [`Socket`], [`Emitter`] and [`Ack`], which turn into commands.
 //! - `payload`: [`Payload`], event arguments as JSON text plus attachments,
 //!   and [`FromPayload`] for typed handler arguments.
@@ -32,6 +35,7 @@
 mod app;
 pub mod config;
 mod payload;
+mod runtime;
 mod socket;
 
 pub use app::{App, AppError, Io, Namespace, Reject};

@@ -19,4 +19,5 @@ pub mod engine;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
+pub mod scripts;
 pub mod socketio;

@@ -1,0 +1,167 @@
+//! Leases: this app-node's (and its namespaces') in `P:apps` / `P:nsps`,
+//! renewed every quarter lease, and the hand-back of the in-flight events of
+//! app-nodes whose lease lapsed, this one's own included at a clean shutdown
+//! ([`hand_back_own`]).
+//!
+//! The lease is what lets another app-node hand back this one's events should
+//! it die; it is renewed until the runtime has finished everything it could,
+//! then given up in the same atomic step that hands back the rest. Readiness
+//! (`/ready`) follows whether the last renewal worked, while serving.
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iocluster_protocol::keys::Keys;
+use iocluster_protocol::scripts;
+use tokio_util::sync::CancellationToken;
+
+/// [`scripts::REAP`] with its hash, computed once.
+static REAP: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(scripts::REAP));
+
+/// Renews this app-node's lease and the leases of its namespaces.
+pub(super) async fn heartbeat(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    app_id: &str,
+    lease: Duration,
+    nsps: &[String],
+) -> redis::RedisResult<()> {
+    let until = now_ms() + lease.as_millis() as u64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(keys.apps())
+        .arg(until)
+        .arg(app_id)
+        .ignore();
+    for nsp in nsps {
+        pipe.cmd("ZADD")
+            .arg(keys.namespaces())
+            .arg("GT")
+            .arg(until)
+            .arg(nsp)
+            .ignore();
+    }
+    pipe.query_async(redis).await
+}
+
+/// Keeps the lease and hands back the events of app-nodes whose lease
+/// lapsed, until `stop`.
+pub(super) struct LeaseKeeper {
+    pub(super) redis: redis::aio::ConnectionManager,
+    pub(super) keys: Keys,
+    pub(super) app_id: String,
+    pub(super) lease: Duration,
+    pub(super) nsps: Vec<String>,
+    pub(super) readiness: iocluster_ops::Readiness,
+    /// Cancelled when shutdown begins: from then on a renewal no longer
+    /// makes the node ready again.
+    pub(super) serving: CancellationToken,
+    /// Cancelled once the node has finished what it could: the lease is no
+    /// longer renewed (the hand-back gives it up).
+    pub(super) stop: CancellationToken,
+}
+
+impl LeaseKeeper {
+    pub(super) async fn run(mut self) {
+        let mut ticker = tokio::time::interval((self.lease / 4).max(Duration::from_millis(20)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = heartbeat(
+                &mut self.redis,
+                &self.keys,
+                &self.app_id,
+                self.lease,
+                &self.nsps,
+            )
+            .await
+            {
+                self.readiness.set(false);
+                metrics::counter!("iocluster_redis_errors_total", "task" => "lease").increment(1);
+                tracing::warn!(%error, "cannot renew the lease");
+                continue;
+            }
+            if !self.serving.is_cancelled() {
+                self.readiness.set(true);
+            }
+            iocluster_ops::sample_queue_depth(&mut self.redis, &self.keys.events()).await;
+            self.hand_back_lapsed().await;
+        }
+    }
+
+    /// Hands back the events of up to 16 app-nodes whose lease lapsed.
+    async fn hand_back_lapsed(&mut self) {
+        let now = now_ms();
+        let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
+            .arg(self.keys.apps())
+            .arg("-inf")
+            .arg(now)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(16)
+            .query_async(&mut self.redis)
+            .await;
+        for app in expired.unwrap_or_default() {
+            if app == self.app_id {
+                continue;
+            }
+            match hand_back(&mut self.redis, &self.keys, &app, now).await {
+                Ok(moved) if moved >= 0 => {
+                    metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);
+                    tracing::warn!(app = %app, moved, "app-node lease lapsed: its events went back to the queue")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot hand back a lapsed app-node's events"),
+            }
+        }
+    }
+}
+
+/// Moves the in-flight events of `app` back to the queue and forgets `app`,
+/// if its lease ended before `now` (ms). Returns the events moved, or -1
+/// when the lease had not lapsed.
+async fn hand_back(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    app: &str,
+    now: u64,
+) -> redis::RedisResult<i64> {
+    REAP.key(keys.apps())
+        .key(keys.inflight(app))
+        .key(keys.events())
+        .arg(app)
+        .arg(now)
+        .invoke_async(redis)
+        .await
+}
+
+/// The end of a clean shutdown, once the lease keeper has stopped: whatever
+/// is still in this app-node's in-flight list (events taken and not started,
+/// handlers dropped when the grace period ran out, `done`s the last flush
+/// could not write) goes back to the queue, and the app-node leaves `P:apps`.
+pub(super) async fn hand_back_own(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    app_id: &str,
+) {
+    match hand_back(redis, keys, app_id, u64::MAX).await {
+        Ok(moved) if moved > 0 => {
+            tracing::info!(moved, "handed unfinished events back to the queue")
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand events back; the lease will expire instead")
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

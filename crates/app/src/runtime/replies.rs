@@ -1,0 +1,61 @@
+//! The reply listener: this app-node's channel `P:a:<app>`, where io-nodes
+//! confirm joins and pass on clients' acknowledgements. It subscribes before
+//! the first event is taken (`ready`), resubscribes after a lost
+//! connection, and hands each reply to whoever waits for it (`Ctx::on_reply`);
+//! the waiting itself, with its timeout, is the handles' (`socket`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use iocluster_protocol::envelope::Reply;
+use tokio_util::sync::CancellationToken;
+
+use crate::socket::Ctx;
+
+/// Listens on this app-node's channel for join confirmations and acks.
+pub(super) async fn replies(
+    client: redis::Client,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+    ready: CancellationToken,
+) {
+    let channel = ctx.keys.app_channel(&ctx.app_id);
+    let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = subscribed => match result {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot subscribe to the reply channel; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = backoff.wait() => continue,
+                    }
+                }
+            }
+        };
+        backoff.reset();
+        ready.cancel();
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    match Reply::decode(message.get_payload_bytes()) {
+                        Ok(reply) => ctx.on_reply(reply),
+                        Err(error) => tracing::warn!(%error, "invalid reply"),
+                    }
+                }
+            }
+        }
+        tracing::warn!("reply channel lost; reconnecting");
+    }
+}

@@ -1,0 +1,204 @@
+//! The queue taker: moves events from the queue into this app-node's
+//! in-flight list (the take script while it finds events; `BLMOVE` and the
+//! script in one round trip when the queue was empty) and starts a handler
+//! task for each, as many at once as the concurrency allows.
+//!
+//! Running the events is the dispatcher's job; finishing them (their `done`
+//! and their removal from the in-flight list) the publisher's; handing back
+//! what was taken and not finished, the runtime's at shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iocluster_protocol::scripts;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{Dispatcher, Running};
+use super::is_noscript;
+
+/// Most events taken from the queue in one round trip.
+const FETCH_BATCH: usize = 64;
+
+/// How long one blocking pop waits for an event.
+pub(super) const BLOCKING_POP: Duration = Duration::from_secs(1);
+
+/// Takes events from the queue and starts their handlers, until `serving`
+/// is cancelled. A task of its own, so that it runs on the runtime's worker
+/// threads: `App::run` is usually awaited from `main`, outside them, where
+/// every wake-up of this loop (an event taken, a permit freed) would be one
+/// thread waking another.
+pub(super) struct Taker {
+    pub(super) dispatcher: Arc<Dispatcher>,
+    pub(super) running: Running,
+    /// One permit per handler that may run; its size is the concurrency.
+    pub(super) semaphore: Arc<Semaphore>,
+    pub(super) redis: redis::aio::ConnectionManager,
+    /// A connection of its own for blocking pops, whose response timeout is
+    /// longer than the pop.
+    pub(super) blocking: redis::aio::ConnectionManager,
+    pub(super) events_key: String,
+    pub(super) inflight_key: String,
+    /// Cancelled when shutdown begins: no take starts after it, and what a
+    /// take under way brings is not started (it is handed back).
+    pub(super) serving: CancellationToken,
+}
+
+impl Taker {
+    pub(super) async fn run(mut self) {
+        let fetch = redis::Script::new(scripts::FETCH);
+        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        // Whether the last take found the queue empty: then the next one
+        // blocks at once (with the take script right behind the blocking
+        // pop, in one round trip), instead of first asking for what is
+        // probably not there. At a low event rate that is one request to
+        // Redis per event instead of two.
+        let mut drained = false;
+        loop {
+            let first = tokio::select! {
+                permit = self.semaphore.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = self.serving.cancelled() => break,
+            };
+            let room = (self.semaphore.available_permits() + 1).min(FETCH_BATCH);
+            // A take under way when shutdown begins is finished, not
+            // dropped: a `BLMOVE` already sent would still move an event
+            // into the in-flight list, possibly after the hand-back, where
+            // no one would ever find it. It waits `BLOCKING_POP` at most.
+            let taken = if drained {
+                tracing::trace!(room, "blocking pop, then fetching");
+                block_then_fetch(
+                    &mut self.blocking,
+                    &fetch,
+                    &self.events_key,
+                    &self.inflight_key,
+                    room,
+                )
+                .await
+            } else {
+                tracing::trace!(room, "fetching");
+                fetch
+                    .key(&self.events_key)
+                    .key(&self.inflight_key)
+                    .arg(room)
+                    .invoke_async(&mut self.redis)
+                    .await
+            };
+            let batch: Vec<Vec<u8>> = match taken {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take events from the queue; retrying");
+                    tokio::select! {
+                        () = backoff.wait() => continue,
+                        () = self.serving.cancelled() => break,
+                    }
+                }
+            };
+            backoff.reset();
+            if self.serving.is_cancelled() {
+                if !batch.is_empty() {
+                    tracing::info!(
+                        events = batch.len(),
+                        "taken as shutdown began: left for the hand-back"
+                    );
+                }
+                break;
+            }
+            drained = batch.len() < room;
+            let mut first = Some(first);
+            for raw in batch {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => match self.semaphore.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        // Cannot happen: only this loop takes permits and
+                        // it fetched no more than were free.
+                        Err(_) => self
+                            .semaphore
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore is never closed"),
+                    },
+                };
+                let dispatcher = self.dispatcher.clone();
+                self.running.spawn(async move {
+                    dispatcher.handle(raw).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Waits for an event with `BLMOVE` and takes up to `room - 1` more with
+/// the take script, both in one pipeline: when the pop is served, Redis
+/// runs the script at once, so a burst comes back whole with its first
+/// event. The events come oldest first, as [`scripts::FETCH`] gives them.
+/// Both replies are read whatever the other one was, so an event either
+/// command moved into the in-flight list is always handled; a script Redis
+/// no longer knows (it restarted) had run nothing, and is sent again (and
+/// loaded) alone.
+async fn block_then_fetch(
+    blocking: &mut redis::aio::ConnectionManager,
+    fetch: &redis::Script,
+    events_key: &str,
+    inflight_key: &str,
+    room: usize,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("BLMOVE")
+        .arg(events_key)
+        .arg(inflight_key)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .arg(BLOCKING_POP.as_secs_f64());
+    let more = room - 1;
+    if more > 0 {
+        pipe.cmd("EVALSHA")
+            .arg(fetch.get_hash())
+            .arg(2)
+            .arg(events_key)
+            .arg(inflight_key)
+            .arg(more);
+    }
+    // One reply per command, an error reply as an `Err` of its own.
+    fn reply<T: redis::FromRedisValue>(value: redis::Value) -> redis::RedisResult<T> {
+        redis::from_redis_value::<redis::RedisResult<T>>(value)?
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(blocking).await?;
+    let mut replies = replies.into_iter();
+    let popped: redis::RedisResult<Option<Vec<u8>>> = replies.next().map_or(Ok(None), reply);
+    let fetched: Option<redis::RedisResult<Vec<Vec<u8>>>> = replies.next().map(reply);
+    // A script Redis no longer knows (it restarted) ran nothing: send it
+    // again alone (it is loaded on the way).
+    let fetched = match fetched {
+        Some(Err(error)) if is_noscript(&error) => Some(
+            fetch
+                .key(events_key)
+                .key(inflight_key)
+                .arg(more)
+                .invoke_async(blocking)
+                .await,
+        ),
+        fetched => fetched,
+    };
+    // Whatever either command moved into the in-flight list is ours now
+    // and must be handled: an error of one does not drop the other's.
+    let mut batch = Vec::new();
+    match popped {
+        Ok(popped) => batch.extend(popped),
+        Err(error) if fetched.is_none() => return Err(error),
+        Err(error) => tracing::warn!(%error, "blocking pop failed"),
+    }
+    match fetched {
+        None => {}
+        Some(Ok(fetched)) => batch.extend(fetched),
+        Some(Err(error)) if batch.is_empty() => return Err(error),
+        Some(Err(error)) => tracing::warn!(%error, "cannot take more events after a blocking pop"),
+    }
+    Ok(batch)
+}

@@ -1,0 +1,152 @@
+//! The Lua scripts of the Redis protocol, as text: the app-node's three
+//! ([`FETCH`], [`FLUSH`], [`REAP`]) and the io-node's ledger scripts
+//! ([`UPDATE`], [`ANNOUNCE`], [`DRAIN`]).
+//!
+//! They are part of the contract as much as the envelopes are: a second
+//! app-node SDK runs the same three scripts (or commands with the same
+//! effect, atomically), which is why they live here rather than in the Rust
+//! SDK. This module only holds the text and says what each script's `KEYS`
+//! and `ARGV` are; loading and calling them (`EVALSHA`, reloading after a
+//! `NOSCRIPT`) is the I/O of the nodes that run them. docs/PROTOCOL.md shows
+//! the scripts an implementation must run, and a test here keeps it showing
+//! exactly these.
+
+/// Moves up to ARGV[1] events from the queue to the in-flight list, oldest
+/// first (the queue's right end), in three commands however many there are.
+/// KEYS: events, in-flight list of the app-node. ARGV: most events to take.
+/// Returns the events taken, oldest first.
+pub const FETCH: &str = r"
+local items = redis.call('LRANGE', KEYS[1], '-' .. ARGV[1], '-1')
+if #items == 0 then return items end
+redis.call('LTRIM', KEYS[1], 0, -#items - 1)
+local out = {}
+for i = #items, 1, -1 do out[#out + 1] = items[i] end
+redis.call('LPUSH', KEYS[2], unpack(out))
+return out";
+
+/// Publishes one flush of an app-node's publish queue. KEYS: in-flight list
+/// of the app-node. ARGV is a list of messages: `channel, n`, then `n` pairs
+/// `event, envelope`. A pair with an event is a `done`: the event leaves the
+/// in-flight list and the envelope goes out only if it was still there (not
+/// handed to another app-node meanwhile). Each message's kept envelopes are
+/// published back to back in one `PUBLISH`; an empty channel publishes
+/// nothing. `LREM` searches from the tail (count -1): items enter the
+/// in-flight list at its head, so the ones finishing, usually the oldest,
+/// are near the tail (half the `LREM` time at echo with 100 clients).
+/// Constant arguments are Lua strings: Redis 7.0 formats a Lua number
+/// argument with `printf("%.17g")` on every call.
+pub const FLUSH: &str = r"
+local i = 1
+while i <= #ARGV do
+  local channel, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local parts = {}
+  for _ = 1, n do
+    local event, envelope = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    if event == '' or redis.call('LREM', KEYS[1], '-1', event) > 0 then
+      parts[#parts + 1] = envelope
+    end
+  end
+  if channel ~= '' and #parts > 0 then
+    redis.call('PUBLISH', channel, table.concat(parts))
+  end
+end
+return 0";
+
+/// Hands the in-flight events of an app-node whose lease lapsed back to the
+/// queue, and forgets the app-node. Atomic, so racing app-nodes move each
+/// event once. KEYS: apps, in-flight list of the lapsed app-node, events.
+/// ARGV: the lapsed app-node, now (ms; `+inf` on an app-node's own clean
+/// shutdown). Returns the events moved, or -1 when the lease has not lapsed.
+pub const REAP: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) > tonumber(ARGV[2]) then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return moved";
+
+/// Rewrites an entry only if it is still there (a closed socket's entry never
+/// comes back). KEYS: ledger. ARGV: sid, envelope.
+pub const UPDATE: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0";
+
+/// A socket's own disconnect event, pushed if its entry was still there, or
+/// if Redis lost the node's whole ledger (and nobody drained it).
+/// KEYS: ledger, events, ledgers, reaped mark. ARGV: sid, node, envelope.
+pub const ANNOUNCE: &str = r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1
+  or (redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 0) then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  return 1
+end
+return 0";
+
+/// Moves up to a batch of a dead node's entries onto the event queue.
+/// KEYS: nodes, ledger, events, ledgers, reaped mark, node info.
+/// ARGV: node, now (ms), batch, force (1: the node's own previous life),
+/// mark TTL (ms).
+/// Returns {moved, left}; left is -1 when the node is alive.
+pub const DRAIN: &str = r"
+local node = ARGV[1]
+if ARGV[4] ~= '1' then
+  local lease = redis.call('ZSCORE', KEYS[1], node)
+  if lease and tonumber(lease) > tonumber(ARGV[2]) then
+    return {0, -1}
+  end
+  if lease then
+    redis.call('ZREM', KEYS[1], node)
+    redis.call('DEL', KEYS[6])
+  end
+  -- Tells the node, should it be alive after all, that its sockets are
+  -- being announced: it must close them (and announce none twice).
+  redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
+end
+local batch = tonumber(ARGV[3])
+local moved = 0
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', batch)
+  cursor = page[1]
+  local items = page[2]
+  for i = 1, #items, 2 do
+    redis.call('LPUSH', KEYS[3], items[i + 1])
+    redis.call('HDEL', KEYS[2], items[i])
+    moved = moved + 1
+  end
+until cursor == '0' or moved >= batch
+local left = redis.call('HLEN', KEYS[2])
+if left == 0 then
+  redis.call('SREM', KEYS[4], node)
+end
+return {moved, left}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-empty lines, trimmed: the document indents its code blocks.
+    fn lines(text: &str) -> String {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// docs/PROTOCOL.md tells other implementations to run these scripts:
+    /// it must show them as the nodes have them (indentation aside).
+    /// [`UPDATE`] and [`DRAIN`] are described in its prose, not shown.
+    #[test]
+    fn the_protocol_document_shows_the_scripts_the_nodes_run() {
+        let doc = lines(include_str!("../../../docs/PROTOCOL.md"));
+        for script in [FETCH, FLUSH, REAP, ANNOUNCE] {
+            let script = lines(script);
+            assert!(doc.contains(&script), "docs/PROTOCOL.md lacks:\n{script}");
+        }
+    }
+}
