@@ -1,6 +1,6 @@
-//! Operations shared by every iocluster node: settings files, secrets,
-//! logging, the shutdown signal ([`node`]), and the operations listener
-//! (`--ops-listen`):
+//! Operations shared by every iocluster node: settings, each defined once
+//! ([`settings!`]), settings files, secrets, logging, the shutdown signal
+//! ([`node`]), and the operations listener (`--ops-listen`):
 //!
 //! - `GET /health`: 200 while the process serves at all (liveness);
 //! - `GET /ready`: 200 when the node can do its job (Redis reachable, not
@@ -12,6 +12,7 @@
 //! nothing.
 
 mod node;
+pub mod settings;
 
 pub use node::{
     ConfigError, DEFAULT_PREFIX, DEFAULT_REDIS, LogArgs, LogFormat, Secret, init_tracing,
