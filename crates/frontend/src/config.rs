@@ -26,7 +26,7 @@ impl Value for StaticNode {
                 id: id.to_owned(),
                 url: url.to_owned(),
             }),
-            _ => Err(format!("{text:?} is not id=url")),
+            _ => Err("expected id=url".to_owned()),
         }
     }
 

@@ -30,8 +30,8 @@ fn main() -> anyhow::Result<()> {
     args.log.init();
     let config = args
         .settings
-        .load(args.config.as_deref(), &ProcessEnv)?
-        .validate()
+        .load(args.config.as_deref(), &ProcessEnv)
+        .and_then(RawConfig::validate)
         .context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {

@@ -33,8 +33,8 @@ fn main() -> anyhow::Result<()> {
     args.log.init();
     let config = args
         .settings
-        .load(args.config.as_deref(), &ProcessEnv)?
-        .validate()
+        .load(args.config.as_deref(), &ProcessEnv)
+        .and_then(RawConfig::validate)
         .context("invalid configuration")?;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

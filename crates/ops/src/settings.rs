@@ -110,7 +110,7 @@ from_str_values!(u16, u32, u64, usize, String);
 impl Value for bool {
     fn parse(text: &str) -> Result<Self, String> {
         text.parse()
-            .map_err(|_| format!("{text:?} is not true or false"))
+            .map_err(|_| "expected true or false".to_owned())
     }
     fn show(&self) -> String {
         self.to_string()
