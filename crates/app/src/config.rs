@@ -1,163 +1,135 @@
-//! App-node settings, the flags every app-node binary shares, and logging.
+//! App-node settings, each one defined once below (its TOML key, flag,
+//! environment variable, default and doc); the flags every app-node binary
+//! shares ([`AppArgs`]), and logging.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use iocluster_ops::settings::{Env, ProcessEnv, millis, positive, redis_and_prefix, socket_addr};
 
-/// The settings an app-node runs with.
+/// The settings an app-node runs with. Each field's default and details are
+/// on the [`RawAppConfig`] field it comes from.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    /// Default `redis://127.0.0.1:6379`.
+    /// [`RawAppConfig::redis`].
     pub redis: String,
-    /// Prefix of every Redis key and channel; must match the io-nodes'.
-    /// Default `iocluster`.
+    /// Prefix of every Redis key and channel; must match the io-nodes'
+    /// ([`RawAppConfig::prefix`]).
     pub prefix: String,
-    /// This app-node's id. Default: random.
+    /// This app-node's id ([`RawAppConfig::app_id`]).
     pub app_id: String,
     /// How long this app-node counts as alive without a heartbeat; after it,
-    /// other app-nodes hand its unfinished events to someone else. Default 5 s.
+    /// other app-nodes hand its unfinished events to someone else
+    /// ([`RawAppConfig::lease_ms`]).
     pub lease: Duration,
-    /// Events handled at once. Default 256.
+    /// Events handled at once ([`RawAppConfig::concurrency`]).
     pub concurrency: usize,
     /// How long one handler may run before it is abandoned (its event is
-    /// reported done). Default 30 s.
+    /// reported done) ([`RawAppConfig::handler_timeout_ms`]).
     pub handler_timeout: Duration,
-    /// How long `join` waits for the io-node's confirmation. Default 5 s.
+    /// How long `join` waits for the io-node's confirmation
+    /// ([`RawAppConfig::join_timeout_ms`]).
     pub join_timeout: Duration,
-    /// How long shutdown waits for running handlers. Default 10 s.
+    /// How long shutdown waits for running handlers
+    /// ([`RawAppConfig::shutdown_grace_ms`]).
     pub shutdown_grace: Duration,
-    /// Address of the operations listener (`/health`, `/ready`, `/metrics`).
-    /// Default: none.
+    /// Address of the operations listener (`/health`, `/ready`, `/metrics`)
+    /// ([`RawAppConfig::ops_listen`]).
     pub ops_listen: Option<String>,
 }
 
+/// Every setting's default, with a random `app_id`.
 impl Default for AppConfig {
     fn default() -> AppConfig {
-        AppConfig {
-            redis: iocluster_ops::DEFAULT_REDIS.to_owned(),
-            prefix: iocluster_ops::DEFAULT_PREFIX.to_owned(),
-            app_id: random_id(),
-            lease: Duration::from_secs(5),
-            concurrency: 256,
-            handler_timeout: Duration::from_secs(30),
-            join_timeout: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(10),
-            ops_listen: None,
-        }
+        RawAppConfig::default()
+            .validate()
+            .expect("the defaults are valid (tested)")
     }
 }
 
-/// Settings as written in a TOML file; every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAppConfig {
-    pub redis: Option<String>,
-    pub prefix: Option<String>,
-    pub app_id: Option<String>,
-    pub lease_ms: Option<u64>,
-    pub concurrency: Option<usize>,
-    pub handler_timeout_ms: Option<u64>,
-    pub join_timeout_ms: Option<u64>,
-    pub shutdown_grace_ms: Option<u64>,
-    pub ops_listen: Option<String>,
+iocluster_ops::settings! {
+    /// App-node settings as given by flags, the environment (`IOCLUSTER_*`)
+    /// or a TOML file; every field optional. [`RawAppConfig::load`] merges
+    /// them, flag over environment over file; [`RawAppConfig::validate`]
+    /// applies the defaults and checks the values.
+    pub struct RawAppConfig;
+    /// App-node settings with their defaults applied, before validation.
+    pub struct Settings;
+
+    /// Redis URL.
+    #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
+    redis: String,
+    /// Prefix of every Redis key and channel; must match the io-nodes'.
+    #[setting(flag = "prefix", value_name = "PREFIX", env = IOCLUSTER_PREFIX, default = iocluster_ops::DEFAULT_PREFIX.into())]
+    prefix: String,
+    /// This app-node's id, 1 to 32 of [A-Za-z0-9_-].
+    #[setting(flag = "app-id", value_name = "ID", env = IOCLUSTER_APP_ID, unset = "random")]
+    app_id: String,
+    /// Milliseconds this app-node counts as alive without renewing its
+    /// lease; when it lapses, other app-nodes hand its unfinished events to
+    /// the queue again.
+    #[setting(flag = "lease", value_name = "MS", env = IOCLUSTER_LEASE_MS, default = 5_000)]
+    lease_ms: u64,
+    /// Events handled at once.
+    #[setting(flag = "concurrency", value_name = "N", env = IOCLUSTER_CONCURRENCY, default = 256)]
+    concurrency: usize,
+    /// Milliseconds a handler may run before it is abandoned and its event
+    /// reported done.
+    #[setting(flag = "handler-timeout", value_name = "MS", env = IOCLUSTER_HANDLER_TIMEOUT_MS, default = 30_000)]
+    handler_timeout_ms: u64,
+    /// Milliseconds join() waits for the io-node's confirmation.
+    #[setting(flag = "join-timeout", value_name = "MS", env = IOCLUSTER_JOIN_TIMEOUT_MS, default = 5_000)]
+    join_timeout_ms: u64,
+    /// Milliseconds shutdown waits for running handlers.
+    #[setting(flag = "shutdown-grace", value_name = "MS", env = IOCLUSTER_SHUTDOWN_GRACE_MS, default = 10_000)]
+    shutdown_grace_ms: u64,
+    /// Operations listener: /health, /ready and /metrics (Prometheus).
+    #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
+    ops_listen: String,
 }
 
 pub use iocluster_ops::ConfigError;
 
 impl RawAppConfig {
-    pub fn from_file(path: &std::path::Path) -> Result<RawAppConfig, ConfigError> {
-        iocluster_ops::read_toml(path)
-    }
-
-    /// Checks every value and applies defaults.
+    /// Applies the defaults and checks every value.
     pub fn validate(self) -> Result<AppConfig, ConfigError> {
-        let defaults = AppConfig::default();
-        let app_id = self.app_id.unwrap_or(defaults.app_id);
+        let settings = self.with_defaults();
+        let app_id = settings.app_id.unwrap_or_else(random_id);
         if !iocluster_protocol::ids::is_valid_node_id(&app_id) {
             return Err(ConfigError::Invalid(
                 "app_id",
                 format!("{app_id:?} must be 1 to 32 of [A-Za-z0-9_-]"),
             ));
         }
-        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
-        let ms = |value: Option<u64>, default: Duration, name: &'static str| match value {
-            Some(0) => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
-            Some(ms) => Ok(Duration::from_millis(ms)),
-            None => Ok(default),
-        };
-        let concurrency = match self.concurrency {
-            Some(0) => {
-                return Err(ConfigError::Invalid(
-                    "concurrency",
-                    "must be greater than 0".into(),
-                ));
-            }
-            Some(n) => n,
-            None => defaults.concurrency,
-        };
+        let (redis, prefix) = redis_and_prefix(settings.redis, settings.prefix)?;
+        if let Some(addr) = &settings.ops_listen {
+            socket_addr(addr, "ops_listen")?;
+        }
         Ok(AppConfig {
             redis,
             prefix,
             app_id,
-            lease: ms(self.lease_ms, defaults.lease, "lease_ms")?,
-            concurrency,
-            handler_timeout: ms(
-                self.handler_timeout_ms,
-                defaults.handler_timeout,
-                "handler_timeout_ms",
-            )?,
-            join_timeout: ms(
-                self.join_timeout_ms,
-                defaults.join_timeout,
-                "join_timeout_ms",
-            )?,
-            shutdown_grace: ms(
-                self.shutdown_grace_ms,
-                defaults.shutdown_grace,
-                "shutdown_grace_ms",
-            )?,
-            ops_listen: match self.ops_listen {
-                Some(addr) => {
-                    addr.parse::<std::net::SocketAddr>().map_err(|error| {
-                        ConfigError::Invalid("ops_listen", format!("{addr:?}: {error}"))
-                    })?;
-                    Some(addr)
-                }
-                None => None,
-            },
+            lease: millis(settings.lease_ms, "lease_ms")?,
+            concurrency: positive(settings.concurrency, "concurrency")?,
+            handler_timeout: millis(settings.handler_timeout_ms, "handler_timeout_ms")?,
+            join_timeout: millis(settings.join_timeout_ms, "join_timeout_ms")?,
+            shutdown_grace: millis(settings.shutdown_grace_ms, "shutdown_grace_ms")?,
+            ops_listen: settings.ops_listen,
         })
     }
 }
 
-/// The flags every app-node binary takes. Flatten it into an application's
-/// own `clap` parser, or use it as is.
+/// The flags every app-node binary takes: `--config` and every setting of
+/// [`RawAppConfig`] (each also an `IOCLUSTER_*` environment variable), and
+/// `--log-format`. Flatten it into an application's own `clap` parser, or
+/// use it as is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AppArgs {
-    /// Redis URL (default redis://127.0.0.1:6379).
-    #[arg(long, env = "IOCLUSTER_REDIS_URL", value_name = "URL")]
-    pub redis: Option<String>,
-    /// Prefix of every Redis key and channel; must match the io-nodes'
-    /// (default iocluster).
-    #[arg(long, env = "IOCLUSTER_PREFIX", value_name = "PREFIX")]
-    pub prefix: Option<String>,
-    /// TOML config file (see config/app-node.toml); flags override it.
+    /// TOML config file (see config/app-node.toml).
     #[arg(long, env = "IOCLUSTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// This app-node's id, 1 to 32 of [A-Za-z0-9_-] (default: random).
-    #[arg(long, env = "IOCLUSTER_APP_ID", value_name = "ID")]
-    pub app_id: Option<String>,
-    /// Milliseconds this app-node counts as alive without a heartbeat
-    /// (default 5000).
-    #[arg(long, value_name = "MS")]
-    pub lease: Option<u64>,
-    /// Events handled at once (default 256).
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Operations listener: /health, /ready and /metrics (Prometheus)
-    /// (default: none).
-    #[arg(long, env = "IOCLUSTER_OPS_LISTEN", value_name = "ADDR")]
-    pub ops_listen: Option<String>,
+    #[command(flatten)]
+    pub settings: RawAppConfig,
     #[command(flatten)]
     pub log: iocluster_ops::LogArgs,
 }
@@ -165,22 +137,16 @@ pub struct AppArgs {
 pub use iocluster_ops::LogFormat;
 
 impl AppArgs {
-    /// Reads the config file, if any, and lets the flags override it.
+    /// The settings: flags over environment over config file over defaults.
     pub fn config(&self) -> Result<AppConfig, ConfigError> {
-        let file = match &self.config {
-            Some(path) => RawAppConfig::from_file(path)?,
-            None => RawAppConfig::default(),
-        };
-        RawAppConfig {
-            redis: self.redis.clone().or(file.redis),
-            prefix: self.prefix.clone().or(file.prefix),
-            app_id: self.app_id.clone().or(file.app_id),
-            lease_ms: self.lease.or(file.lease_ms),
-            concurrency: self.concurrency.or(file.concurrency),
-            ops_listen: self.ops_listen.clone().or(file.ops_listen),
-            ..file
-        }
-        .validate()
+        self.config_from(&ProcessEnv)
+    }
+
+    fn config_from(&self, env: &(impl Env + ?Sized)) -> Result<AppConfig, ConfigError> {
+        self.settings
+            .clone()
+            .load(self.config.as_deref(), env)?
+            .validate()
     }
 
     /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
@@ -234,5 +200,95 @@ mod tests {
             .validate()
             .is_err()
         );
+        let error = RawAppConfig {
+            join_timeout_ms: Some(0),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error, "invalid join_timeout_ms: must be greater than 0");
+        let env = [("IOCLUSTER_CONCURRENCY", "lots")];
+        let error = RawAppConfig::from_env(&env[..]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid IOCLUSTER_CONCURRENCY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let config = AppConfig::default();
+        assert_eq!(config.redis, iocluster_ops::DEFAULT_REDIS);
+        assert_eq!(config.lease, Duration::from_secs(5));
+        assert_eq!(config.concurrency, 256);
+        assert_eq!(config.handler_timeout, Duration::from_secs(30));
+        assert_eq!(config.join_timeout, Duration::from_secs(5));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.ops_listen, None);
+        assert_ne!(config.app_id, AppConfig::default().app_id, "random");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        app: AppArgs,
+    }
+
+    #[test]
+    fn every_setting_has_an_env_var_named_after_its_key() {
+        let mut envs = std::collections::HashSet::new();
+        for setting in RawAppConfig::SETTINGS {
+            let expected = match setting.key {
+                "redis" => "IOCLUSTER_REDIS_URL".to_owned(),
+                key => format!("IOCLUSTER_{}", key.to_uppercase()),
+            };
+            assert_eq!(setting.env, expected);
+            assert!(envs.insert(setting.env));
+        }
+        assert_eq!(RawAppConfig::SETTINGS.len(), 9);
+    }
+
+    #[test]
+    fn help_shows_every_setting_with_its_env_and_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for setting in RawAppConfig::SETTINGS {
+            let flag = format!("--{} ", setting.flag);
+            let at = help
+                .find(&flag)
+                .unwrap_or_else(|| panic!("{flag} not in {help}"));
+            let next = help[at + 2..]
+                .find(" --")
+                .map_or(help.len(), |end| at + 2 + end);
+            let text = &help[at..next];
+            assert!(text.contains(&format!("[env: {}]", setting.env)), "{text}");
+            assert!(text.contains("[default: "), "{text}");
+        }
+        assert!(help.contains("[env: IOCLUSTER_HANDLER_TIMEOUT_MS] [default: 30000]"));
+    }
+
+    #[test]
+    fn flag_over_env_over_file_over_default() {
+        use clap::Parser;
+        let file = std::env::temp_dir().join(format!("iocluster-app-{}.toml", std::process::id()));
+        std::fs::write(&file, "lease_ms = 3\nconcurrency = 3\njoin_timeout_ms = 3").unwrap();
+        let cli = Cli::try_parse_from([
+            "app".as_ref(),
+            "--lease".as_ref(),
+            "1".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+        ])
+        .unwrap();
+        let env = [("IOCLUSTER_LEASE_MS", "2"), ("IOCLUSTER_CONCURRENCY", "2")];
+        let config = cli.app.config_from(&env[..]);
+        std::fs::remove_file(&file).unwrap();
+        let config = config.unwrap();
+        assert_eq!(config.lease, Duration::from_millis(1), "flag");
+        assert_eq!(config.concurrency, 2, "environment");
+        assert_eq!(config.join_timeout, Duration::from_millis(3), "file");
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10), "default");
     }
 }

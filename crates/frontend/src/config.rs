@@ -1,10 +1,13 @@
-//! Frontend settings: TOML file and flags, validated before anything binds.
+//! Frontend settings: each one defined once below (its TOML key, flag,
+//! environment variable, default and doc), validated into [`Config`] before
+//! anything binds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use iocluster_ops::settings::{Value, positive, redis_and_prefix, socket_addr};
 pub use iocluster_ops::{ConfigError, Secret};
 
 /// An io-node listed when the registry has none.
@@ -15,55 +18,77 @@ pub struct StaticNode {
     pub url: String,
 }
 
-/// Settings as written in TOML or given as flags; every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub redis: Option<String>,
-    pub prefix: Option<String>,
-    pub listen: Option<String>,
-    pub admin_listen: Option<String>,
-    pub static_dir: Option<PathBuf>,
-    pub client_bundle: Option<PathBuf>,
-    pub api_key: Option<Secret>,
-    pub fallback_nodes: Option<Vec<StaticNode>>,
-    pub max_body_bytes: Option<usize>,
-    pub allow_public_admin: Option<bool>,
-}
-
-impl RawConfig {
-    pub fn from_file(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
-        iocluster_ops::read_toml(path)
-    }
-
-    /// Fills every field `self` leaves empty from `other`.
-    pub fn or(self, other: RawConfig) -> RawConfig {
-        RawConfig {
-            redis: self.redis.or(other.redis),
-            prefix: self.prefix.or(other.prefix),
-            listen: self.listen.or(other.listen),
-            admin_listen: self.admin_listen.or(other.admin_listen),
-            static_dir: self.static_dir.or(other.static_dir),
-            client_bundle: self.client_bundle.or(other.client_bundle),
-            api_key: self.api_key.or(other.api_key),
-            fallback_nodes: self.fallback_nodes.or(other.fallback_nodes),
-            max_body_bytes: self.max_body_bytes.or(other.max_body_bytes),
-            allow_public_admin: self.allow_public_admin.or(other.allow_public_admin),
+/// `id=url` on the command line and in the environment.
+impl Value for StaticNode {
+    fn parse(text: &str) -> Result<StaticNode, String> {
+        match text.split_once('=') {
+            Some((id, url)) if !id.is_empty() && !url.is_empty() => Ok(StaticNode {
+                id: id.to_owned(),
+                url: url.to_owned(),
+            }),
+            _ => Err("expected id=url".to_owned()),
         }
     }
 
+    fn show(&self) -> String {
+        format!("{}={}", self.id, self.url)
+    }
+}
+
+iocluster_ops::settings! {
+    /// Frontend settings as given by flags, the environment (`IOCLUSTER_*`)
+    /// or a TOML file; every field optional. [`RawConfig::load`] merges
+    /// them, flag over environment over file; [`RawConfig::validate`]
+    /// applies the defaults and checks the values.
+    pub struct RawConfig;
+    /// Frontend settings with their defaults applied, before validation.
+    pub struct Settings;
+
+    /// Redis URL.
+    #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
+    redis: String,
+    /// Prefix of every Redis key and channel; the nodes must use the same.
+    #[setting(flag = "prefix", value_name = "PREFIX", env = IOCLUSTER_PREFIX, default = iocluster_ops::DEFAULT_PREFIX.into())]
+    prefix: String,
+    /// Public listener: pages, /config.json, /config.js, /iocluster.js and
+    /// /socket.io.min.js.
+    #[setting(flag = "listen", value_name = "ADDR", env = IOCLUSTER_LISTEN, default = "127.0.0.1:8080".into())]
+    listen: String,
+    /// Admin listener: the HTTP API, its OpenAPI description and the
+    /// dashboard. A non-loopback address also needs allow_public_admin.
+    #[setting(flag = "admin-listen", value_name = "ADDR", env = IOCLUSTER_ADMIN_LISTEN, default = "127.0.0.1:8081".into())]
+    admin_listen: String,
+    /// Let admin_listen bind a non-loopback address.
+    #[setting(flag = "allow-public-admin", env = IOCLUSTER_ALLOW_PUBLIC_ADMIN, default = false)]
+    allow_public_admin: bool,
+    /// Bearer key of the admin API, at least 16 characters; without one the
+    /// API refuses every request.
+    #[setting(flag = "api-key", value_name = "KEY", env = IOCLUSTER_API_KEY, unset = "none")]
+    api_key: Secret,
+    /// Directory of static pages served on the public listener.
+    #[setting(flag = "static-dir", value_name = "DIR", env = IOCLUSTER_STATIC_DIR, default = "frontend/static".into())]
+    static_dir: PathBuf,
+    /// The socket.io-client browser bundle (from npm), served as
+    /// /socket.io.min.js.
+    #[setting(flag = "client-bundle", value_name = "FILE", env = IOCLUSTER_CLIENT_BUNDLE, default = "frontend/node_modules/socket.io-client/dist/socket.io.min.js".into())]
+    client_bundle: PathBuf,
+    /// io-nodes listed when the registry has none, as id=url,id=url (a
+    /// [[fallback_nodes]] table of id and url in TOML).
+    #[setting(flag = "fallback-nodes", value_name = "NODES", env = IOCLUSTER_FALLBACK_NODES, unset = "none")]
+    fallback_nodes: Vec<StaticNode>,
+    /// Largest admin request body, in bytes.
+    #[setting(flag = "max-body-bytes", value_name = "BYTES", env = IOCLUSTER_MAX_BODY_BYTES, default = 64 * 1024)]
+    max_body_bytes: usize,
+}
+
+impl RawConfig {
+    /// Applies the defaults and checks every value.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
-        let addr = |value: Option<String>, default: &str, name: &'static str| {
-            let value = value.unwrap_or_else(|| default.to_owned());
-            value
-                .parse::<SocketAddr>()
-                .map_err(|error| ConfigError::Invalid(name, format!("{value:?}: {error}")))
-        };
-        let listen = addr(self.listen, "127.0.0.1:8080", "listen")?;
-        let admin_listen = addr(self.admin_listen, "127.0.0.1:8081", "admin_listen")?;
-        let allow_public_admin = self.allow_public_admin.unwrap_or(false);
-        if !admin_listen.ip().is_loopback() && !allow_public_admin {
+        let settings = self.with_defaults();
+        let (redis, prefix) = redis_and_prefix(settings.redis, settings.prefix)?;
+        let listen = socket_addr(&settings.listen, "listen")?;
+        let admin_listen = socket_addr(&settings.admin_listen, "admin_listen")?;
+        if !admin_listen.ip().is_loopback() && !settings.allow_public_admin {
             return Err(ConfigError::Invalid(
                 "admin_listen",
                 format!(
@@ -71,7 +96,7 @@ impl RawConfig {
                 ),
             ));
         }
-        if let Some(key) = &self.api_key
+        if let Some(key) = &settings.api_key
             && key.0.len() < 16
         {
             return Err(ConfigError::Invalid(
@@ -79,7 +104,7 @@ impl RawConfig {
                 "must be at least 16 characters".into(),
             ));
         }
-        let fallback_nodes = self.fallback_nodes.unwrap_or_default();
+        let fallback_nodes = settings.fallback_nodes.unwrap_or_default();
         for node in &fallback_nodes {
             if !(node.url.starts_with("http://") || node.url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(
@@ -88,57 +113,46 @@ impl RawConfig {
                 ));
             }
         }
-        let max_body_bytes = match self.max_body_bytes.unwrap_or(64 * 1024) {
-            0 => {
-                return Err(ConfigError::Invalid(
-                    "max_body_bytes",
-                    "must be greater than 0".into(),
-                ));
-            }
-            n => n,
-        };
         Ok(Config {
             redis,
             prefix,
             listen,
             admin_listen,
-            static_dir: self
-                .static_dir
-                .unwrap_or_else(|| PathBuf::from("frontend/static")),
-            client_bundle: self.client_bundle.unwrap_or_else(|| {
-                PathBuf::from("frontend/node_modules/socket.io-client/dist/socket.io.min.js")
-            }),
-            api_key: self.api_key,
+            static_dir: settings.static_dir,
+            client_bundle: settings.client_bundle,
+            api_key: settings.api_key,
             fallback_nodes,
-            max_body_bytes,
+            max_body_bytes: positive(settings.max_body_bytes, "max_body_bytes")?,
         })
     }
 }
 
-/// The settings the frontend runs with.
+/// The settings the frontend runs with. Each field's default and details
+/// are on the [`RawConfig`] field it comes from.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Default `redis://127.0.0.1:6379`.
+    /// [`RawConfig::redis`].
     pub redis: String,
-    /// Prefix of every Redis key and channel. Default `iocluster`.
+    /// Prefix of every Redis key and channel ([`RawConfig::prefix`]).
     pub prefix: String,
-    /// Public listener: pages, `/config.json`, `/config.js`, `/iocluster.js`.
-    /// Default `127.0.0.1:8080`.
+    /// Public listener: pages, `/config.json`, `/config.js`, `/iocluster.js`
+    /// ([`RawConfig::listen`]).
     pub listen: SocketAddr,
     /// Admin listener: the HTTP API, its OpenAPI description and the
-    /// dashboard. Default `127.0.0.1:8081`; a non-loopback address needs
-    /// `allow_public_admin`.
+    /// dashboard ([`RawConfig::admin_listen`]).
     pub admin_listen: SocketAddr,
-    /// Static pages served on the public listener. Default `frontend/static`.
+    /// Static pages served on the public listener ([`RawConfig::static_dir`]).
     pub static_dir: PathBuf,
     /// The socket.io-client browser bundle (from npm), served as
-    /// `/socket.io.min.js`.
+    /// `/socket.io.min.js` ([`RawConfig::client_bundle`]).
     pub client_bundle: PathBuf,
-    /// Bearer key of the admin API; without it the API answers 401 to all.
+    /// Bearer key of the admin API; without it the API answers 401 to all
+    /// ([`RawConfig::api_key`]).
     pub api_key: Option<Secret>,
-    /// io-nodes listed when the registry has none.
+    /// io-nodes listed when the registry has none
+    /// ([`RawConfig::fallback_nodes`]).
     pub fallback_nodes: Vec<StaticNode>,
-    /// Largest admin request body. Default 64 KiB.
+    /// Largest admin request body ([`RawConfig::max_body_bytes`]).
     pub max_body_bytes: usize,
 }
 
@@ -174,5 +188,78 @@ mod tests {
             format!("{:?}", Secret("hunter2hunter2hunter2".into())),
             "Secret([redacted])"
         );
+    }
+
+    #[test]
+    fn every_setting_has_an_env_var_named_after_its_key() {
+        let mut envs = std::collections::HashSet::new();
+        for setting in RawConfig::SETTINGS {
+            let expected = match setting.key {
+                "redis" => "IOCLUSTER_REDIS_URL".to_owned(),
+                key => format!("IOCLUSTER_{}", key.to_uppercase()),
+            };
+            assert_eq!(setting.env, expected);
+            assert!(envs.insert(setting.env));
+        }
+        assert_eq!(RawConfig::SETTINGS.len(), 10);
+    }
+
+    #[test]
+    fn flag_over_env_over_file_over_default() {
+        use clap::{Args, FromArgMatches};
+        let command = RawConfig::augment_args(clap::Command::new("frontend"));
+        let matches = command
+            .try_get_matches_from(["frontend", "--listen", "127.0.0.1:1"])
+            .unwrap();
+        let flags = RawConfig::from_arg_matches(&matches).unwrap();
+        let env = [
+            ("IOCLUSTER_LISTEN", "127.0.0.1:2"),
+            ("IOCLUSTER_ADMIN_LISTEN", "127.0.0.1:2"),
+            (
+                "IOCLUSTER_FALLBACK_NODES",
+                "io-1=http://a:3001,io-2=https://b",
+            ),
+        ];
+        let file: RawConfig = toml::from_str(
+            "listen = \"127.0.0.1:3\"\nadmin_listen = \"127.0.0.1:3\"\nmax_body_bytes = 3",
+        )
+        .unwrap();
+        let config = flags
+            .or(RawConfig::from_env(&env[..]).unwrap())
+            .or(file)
+            .validate()
+            .unwrap();
+        assert_eq!(config.listen.port(), 1, "flag");
+        assert_eq!(config.admin_listen.port(), 2, "environment");
+        assert_eq!(config.fallback_nodes.len(), 2, "environment");
+        assert_eq!(config.fallback_nodes[1].url, "https://b");
+        assert_eq!(config.max_body_bytes, 3, "file");
+        assert_eq!(
+            config.static_dir,
+            PathBuf::from("frontend/static"),
+            "default"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let env = [("IOCLUSTER_FALLBACK_NODES", "http://a:3001")];
+        let error = RawConfig::from_env(&env[..]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid IOCLUSTER_FALLBACK_NODES"),
+            "{error}"
+        );
+        let ftp = RawConfig {
+            fallback_nodes: Some(vec![StaticNode::parse("io-1=ftp://a").unwrap()]),
+            ..RawConfig::default()
+        };
+        let error = ftp.validate().unwrap_err().to_string();
+        assert!(error.starts_with("invalid fallback_nodes"), "{error}");
+        let zero = RawConfig {
+            max_body_bytes: Some(0),
+            ..RawConfig::default()
+        };
+        let error = zero.validate().unwrap_err().to_string();
+        assert_eq!(error, "invalid max_body_bytes: must be greater than 0");
     }
 }

@@ -6,53 +6,21 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use iocluster_frontend::RawConfig;
-use iocluster_frontend::config::Secret;
+use iocluster_ops::settings::ProcessEnv;
 
 /// Serves browsers the live io-node list (/config.json, /config.js), the
 /// failover helper (/iocluster.js) and static pages; serves operators the
 /// admin HTTP API, its OpenAPI description and a live dashboard on a
-/// separate, private listener. Flags override the config file.
+/// separate, private listener. Every setting is a flag, an environment
+/// variable or a config file key; in that order of precedence.
 #[derive(Debug, Parser)]
 #[command(name = "iocluster-frontend", version, args_override_self = true)]
 struct Args {
-    /// Redis URL (default redis://127.0.0.1:6379).
-    #[arg(long, env = "IOCLUSTER_REDIS_URL", value_name = "URL")]
-    redis: Option<String>,
-    /// Public listener for pages and the io-node list (default 127.0.0.1:8080).
-    #[arg(long, env = "IOCLUSTER_LISTEN", value_name = "ADDR")]
-    listen: Option<String>,
-    /// Admin listener for the API and dashboard (default 127.0.0.1:8081;
-    /// a non-loopback address also needs --allow-public-admin).
-    #[arg(long, env = "IOCLUSTER_ADMIN_LISTEN", value_name = "ADDR")]
-    admin_listen: Option<String>,
-    /// Let --admin-listen bind a non-loopback address.
-    #[arg(long)]
-    allow_public_admin: bool,
-    /// TOML config file (see config/frontend.toml); flags override it.
+    /// TOML config file (see config/frontend.toml).
     #[arg(long, env = "IOCLUSTER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Prefix of every Redis key and channel (default iocluster).
-    #[arg(long, env = "IOCLUSTER_PREFIX", value_name = "PREFIX")]
-    prefix: Option<String>,
-    /// Bearer key of the admin API, at least 16 characters (without one the
-    /// API refuses every request).
-    #[arg(
-        long,
-        env = "IOCLUSTER_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    api_key: Option<String>,
-    /// Directory of static pages (default frontend/static).
-    #[arg(long, value_name = "DIR")]
-    static_dir: Option<PathBuf>,
-    /// The socket.io-client browser bundle served as /socket.io.min.js
-    /// (default frontend/node_modules/socket.io-client/dist/socket.io.min.js).
-    #[arg(long, value_name = "FILE")]
-    client_bundle: Option<PathBuf>,
-    /// Largest admin request body in bytes (default 65536).
-    #[arg(long, value_name = "BYTES")]
-    max_body_bytes: Option<usize>,
+    #[command(flatten)]
+    settings: RawConfig,
     #[command(flatten)]
     log: iocluster_ops::LogArgs,
 }
@@ -60,23 +28,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    let file = match &args.config {
-        Some(path) => RawConfig::from_file(path)?,
-        None => RawConfig::default(),
-    };
-    let flags = RawConfig {
-        redis: args.redis,
-        prefix: args.prefix,
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        static_dir: args.static_dir,
-        client_bundle: args.client_bundle,
-        api_key: args.api_key.map(Secret),
-        max_body_bytes: args.max_body_bytes,
-        allow_public_admin: args.allow_public_admin.then_some(true),
-        ..RawConfig::default()
-    };
-    let config = flags.or(file).validate().context("invalid configuration")?;
+    let config = args
+        .settings
+        .load(args.config.as_deref(), &ProcessEnv)
+        .and_then(RawConfig::validate)
+        .context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let public = tokio::net::TcpListener::bind(config.listen)
@@ -88,4 +44,38 @@ fn main() -> anyhow::Result<()> {
         iocluster_frontend::run(public, admin, config, iocluster_ops::shutdown_signal()).await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_shows_every_setting_with_its_env_and_default() {
+        let help = Args::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for setting in RawConfig::SETTINGS {
+            let flag = format!("--{} ", setting.flag);
+            let at = help
+                .find(&flag)
+                .unwrap_or_else(|| panic!("{flag} not in {help}"));
+            let next = help[at + 2..]
+                .find(" --")
+                .map_or(help.len(), |end| at + 2 + end);
+            let text = &help[at..next];
+            assert!(text.contains(&format!("[env: {}]", setting.env)), "{text}");
+            assert!(text.contains("[default: "), "{text}");
+        }
+        assert!(help.contains("[env: IOCLUSTER_MAX_BODY_BYTES] [default: 65536]"));
+    }
+
+    #[test]
+    fn the_admin_switch_stays_plain() {
+        let args = Args::try_parse_from(["iocluster-frontend", "--allow-public-admin"]).unwrap();
+        assert_eq!(args.settings.allow_public_admin, Some(true));
+        let args = Args::try_parse_from(["iocluster-frontend"]).unwrap();
+        assert_eq!(args.settings.allow_public_admin, None);
+    }
 }

@@ -1,92 +1,137 @@
-//! io-node settings: the raw form read from TOML and flags, and the validated
-//! [`Config`] the node runs with. Validation happens before anything binds, so a
-//! bad setting stops the process with a clear message.
+//! io-node settings: each one defined once below (its TOML key, flag,
+//! environment variable, default and doc), and the validated [`Config`] the
+//! node runs with. Validation happens before anything binds, so a bad
+//! setting stops the process with a message naming it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use iocluster_ops::settings::{millis, positive, redis_and_prefix, socket_addr};
 
-/// Settings as written in a TOML file or given as flags; every field optional.
-/// Defaults are documented on [`Config`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    pub node_id: Option<String>,
-    pub redis: Option<String>,
-    pub prefix: Option<String>,
-    pub listen: Option<String>,
-    pub public_url: Option<String>,
-    pub path: Option<String>,
-    pub ping_interval_ms: Option<u64>,
-    pub ping_timeout_ms: Option<u64>,
-    pub connect_timeout_ms: Option<u64>,
-    pub admission_timeout_ms: Option<u64>,
-    pub max_payload: Option<usize>,
-    pub max_attachments: Option<usize>,
-    pub outbox_capacity: Option<usize>,
-    pub max_pending_events: Option<usize>,
-    pub event_batch: Option<usize>,
-    pub event_buffer: Option<usize>,
-    pub lease_ms: Option<u64>,
-    pub cors_origins: Option<Vec<String>>,
-    pub redeliver_after_ms: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub worker_threads: Option<usize>,
-    pub max_packets_per_second: Option<u32>,
-    pub ops_listen: Option<String>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub shutdown_timeout_ms: Option<u64>,
-    pub users_auth: Option<bool>,
-    pub jwt_secret: Option<Secret>,
-    pub require_auth: Option<bool>,
+iocluster_ops::settings! {
+    /// io-node settings as given by flags, the environment (`IOCLUSTER_*`)
+    /// or a TOML file; every field optional. [`RawConfig::load`] merges
+    /// them, flag over environment over file; [`RawConfig::validate`]
+    /// applies the defaults and checks the values.
+    pub struct RawConfig;
+    /// io-node settings with their defaults applied, before validation.
+    pub struct Settings;
+
+    /// This node's id, 1 to 32 of [A-Za-z0-9_-]; its session ids start with it.
+    #[setting(flag = "node-id", value_name = "ID", env = IOCLUSTER_NODE_ID, unset = "random")]
+    node_id: String,
+    /// Redis URL.
+    #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
+    redis: String,
+    /// Prefix of every Redis key and channel; app-nodes must use the same.
+    #[setting(flag = "prefix", value_name = "PREFIX", env = IOCLUSTER_PREFIX, default = iocluster_ops::DEFAULT_PREFIX.into())]
+    prefix: String,
+    /// Client listener address.
+    #[setting(flag = "listen", value_name = "ADDR", env = IOCLUSTER_LISTEN, default = "127.0.0.1:3000".into())]
+    listen: String,
+    /// URL browsers use to reach this node, published in the registry.
+    #[setting(flag = "public-url", value_name = "URL", env = IOCLUSTER_PUBLIC_URL, unset = "http://<listen>")]
+    public_url: String,
+    /// Engine.IO path.
+    #[setting(flag = "path", value_name = "PATH", env = IOCLUSTER_PATH, default = "/socket.io/".into())]
+    path: String,
+    /// Milliseconds between server pings.
+    #[setting(flag = "ping-interval", value_name = "MS", env = IOCLUSTER_PING_INTERVAL_MS, default = 25_000)]
+    ping_interval_ms: u64,
+    /// Milliseconds a client has to answer a ping before it is disconnected.
+    #[setting(flag = "ping-timeout", value_name = "MS", env = IOCLUSTER_PING_TIMEOUT_MS, default = 20_000)]
+    ping_timeout_ms: u64,
+    /// Milliseconds a client has, after the Engine.IO handshake, to join a
+    /// namespace.
+    #[setting(flag = "connect-timeout", value_name = "MS", env = IOCLUSTER_CONNECT_TIMEOUT_MS, default = 45_000)]
+    connect_timeout_ms: u64,
+    /// Milliseconds an app-node has to accept or reject a connection before
+    /// the client gets CONNECT_ERROR "Connection timeout".
+    #[setting(flag = "admission-timeout", value_name = "MS", env = IOCLUSTER_ADMISSION_TIMEOUT_MS, default = 10_000)]
+    admission_timeout_ms: u64,
+    /// Largest Engine.IO packet (WebSocket message or polling body) accepted,
+    /// in bytes.
+    #[setting(flag = "max-payload", value_name = "BYTES", env = IOCLUSTER_MAX_PAYLOAD, default = 1_000_000)]
+    max_payload: usize,
+    /// Most binary attachments one Socket.IO packet may carry.
+    #[setting(flag = "max-attachments", value_name = "N", env = IOCLUSTER_MAX_ATTACHMENTS, default = 10)]
+    max_attachments: usize,
+    /// Frames queued for one client before it counts as too slow and is
+    /// disconnected.
+    #[setting(flag = "outbox-capacity", value_name = "FRAMES", env = IOCLUSTER_OUTBOX_CAPACITY, default = 1024)]
+    outbox_capacity: usize,
+    /// Client events one socket may have waiting for their turn (its events
+    /// are handled in order, one queue item at a time) before it is
+    /// disconnected.
+    #[setting(flag = "max-pending-events", value_name = "N", env = IOCLUSTER_MAX_PENDING_EVENTS, default = 256)]
+    max_pending_events: usize,
+    /// Most `message` events of one socket sent to an app-node as one queue
+    /// item: events that arrived while the socket's previous item was being
+    /// handled go together, so a fast client is not held to one event per
+    /// round trip through Redis and an app-node. 1 sends every event alone.
+    #[setting(flag = "event-batch", value_name = "N", env = IOCLUSTER_EVENT_BATCH, default = 32)]
+    event_batch: usize,
+    /// Events waiting to be written to Redis before clients are refused.
+    #[setting(flag = "event-buffer", value_name = "N", env = IOCLUSTER_EVENT_BUFFER, default = 100_000)]
+    event_buffer: usize,
+    /// Milliseconds this node's registry entry lives without a heartbeat.
+    #[setting(flag = "lease", value_name = "MS", env = IOCLUSTER_LEASE_MS, default = 5_000)]
+    lease_ms: u64,
+    /// Origins allowed to use the polling transport across origins,
+    /// comma-separated; `*` allows any.
+    #[setting(flag = "cors-origins", value_name = "ORIGINS", env = IOCLUSTER_CORS_ORIGINS, default = vec!["*".into()])]
+    cors_origins: Vec<String>,
+    /// Milliseconds after which an event whose `done` never came (lost with
+    /// Redis, or published while this node's subscription was down) is
+    /// pushed again. Keep it above the app-nodes' handler timeout.
+    #[setting(flag = "redeliver-after", value_name = "MS", env = IOCLUSTER_REDELIVER_AFTER_MS, default = 60_000)]
+    redeliver_after_ms: u64,
+    /// Most Engine.IO sessions this node holds; past it, handshakes get
+    /// HTTP 503.
+    #[setting(flag = "max-connections", value_name = "N", env = IOCLUSTER_MAX_CONNECTIONS, default = 100_000)]
+    max_connections: usize,
+    /// Threads of the async runtime. With several nodes on one machine,
+    /// fewer threads per node cost less CPU in sleeps and wake-ups
+    /// (docs/BENCHMARKS.md).
+    #[setting(flag = "worker-threads", value_name = "N", env = IOCLUSTER_WORKER_THREADS, unset = "$TOKIO_WORKER_THREADS, else one per CPU")]
+    worker_threads: usize,
+    /// Packets per second one connection may send (bursts of as many); a
+    /// faster client is slowed down (its packets wait, so TCP pushes back).
+    #[setting(flag = "max-packets-per-second", value_name = "N", env = IOCLUSTER_MAX_PACKETS_PER_SECOND, default = 2_000)]
+    max_packets_per_second: u32,
+    /// Operations listener: /health, /ready and /metrics (Prometheus).
+    #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
+    ops_listen: String,
+    /// PEM certificate chain: serve clients over TLS (with tls_key).
+    #[setting(flag = "tls-cert", value_name = "FILE", env = IOCLUSTER_TLS_CERT, unset = "none")]
+    tls_cert: PathBuf,
+    /// PEM private key for tls_cert.
+    #[setting(flag = "tls-key", value_name = "FILE", env = IOCLUSTER_TLS_KEY, unset = "none")]
+    tls_key: PathBuf,
+    /// Milliseconds SIGTERM waits for clients to close and their disconnect
+    /// events to reach Redis.
+    #[setting(flag = "shutdown-timeout", value_name = "MS", env = IOCLUSTER_SHUTDOWN_TIMEOUT_MS, default = 10_000)]
+    shutdown_timeout_ms: u64,
+    /// Admit clients whose CONNECT auth is {userId, hash} matching a
+    /// credential registered in Redis (by the frontend's admin API), without
+    /// an app-node round trip.
+    #[setting(flag = "users-auth", env = IOCLUSTER_USERS_AUTH, default = false)]
+    users_auth: bool,
+    /// Admit clients whose CONNECT auth is {token}: an HS256 JWT signed with
+    /// this secret, at least 32 bytes (sub = user id, exp required).
+    #[setting(flag = "jwt-secret", value_name = "SECRET", env = IOCLUSTER_JWT_SECRET, unset = "none")]
+    jwt_secret: Secret,
+    /// Refuse clients that present no valid credentials instead of letting
+    /// the app-nodes decide.
+    #[setting(flag = "require-auth", env = IOCLUSTER_REQUIRE_AUTH, default = false)]
+    require_auth: bool,
 }
 
 impl RawConfig {
-    /// Reads a TOML file.
-    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
-        iocluster_ops::read_toml(path)
-    }
-
-    /// Fills every field `self` leaves empty from `other`.
-    pub fn or(self, other: RawConfig) -> RawConfig {
-        RawConfig {
-            node_id: self.node_id.or(other.node_id),
-            redis: self.redis.or(other.redis),
-            prefix: self.prefix.or(other.prefix),
-            listen: self.listen.or(other.listen),
-            public_url: self.public_url.or(other.public_url),
-            path: self.path.or(other.path),
-            ping_interval_ms: self.ping_interval_ms.or(other.ping_interval_ms),
-            ping_timeout_ms: self.ping_timeout_ms.or(other.ping_timeout_ms),
-            connect_timeout_ms: self.connect_timeout_ms.or(other.connect_timeout_ms),
-            admission_timeout_ms: self.admission_timeout_ms.or(other.admission_timeout_ms),
-            max_payload: self.max_payload.or(other.max_payload),
-            max_attachments: self.max_attachments.or(other.max_attachments),
-            outbox_capacity: self.outbox_capacity.or(other.outbox_capacity),
-            max_pending_events: self.max_pending_events.or(other.max_pending_events),
-            event_batch: self.event_batch.or(other.event_batch),
-            event_buffer: self.event_buffer.or(other.event_buffer),
-            lease_ms: self.lease_ms.or(other.lease_ms),
-            cors_origins: self.cors_origins.or(other.cors_origins),
-            redeliver_after_ms: self.redeliver_after_ms.or(other.redeliver_after_ms),
-            max_connections: self.max_connections.or(other.max_connections),
-            worker_threads: self.worker_threads.or(other.worker_threads),
-            max_packets_per_second: self.max_packets_per_second.or(other.max_packets_per_second),
-            ops_listen: self.ops_listen.or(other.ops_listen),
-            tls_cert: self.tls_cert.or(other.tls_cert),
-            tls_key: self.tls_key.or(other.tls_key),
-            shutdown_timeout_ms: self.shutdown_timeout_ms.or(other.shutdown_timeout_ms),
-            users_auth: self.users_auth.or(other.users_auth),
-            jwt_secret: self.jwt_secret.or(other.jwt_secret),
-            require_auth: self.require_auth.or(other.require_auth),
-        }
-    }
-
-    /// Checks every value and applies defaults.
+    /// Applies the defaults and checks every value.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let node_id = match self.node_id {
+        let settings = self.with_defaults();
+        let node_id = match settings.node_id {
             Some(id) if iocluster_protocol::ids::is_valid_node_id(&id) => id,
             Some(id) => {
                 return Err(ConfigError::Invalid(
@@ -96,34 +141,20 @@ impl RawConfig {
             }
             None => random_node_id(),
         };
-        let (redis, prefix) = iocluster_ops::redis_and_prefix(self.redis, self.prefix)?;
-        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-        listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|error| ConfigError::Invalid("listen", format!("{listen:?}: {error}")))?;
-        let mut path = self.path.unwrap_or_else(|| "/socket.io/".to_owned());
+        let (redis, prefix) = redis_and_prefix(settings.redis, settings.prefix)?;
+        let listen = settings.listen;
+        socket_addr(&listen, "listen")?;
+        let mut path = settings.path;
         if !path.starts_with('/') {
             return Err(ConfigError::Invalid("path", "must start with /".into()));
         }
         if !path.ends_with('/') {
             path.push('/');
         }
-        let ms =
-            |value: Option<u64>, default: u64, name: &'static str| match value.unwrap_or(default) {
-                0 => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
-                ms => Ok(Duration::from_millis(ms)),
-            };
-        let positive = |value: Option<usize>, default: usize, name: &'static str| match value
-            .unwrap_or(default)
-        {
-            0 => Err(ConfigError::Invalid(name, "must be greater than 0".into())),
-            n => Ok(n),
-        };
-        if let Some(ops) = &self.ops_listen {
-            ops.parse::<std::net::SocketAddr>()
-                .map_err(|error| ConfigError::Invalid("ops_listen", format!("{ops:?}: {error}")))?;
+        if let Some(ops) = &settings.ops_listen {
+            socket_addr(ops, "ops_listen")?;
         }
-        let tls = match (self.tls_cert, self.tls_key) {
+        let tls = match (settings.tls_cert, settings.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => {
@@ -133,8 +164,16 @@ impl RawConfig {
                 ));
             }
         };
-        let config = Config {
-            public_url: self
+        if let Some(secret) = &settings.jwt_secret
+            && secret.0.len() < 32
+        {
+            return Err(ConfigError::Invalid(
+                "jwt_secret",
+                "must be at least 32 bytes".into(),
+            ));
+        }
+        Ok(Config {
+            public_url: settings
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
             node_id,
@@ -142,140 +181,121 @@ impl RawConfig {
             prefix,
             listen,
             path,
-            ping_interval: ms(self.ping_interval_ms, 25_000, "ping_interval_ms")?,
-            ping_timeout: ms(self.ping_timeout_ms, 20_000, "ping_timeout_ms")?,
-            connect_timeout: ms(self.connect_timeout_ms, 45_000, "connect_timeout_ms")?,
-            admission_timeout: ms(self.admission_timeout_ms, 10_000, "admission_timeout_ms")?,
-            max_payload: positive(self.max_payload, 1_000_000, "max_payload")?,
-            max_attachments: self.max_attachments.unwrap_or(10),
-            outbox_capacity: positive(self.outbox_capacity, 1024, "outbox_capacity")?,
-            max_pending_events: positive(self.max_pending_events, 256, "max_pending_events")?,
-            event_batch: positive(self.event_batch, 32, "event_batch")?,
-            event_buffer: positive(self.event_buffer, 100_000, "event_buffer")?,
-            lease: ms(self.lease_ms, 5_000, "lease_ms")?,
-            cors_origins: self.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
-            redeliver_after: ms(self.redeliver_after_ms, 60_000, "redeliver_after_ms")?,
-            max_connections: positive(self.max_connections, 100_000, "max_connections")?,
-            worker_threads: self
+            ping_interval: millis(settings.ping_interval_ms, "ping_interval_ms")?,
+            ping_timeout: millis(settings.ping_timeout_ms, "ping_timeout_ms")?,
+            connect_timeout: millis(settings.connect_timeout_ms, "connect_timeout_ms")?,
+            admission_timeout: millis(settings.admission_timeout_ms, "admission_timeout_ms")?,
+            max_payload: positive(settings.max_payload, "max_payload")?,
+            max_attachments: settings.max_attachments,
+            outbox_capacity: positive(settings.outbox_capacity, "outbox_capacity")?,
+            max_pending_events: positive(settings.max_pending_events, "max_pending_events")?,
+            event_batch: positive(settings.event_batch, "event_batch")?,
+            event_buffer: positive(settings.event_buffer, "event_buffer")?,
+            lease: millis(settings.lease_ms, "lease_ms")?,
+            cors_origins: settings.cors_origins,
+            redeliver_after: millis(settings.redeliver_after_ms, "redeliver_after_ms")?,
+            max_connections: positive(settings.max_connections, "max_connections")?,
+            worker_threads: settings
                 .worker_threads
-                .map(|threads| positive(Some(threads), 1, "worker_threads"))
+                .map(|threads| positive(threads, "worker_threads"))
                 .transpose()?,
-            max_packets_per_second: match self.max_packets_per_second.unwrap_or(2_000) {
-                0 => {
-                    return Err(ConfigError::Invalid(
-                        "max_packets_per_second",
-                        "must be greater than 0".into(),
-                    ));
-                }
-                n => n,
-            },
-            ops_listen: self.ops_listen,
+            max_packets_per_second: positive(
+                settings.max_packets_per_second,
+                "max_packets_per_second",
+            )?,
+            ops_listen: settings.ops_listen,
             tls,
-            shutdown_timeout: ms(self.shutdown_timeout_ms, 10_000, "shutdown_timeout_ms")?,
-            users_auth: self.users_auth.unwrap_or(false),
-            jwt_secret: match self.jwt_secret {
-                Some(secret) if secret.0.len() < 32 => {
-                    return Err(ConfigError::Invalid(
-                        "jwt_secret",
-                        "must be at least 32 bytes".into(),
-                    ));
-                }
-                secret => secret,
-            },
-            require_auth: self.require_auth.unwrap_or(false),
-        };
-        Ok(config)
+            shutdown_timeout: millis(settings.shutdown_timeout_ms, "shutdown_timeout_ms")?,
+            users_auth: settings.users_auth,
+            jwt_secret: settings.jwt_secret,
+            require_auth: settings.require_auth,
+        })
     }
 }
 
 /// The Redis URL used when none is given.
 pub use iocluster_ops::DEFAULT_REDIS;
 
-/// The settings an io-node runs with.
+/// The settings an io-node runs with. Each field's default and details are
+/// on the [`RawConfig`] field it comes from.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This node's id, the prefix of every session id it issues. Default: random.
+    /// This node's id, the prefix of every session id it issues
+    /// ([`RawConfig::node_id`]).
     pub node_id: String,
-    /// Default `redis://127.0.0.1:6379`.
+    /// [`RawConfig::redis`].
     pub redis: String,
-    /// Prefix of every Redis key and channel. Default `iocluster`.
+    /// Prefix of every Redis key and channel ([`RawConfig::prefix`]).
     pub prefix: String,
-    /// Client listener address. Default `127.0.0.1:3000`.
+    /// Client listener address ([`RawConfig::listen`]).
     pub listen: String,
-    /// The URL browsers use to reach this node, published in the registry.
-    /// Default `http://<listen>`.
+    /// The URL browsers use to reach this node ([`RawConfig::public_url`]).
     pub public_url: String,
-    /// The Engine.IO path. Default `/socket.io/`.
+    /// The Engine.IO path, ending in `/` ([`RawConfig::path`]).
     pub path: String,
-    /// How often the server pings a client. Default 25 s.
+    /// How often the server pings a client ([`RawConfig::ping_interval_ms`]).
     pub ping_interval: Duration,
-    /// How long a client has to answer a ping. Default 20 s.
+    /// How long a client has to answer a ping ([`RawConfig::ping_timeout_ms`]).
     pub ping_timeout: Duration,
-    /// How long a client has, after the Engine.IO handshake, to connect to a
-    /// namespace. Default 45 s.
+    /// How long a client has to connect to a namespace
+    /// ([`RawConfig::connect_timeout_ms`]).
     pub connect_timeout: Duration,
-    /// How long an app-node has to accept or reject a connection before the
-    /// client gets CONNECT_ERROR. Default 10 s.
+    /// How long an app-node has to accept or reject a connection
+    /// ([`RawConfig::admission_timeout_ms`]).
     pub admission_timeout: Duration,
-    /// Largest Engine.IO packet or polling body accepted, in bytes. Default 1 MB.
+    /// Largest Engine.IO packet or polling body accepted, in bytes
+    /// ([`RawConfig::max_payload`]).
     pub max_payload: usize,
-    /// Most binary attachments one Socket.IO packet may carry. Default 10.
+    /// Most binary attachments of one packet ([`RawConfig::max_attachments`]).
     pub max_attachments: usize,
-    /// Frames queued for one client before it counts as too slow and is
-    /// disconnected. Default 1024.
+    /// Frames queued for one client before it is disconnected as too slow
+    /// ([`RawConfig::outbox_capacity`]).
     pub outbox_capacity: usize,
-    /// Client events one socket may have waiting for their turn (its events are
-    /// handled in order, one queue item at a time) before it is disconnected.
-    /// Default 256.
+    /// Client events one socket may have waiting before it is disconnected
+    /// ([`RawConfig::max_pending_events`]).
     pub max_pending_events: usize,
-    /// Most `message` events of one socket sent to an app-node as one queue
-    /// item: events that arrived while the socket's previous item was being
-    /// handled go together, so a fast client is not held to one event per
-    /// round trip through Redis and an app-node. 1 sends every event alone.
-    /// Default 32.
+    /// Most `message` events of one socket in one queue item
+    /// ([`RawConfig::event_batch`]).
     pub event_batch: usize,
-    /// Events waiting to be written to Redis before clients are refused. Default
-    /// 100 000.
+    /// Events waiting to be written to Redis before clients are refused
+    /// ([`RawConfig::event_buffer`]).
     pub event_buffer: usize,
-    /// How long this node's registry entry lives without a heartbeat. Default 5 s.
+    /// How long this node's registry entry lives without a heartbeat
+    /// ([`RawConfig::lease_ms`]).
     pub lease: Duration,
-    /// Origins allowed to use the polling transport across origins; `*` allows
-    /// any. Default `["*"]`.
+    /// Origins allowed to poll across origins; `*` allows any
+    /// ([`RawConfig::cors_origins`]).
     pub cors_origins: Vec<String>,
-    /// An event with an app-node gets pushed again when its `done` has not
-    /// come after this long (it was lost with Redis, or the `done` was
-    /// published while this node's subscription was down). Keep it above the
-    /// app-nodes' handler timeout. Default 60 s.
+    /// How long an event may wait for its `done` before it is pushed again
+    /// ([`RawConfig::redeliver_after_ms`]).
     pub redeliver_after: Duration,
-    /// Most Engine.IO sessions this node holds; past it, handshakes get
-    /// HTTP 503. Default 100 000.
+    /// Most Engine.IO sessions this node holds
+    /// ([`RawConfig::max_connections`]).
     pub max_connections: usize,
-    /// Threads of the node's async runtime. Default: tokio's (the
-    /// `TOKIO_WORKER_THREADS` environment variable, else one per CPU). On a
-    /// machine shared by several nodes, fewer threads per process mean
-    /// fewer sleeps and wake-ups between them (docs/BENCHMARKS.md).
+    /// Threads of the node's async runtime; `None`: tokio's default
+    /// ([`RawConfig::worker_threads`]).
     pub worker_threads: Option<usize>,
-    /// Packets per second one connection may send (burst: as many); a
-    /// faster client is slowed down (its packets wait, so TCP pushes back).
-    /// Default 2000.
+    /// Packets per second one connection may send
+    /// ([`RawConfig::max_packets_per_second`]).
     pub max_packets_per_second: u32,
-    /// Address of the operations listener (`/health`, `/ready`, `/metrics`).
-    /// Default: none.
+    /// Address of the operations listener (`/health`, `/ready`, `/metrics`)
+    /// ([`RawConfig::ops_listen`]).
     pub ops_listen: Option<String>,
-    /// Certificate chain and private key (PEM) to serve clients over TLS.
+    /// Certificate chain and private key (PEM) to serve clients over TLS
+    /// ([`RawConfig::tls_cert`], [`RawConfig::tls_key`]).
     pub tls: Option<TlsFiles>,
     /// On SIGTERM, how long the node waits for its clients to close and
-    /// their disconnect events to reach Redis. Default 10 s.
+    /// their disconnect events to reach Redis
+    /// ([`RawConfig::shutdown_timeout_ms`]).
     pub shutdown_timeout: Duration,
-    /// Admit clients whose CONNECT auth is `{userId, hash}` matching a
-    /// credential registered in Redis (by the frontend's admin API), without
-    /// an app-node round trip. Default off.
+    /// Admit clients by a credential registered in Redis
+    /// ([`RawConfig::users_auth`]).
     pub users_auth: bool,
-    /// Admit clients whose CONNECT auth is `{token}`, an HS256 JWT signed
-    /// with this secret (`sub` = user id, `exp` required). Default: none.
+    /// Admit clients by an HS256 JWT signed with this secret
+    /// ([`RawConfig::jwt_secret`]).
     pub jwt_secret: Option<Secret>,
-    /// Refuse clients that present no credentials (instead of letting the
-    /// app-nodes decide). Default off.
+    /// Refuse clients that present no credentials
+    /// ([`RawConfig::require_auth`]).
     pub require_auth: bool,
 }
 
@@ -367,5 +387,79 @@ mod tests {
         assert_eq!(merged.ping_interval_ms, Some(5));
         assert_eq!(merged.node_id.as_deref(), Some("io1"));
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn every_setting_has_an_env_var_named_after_its_key() {
+        let mut envs = std::collections::HashSet::new();
+        for setting in RawConfig::SETTINGS {
+            let expected = match setting.key {
+                "redis" => "IOCLUSTER_REDIS_URL".to_owned(),
+                key => format!("IOCLUSTER_{}", key.to_uppercase()),
+            };
+            assert_eq!(setting.env, expected);
+            assert!(envs.insert(setting.env));
+        }
+        assert_eq!(RawConfig::SETTINGS.len(), 29);
+    }
+
+    #[test]
+    fn flag_over_env_over_file_over_default() {
+        use clap::{Args, FromArgMatches};
+        let command = RawConfig::augment_args(clap::Command::new("io-node"));
+        let matches = command
+            .try_get_matches_from(["io-node", "--lease", "1", "--users-auth"])
+            .unwrap();
+        let flags = RawConfig::from_arg_matches(&matches).unwrap();
+        let env = [
+            ("IOCLUSTER_LEASE_MS", "2"),
+            ("IOCLUSTER_EVENT_BATCH", "2"),
+            ("IOCLUSTER_CORS_ORIGINS", "https://env.example"),
+        ];
+        let file: RawConfig = toml::from_str(
+            "lease_ms = 3\nevent_batch = 3\nmax_attachments = 3\nusers_auth = false",
+        )
+        .unwrap();
+        let config = flags
+            .or(RawConfig::from_env(&env[..]).unwrap())
+            .or(file)
+            .validate()
+            .unwrap();
+        assert_eq!(config.lease, Duration::from_millis(1), "flag");
+        assert!(config.users_auth, "flag");
+        assert_eq!(config.event_batch, 2, "environment");
+        assert_eq!(config.cors_origins, ["https://env.example"], "environment");
+        assert_eq!(config.max_attachments, 3, "file");
+        assert_eq!(config.outbox_capacity, 1024, "default");
+        assert!(!config.require_auth, "default");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let error = |raw: RawConfig| raw.validate().unwrap_err().to_string();
+        let zero = RawConfig {
+            redeliver_after_ms: Some(0),
+            ..RawConfig::default()
+        };
+        assert_eq!(
+            error(zero),
+            "invalid redeliver_after_ms: must be greater than 0"
+        );
+        let short = RawConfig {
+            jwt_secret: Some(Secret("short".into())),
+            ..RawConfig::default()
+        };
+        assert!(error(short).starts_with("invalid jwt_secret"));
+        let half = RawConfig {
+            tls_key: Some("key.pem".into()),
+            ..RawConfig::default()
+        };
+        assert!(error(half).starts_with("invalid tls_cert"));
+        let env = [("IOCLUSTER_MAX_CONNECTIONS", "many")];
+        let env_error = RawConfig::from_env(&env[..]).unwrap_err().to_string();
+        assert!(
+            env_error.starts_with("invalid IOCLUSTER_MAX_CONNECTIONS"),
+            "{env_error}"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! Operations shared by every iocluster node: settings files, secrets,
-//! logging, the shutdown signal ([`node`]), and the operations listener
-//! (`--ops-listen`):
+//! Operations shared by every iocluster node: settings, each defined once
+//! ([`settings!`]), settings files, secrets, logging, the shutdown signal
+//! ([`node`]), and the operations listener (`--ops-listen`):
 //!
 //! - `GET /health`: 200 while the process serves at all (liveness);
 //! - `GET /ready`: 200 when the node can do its job (Redis reachable, not
@@ -12,10 +12,11 @@
 //! nothing.
 
 mod node;
+pub mod settings;
 
 pub use node::{
     ConfigError, DEFAULT_PREFIX, DEFAULT_REDIS, LogArgs, LogFormat, Secret, init_tracing,
-    read_toml, redis_and_prefix, redis_client, redis_manager_config, shutdown_signal,
+    read_toml, redis_client, redis_manager_config, shutdown_signal,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

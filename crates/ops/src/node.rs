@@ -41,25 +41,6 @@ pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
 /// The key prefix every node uses when none is given.
 pub const DEFAULT_PREFIX: &str = "iocluster";
 
-/// The Redis URL and key prefix every node is configured with: defaults
-/// applied, the URL parsed, the prefix non-empty without spaces.
-pub fn redis_and_prefix(
-    redis: Option<String>,
-    prefix: Option<String>,
-) -> Result<(String, String), ConfigError> {
-    let redis = redis.unwrap_or_else(|| DEFAULT_REDIS.to_owned());
-    redis::Client::open(redis.as_str())
-        .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
-    let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-    if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-        return Err(ConfigError::Invalid(
-            "prefix",
-            "must be non-empty without spaces".into(),
-        ));
-    }
-    Ok((redis, prefix))
-}
-
 /// A secret (API key, token secret): never shown by `Debug`, so never in a
 /// log line.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -145,17 +126,6 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redis_and_prefix_are_checked() {
-        assert_eq!(
-            redis_and_prefix(None, None).unwrap(),
-            (DEFAULT_REDIS.to_owned(), DEFAULT_PREFIX.to_owned())
-        );
-        assert!(redis_and_prefix(Some("nope".into()), None).is_err());
-        assert!(redis_and_prefix(None, Some("a b".into())).is_err());
-        assert!(redis_and_prefix(None, Some(String::new())).is_err());
-    }
 
     #[test]
     fn secrets_do_not_print() {
