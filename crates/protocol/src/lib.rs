@@ -8,6 +8,9 @@
 //!   [`envelope::Command`]s the other).
 //! - [`keys`]: the names of every Redis key and pub/sub channel, under one prefix.
 //! - [`credentials`]: how user credentials are stored and compared.
+//! - [`scripts`]: the Lua scripts of the Redis protocol (the SDK's queue
+//!   take, flush and hand-back; the io-node's ledger), as docs/PROTOCOL.md
+//!   shows them.
 //! - [`ids`]: session / socket ids, which carry the id of the io-node that owns them
 //!   so a command for one client can be routed without a lookup.
 //!

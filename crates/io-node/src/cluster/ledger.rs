@@ -23,10 +23,14 @@
 //! finds itself missing from `P:ledgers` without a `P:reaped:<node>` mark: it
 //! announces its own disconnects unconditionally until it has rewritten its
 //! ledger (see `Sockets::resync`).
+//!
+//! The scripts themselves are part of the Redis protocol, in
+//! `iocluster_protocol::scripts` (docs/PROTOCOL.md, "The ledger").
 
 use std::time::Duration;
 
 use iocluster_protocol::keys::Keys;
+pub(crate) use iocluster_protocol::scripts::{ANNOUNCE, DRAIN, UPDATE};
 
 /// How long the mark of a drained ledger lives: longer than any stall after
 /// which a node could still renew its lease.
@@ -34,64 +38,6 @@ pub(crate) const REAPED_MARK: Duration = Duration::from_secs(24 * 3600);
 
 /// Entries drained per script run: bounds how long one run blocks Redis.
 pub(crate) const DRAIN_BATCH: usize = 1000;
-
-/// Rewrites an entry only if it is still there (a closed socket's entry never
-/// comes back). KEYS: ledger. ARGV: sid, envelope.
-pub(crate) const UPDATE: &str = r"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-return 0";
-
-/// A socket's own disconnect event, pushed if its entry was still there, or
-/// if Redis lost the node's whole ledger (and nobody drained it).
-/// KEYS: ledger, events, ledgers, reaped mark. ARGV: sid, node, envelope.
-pub(crate) const ANNOUNCE: &str = r"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1
-  or (redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 0) then
-  redis.call('LPUSH', KEYS[2], ARGV[3])
-  return 1
-end
-return 0";
-
-/// Moves up to a batch of a dead node's entries onto the event queue.
-/// KEYS: nodes, ledger, events, ledgers, reaped mark, node info.
-/// ARGV: node, now (ms), batch, force (1: the node's own previous life),
-/// mark TTL (ms).
-/// Returns {moved, left}; left is -1 when the node is alive.
-pub(crate) const DRAIN: &str = r"
-local node = ARGV[1]
-if ARGV[4] ~= '1' then
-  local lease = redis.call('ZSCORE', KEYS[1], node)
-  if lease and tonumber(lease) > tonumber(ARGV[2]) then
-    return {0, -1}
-  end
-  if lease then
-    redis.call('ZREM', KEYS[1], node)
-    redis.call('DEL', KEYS[6])
-  end
-  -- Tells the node, should it be alive after all, that its sockets are
-  -- being announced: it must close them (and announce none twice).
-  redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
-end
-local batch = tonumber(ARGV[3])
-local moved = 0
-local cursor = '0'
-repeat
-  local page = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', batch)
-  cursor = page[1]
-  local items = page[2]
-  for i = 1, #items, 2 do
-    redis.call('LPUSH', KEYS[3], items[i + 1])
-    redis.call('HDEL', KEYS[2], items[i])
-    moved = moved + 1
-  end
-until cursor == '0' or moved >= batch
-local left = redis.call('HLEN', KEYS[2])
-if left == 0 then
-  redis.call('SREM', KEYS[4], node)
-end
-return {moved, left}";
 
 /// Drains `node`'s ledger completely unless the node is alive (or, with
 /// `force`, whatever its lease says). Returns the number of disconnect
