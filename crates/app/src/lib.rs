@@ -22,8 +22,9 @@
 //! # }
 //! ```
 //!
-//! - `app`: what applications call: [`App`], [`Namespace`] handlers, [`Io`],
-//!   [`Reject`].
+//! - `app`: what applications call: [`App`] and [`Io`].
+//! - `namespace`: what they register: [`Namespace`] handlers, [`Reject`].
+//! - `error`: [`AppError`], why an app-node stopped.
 //! - `runtime`: what [`App::run`] does: queue consumption, handler tasks,
 //!   the ordered publisher, replies, leases, hand-back of a dead app-node's
 //!   events, and shutdown in that order backwards.
@@ -34,13 +35,17 @@
 
 mod app;
 pub mod config;
+mod error;
+mod namespace;
 mod payload;
 mod runtime;
 mod socket;
 
-pub use app::{App, AppError, Io, Namespace, Reject};
+pub use app::{App, Io};
 pub use config::{AppArgs, AppConfig};
+pub use error::AppError;
 pub use iocluster_protocol::envelope::Handshake;
+pub use namespace::{Namespace, Reject};
 pub use payload::{FromPayload, Payload, PayloadError};
 pub use socket::{Ack, EmitError, Emitter, Socket};
 

@@ -391,15 +391,7 @@ mod tests {
 
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
-        let mut envs = std::collections::HashSet::new();
-        for setting in RawConfig::SETTINGS {
-            let expected = match setting.key {
-                "redis" => "IOCLUSTER_REDIS_URL".to_owned(),
-                key => format!("IOCLUSTER_{}", key.to_uppercase()),
-            };
-            assert_eq!(setting.env, expected);
-            assert!(envs.insert(setting.env));
-        }
+        iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
         assert_eq!(RawConfig::SETTINGS.len(), 29);
     }
 

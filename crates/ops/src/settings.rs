@@ -58,6 +58,50 @@ pub struct Setting {
     pub env: &'static str,
 }
 
+/// Checks the naming rule every node kind's settings follow: each
+/// environment variable is `IOCLUSTER_` and the key in capitals (the Redis
+/// URL's is `IOCLUSTER_REDIS_URL`), and no two settings share one. For the
+/// node kinds' tests.
+pub fn check_env_names(settings: &[Setting]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for setting in settings {
+        let expected = match setting.key {
+            "redis" => "IOCLUSTER_REDIS_URL".to_owned(),
+            key => format!("IOCLUSTER_{}", key.to_uppercase()),
+        };
+        if setting.env != expected {
+            return Err(format!(
+                "{}: env {} is not {expected}",
+                setting.key, setting.env
+            ));
+        }
+        if !seen.insert(setting.env) {
+            return Err(format!("{} is used twice", setting.env));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a binary's long `--help` shows every setting's flag with
+/// its environment variable and its default. For the node kinds' tests.
+pub fn check_help(help: &str, settings: &[Setting]) -> Result<(), String> {
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for setting in settings {
+        let flag = format!("--{} ", setting.flag);
+        let at = help
+            .find(&flag)
+            .ok_or_else(|| format!("{flag} is not in the help"))?;
+        let end = help[at + 2..]
+            .find(" --")
+            .map_or(help.len(), |end| at + 2 + end);
+        let text = &help[at..end];
+        if !text.contains(&format!("[env: {}]", setting.env)) || !text.contains("[default: ") {
+            return Err(format!("no env or default shown: {text}"));
+        }
+    }
+    Ok(())
+}
+
 /// Where settings' environment variables come from: the process
 /// environment ([`ProcessEnv`]) in a binary, a list of pairs in a test.
 pub trait Env {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::app::{Namespace, Reject, SessionHandler};
+use crate::namespace::{Namespace, Reject, SessionHandler};
 use crate::payload::Payload;
 use crate::socket::{Ack, Ctx, Publish, Socket};
 

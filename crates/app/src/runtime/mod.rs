@@ -50,8 +50,8 @@ pub(crate) use publisher::PUBLISH_QUEUE;
 use publisher::{Publisher, RedisSink};
 use taker::{BLOCKING_POP, Taker};
 
-use crate::app::AppError;
 use crate::config::AppConfig;
+use crate::error::AppError;
 use crate::socket::{Ctx, Publish};
 
 /// How long the ops listener may take to close its connections at the end.

@@ -1,6 +1,5 @@
 //! The HTTP side of Engine.IO: routing a request to the handshake, a
-//! long-polling request or a WebSocket, CORS, the handshake's capture of
-//! the request, and the error responses the protocol prescribes.
+//! long-polling request or a WebSocket, and CORS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use iocluster_protocol::engine::{self, OpenPacket, TransportError};
-use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
+use iocluster_protocol::engine::{self, TransportError};
 
+use super::responses::{capture_handshake, error, open_packet, text};
 use super::{Engine, Handler, polling, websocket};
 
 /// The query parameters Engine.IO uses.
@@ -120,19 +119,6 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
     }
 }
 
-pub(super) fn error(error: TransportError) -> Response {
-    (
-        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        [(header::CONTENT_TYPE, "application/json")],
-        error.body(),
-    )
-        .into_response()
-}
-
-pub(super) fn text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
-}
-
 fn cors<C>(engine: &Engine<C>, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
     let Some(origin) = origin else { return };
     let origins = &engine.config.cors_origins;
@@ -156,50 +142,6 @@ fn cors<C>(engine: &Engine<C>, origin: Option<HeaderValue>, headers: &mut Header
         HeaderValue::from_static("content-type"),
     );
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-}
-
-pub(super) fn capture_handshake(
-    secure: bool,
-    peer: SocketAddr,
-    request: &Request,
-    query: Vec<(String, String)>,
-) -> EncodedHandshake {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (name, value) in request.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
-            Some((_, joined)) => {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            }
-            None => headers.push((name.as_str().to_owned(), value)),
-        }
-    }
-    EncodedHandshake::new(&Handshake {
-        headers,
-        query,
-        address: peer.to_string(),
-        time: crate::clock::unix_ms(),
-        url: request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .unwrap_or_default(),
-        secure,
-        auth: None,
-    })
-}
-
-pub(super) fn open_packet<C>(engine: &Engine<C>, sid: &str, upgrades: &[&str]) -> String {
-    let config = &engine.config;
-    OpenPacket {
-        sid,
-        upgrades,
-        ping_interval: config.ping_interval.as_millis() as u64,
-        ping_timeout: config.ping_timeout.as_millis() as u64,
-        max_payload: config.max_payload as u64,
-    }
-    .encode()
 }
 
 fn handshake_polling<C: Default + Send + 'static>(

@@ -5,13 +5,16 @@
 //!
 //! - [`session`]: one session per client: outbox, heartbeat, asynchronous close.
 //! - [`watch`]: the one task that pings, enforces deadlines and cleans up.
-//! - `http`: the routes, the handshake, CORS and the protocol's error replies.
+//! - `http`: the routes, the polling handshake, CORS.
+//! - `responses`: the protocol's error replies, the `open` packet, the
+//!   handshake's capture of the request.
 //! - `polling`, `websocket`: the transports.
 //! - `limits`: the per-connection packet-rate token bucket.
 
 mod http;
 pub(crate) mod limits;
 mod polling;
+mod responses;
 pub(crate) mod session;
 pub(crate) mod watch;
 mod websocket;

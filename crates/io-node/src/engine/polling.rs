@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use iocluster_protocol::engine::{self, TransportError};
 
-use super::http::{error, text};
 use super::limits::RateLimiter;
+use super::responses::{error, text};
 use super::{CloseReason, Engine, Frame, Handler, Session};
 
 /// A long-polling GET: waits for frames, then returns all that are ready.

@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
-use super::http::{capture_handshake, error, open_packet};
 use super::limits::RateLimiter;
+use super::responses::{capture_handshake, error, open_packet};
 use super::{CloseReason, Frame, Handler, Session};
 
 pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {

@@ -167,8 +167,8 @@ pub(crate) struct Settings {
     pub max_attachments: usize,
 }
 
-impl From<&crate::Config> for Settings {
-    fn from(config: &crate::Config) -> Settings {
+impl From<&crate::config::Config> for Settings {
+    fn from(config: &crate::config::Config) -> Settings {
         Settings {
             node_id: config.node_id.clone(),
             prefix: config.prefix.clone(),

@@ -1,0 +1,70 @@
+//! What the engine answers over HTTP, for every transport: the protocol's
+//! error replies, text bodies, the `open` packet, and the handshake's
+//! capture of the request that opened a session.
+
+use std::net::SocketAddr;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use iocluster_protocol::engine::{OpenPacket, TransportError};
+use iocluster_protocol::envelope::{EncodedHandshake, Handshake};
+
+use super::Engine;
+
+pub(super) fn error(error: TransportError) -> Response {
+    (
+        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, "application/json")],
+        error.body(),
+    )
+        .into_response()
+}
+
+pub(super) fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+pub(super) fn capture_handshake(
+    secure: bool,
+    peer: SocketAddr,
+    request: &Request,
+    query: Vec<(String, String)>,
+) -> EncodedHandshake {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            None => headers.push((name.as_str().to_owned(), value)),
+        }
+    }
+    EncodedHandshake::new(&Handshake {
+        headers,
+        query,
+        address: peer.to_string(),
+        time: crate::clock::unix_ms(),
+        url: request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_default(),
+        secure,
+        auth: None,
+    })
+}
+
+pub(super) fn open_packet<C>(engine: &Engine<C>, sid: &str, upgrades: &[&str]) -> String {
+    let config = &engine.config;
+    OpenPacket {
+        sid,
+        upgrades,
+        ping_interval: config.ping_interval.as_millis() as u64,
+        ping_timeout: config.ping_timeout.as_millis() as u64,
+        max_payload: config.max_payload as u64,
+    }
+    .encode()
+}
