@@ -98,8 +98,10 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then waits for the exit (SIGKILL after `grace`).
-    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+    /// SIGTERM, then waits for the exit (SIGKILL after `grace`), without
+    /// blocking the test's runtime meanwhile: its clients keep answering
+    /// pings while the process takes its time to stop.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -114,7 +116,7 @@ impl Process {
                 let _ = child.kill();
                 return child.wait().ok();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

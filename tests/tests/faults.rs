@@ -259,6 +259,7 @@ async fn every_app_node_replaced_one_by_one_while_clients_talk() {
         let status = cluster.apps[old]
             .process
             .terminate(Duration::from_secs(15))
+            .await
             .expect("the app-node was running");
         assert!(status.success(), "app-node exited with {status}");
     }

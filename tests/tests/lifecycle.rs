@@ -115,6 +115,7 @@ async fn an_io_node_shutting_down_closes_its_clients_and_leaves_the_registry() {
     let status = cluster.io[0]
         .process
         .terminate(Duration::from_secs(10))
+        .await
         .expect("the io-node was running");
     assert!(status.success(), "io-node exited with {status}");
     // Clients see the transport close (and would reconnect elsewhere).
@@ -170,6 +171,7 @@ async fn an_app_node_shutting_down_finishes_its_events() {
     let status = cluster.apps[0]
         .process
         .terminate(Duration::from_secs(15))
+        .await
         .expect("the app-node was running");
     assert!(status.success(), "app-node exited with {status}");
     let result = scenario.await.unwrap();

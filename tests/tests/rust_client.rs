@@ -143,6 +143,7 @@ async fn replacing_every_app_node_keeps_clients_connected() {
     let status = cluster.apps[0]
         .process
         .terminate(Duration::from_secs(15))
+        .await
         .unwrap();
     assert!(status.success());
 
