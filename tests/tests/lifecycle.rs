@@ -181,3 +181,72 @@ async fn an_app_node_shutting_down_finishes_its_events() {
         "the app-node left the registry"
     );
 }
+
+/// An io-node told to stop under load stops reading first, then hands the
+/// app-nodes every event it had read, though most still waited behind an
+/// event in flight (per-socket order) when the stop came: none is lost.
+#[tokio::test]
+async fn an_io_node_shutting_down_hands_over_every_event_it_read() {
+    let mut cluster = Cluster::builder("io-shutdown-drain")
+        .io_nodes(1)
+        .start()
+        .await;
+    let (clients, queued) = (20, 10);
+    let url = format!("ws://{}{EIO}&transport=websocket", cluster.io[0].addr());
+    let mut sockets = Vec::new();
+    for _ in 0..clients {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        ws.send(Message::text("40")).await.unwrap();
+        let connect = ws.next().await.unwrap().unwrap();
+        assert!(connect.to_text().unwrap().starts_with("40"));
+        sockets.push(ws);
+    }
+    // Each socket: a slow event in flight, then events queued behind it.
+    for ws in &mut sockets {
+        ws.send(Message::text(r#"42["slow",500]"#)).await.unwrap();
+        for n in 0..queued {
+            ws.send(Message::text(format!(r#"42["echo",{n}]"#)))
+                .await
+                .unwrap();
+        }
+    }
+    let sent = (clients * (1 + queued)) as f64;
+    let ops = cluster.io[0].ops_addr();
+    eventually(
+        Duration::from_secs(10),
+        "the io-node read every event",
+        || {
+            let ops = ops.clone();
+            async move {
+                let read =
+                    iocluster_tests::metric(&ops, "iocluster_client_packets_total{type=\"event\"}")
+                        .await;
+                (read >= sent).then_some(())
+            }
+        },
+    )
+    .await;
+    let status = cluster.io[0]
+        .process
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("the io-node was running");
+    assert!(status.success(), "io-node exited with {status}");
+    // Every connect, every event read, then every disconnect.
+    let expected = (clients + clients * (1 + queued) + clients) as i64;
+    eventually(Duration::from_secs(10), "every event handled", || async {
+        (cluster.handled_total().await >= expected).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.handled_total().await, expected, "none twice");
+    let reasons = eventually(Duration::from_secs(10), "disconnect events", || async {
+        let reasons = cluster.disconnect_reasons().await;
+        (reasons.len() >= clients).then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons.iter().all(|r| r.ends_with("server shutting down")),
+        "{reasons:?}"
+    );
+}

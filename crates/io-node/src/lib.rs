@@ -97,7 +97,7 @@ pub async fn run(
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
     let node = Arc::new(Node::new(
         engine.clone(),
-        sockets,
+        sockets.clone(),
         namespaces.clone(),
         credentials,
     ));
@@ -167,14 +167,27 @@ pub async fn run(
     if let Err(error) = cluster::registry::deregister(&context, &mut redis.clone()).await {
         tracing::warn!(%error, "cannot leave the registry");
     }
+    // Closing stops reading from the clients: nothing more is accepted.
     engine.close_all(CloseReason::ServerShutdown);
     // The watch task cleans up each closed session, queueing its sockets'
-    // disconnect events; the writer drains only once they are all queued.
+    // disconnect events behind the events their clients sent before.
     if tokio::time::timeout_at(deadline, engine.until_empty())
         .await
         .is_err()
     {
         tracing::warn!("shutdown deadline passed before every client was closed");
+    }
+    // Those events go out one queue item per socket at a time, each on the
+    // `done` of the one before (per-socket order), so the subscriber keeps
+    // running until every socket's last event has gone to the writer.
+    if tokio::time::timeout_at(deadline, sockets.until_settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sockets = sockets.count(),
+            "shutdown deadline passed before the app-nodes took every event read"
+        );
     }
     serving.cancel();
     tasks.cancel();

@@ -151,7 +151,7 @@ impl Sockets {
                 state.queue.clear();
                 state.settled = true;
                 self.cluster.ledger(LedgerOp::Forget(socket.id.clone()));
-                write(&self.registry).sockets.remove(&socket.id);
+                self.forget(&socket.id);
                 self.leave_all(socket, state);
             }
             (None, true) => {
@@ -396,7 +396,7 @@ impl Sockets {
             state.queue.clear();
             self.cluster
                 .ledger(LedgerOp::Announce(socket.id.clone(), envelope));
-            write(&self.registry).sockets.remove(&socket.id);
+            self.forget(&socket.id);
             return;
         }
         let envelope = Bytes::from(envelope);

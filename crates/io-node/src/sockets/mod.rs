@@ -19,8 +19,9 @@
 //!   publishes about itself.
 //!
 //! Lock order, never reversed: a socket's state, its session's client
-//! state, then the registry. No lock is held across an `.await` (nothing
-//! here awaits).
+//! state, then the registry. No lock is held across an `.await`: nothing
+//! here awaits but [`Sockets::until_settled`], which waits for this
+//! layer's own state at shutdown.
 
 mod commands;
 mod packets;
@@ -248,6 +249,9 @@ pub(crate) struct Sockets {
     deliveries: AtomicU64,
     /// Metrics recorded per packet, event or command.
     hot: HotMetrics,
+    /// Woken when the last socket is forgotten (see
+    /// [`Sockets::until_settled`]).
+    settled: tokio::sync::Notify,
 }
 
 impl Sockets {
@@ -263,6 +267,7 @@ impl Sockets {
             events_out: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             hot: HotMetrics::new(),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -273,6 +278,39 @@ impl Sockets {
     fn socket(&self, sid: &str, nsp: &str) -> Option<Arc<Socket>> {
         let socket = read(&self.registry).sockets.get(sid).cloned()?;
         (*socket.nsp == *nsp).then_some(socket)
+    }
+
+    /// Sockets whose last event has not gone out yet: open ones, and
+    /// closed ones whose events still wait behind an item in flight.
+    pub(crate) fn count(&self) -> usize {
+        read(&self.registry).sockets.len()
+    }
+
+    /// A socket's last event went out (or it needs none): it leaves the
+    /// registry for good.
+    fn forget(&self, sid: &str) {
+        let mut registry = write(&self.registry);
+        registry.sockets.remove(sid);
+        if registry.sockets.is_empty() {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Completes once every socket is forgotten: at shutdown, after every
+    /// session closed, when the events their clients sent before the close
+    /// (waiting behind an item in flight, for its `done`) and their
+    /// disconnect events have all gone to the cluster side.
+    pub(crate) async fn until_settled(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.settled.notified());
+            // Enabled before the check, so a socket forgotten in between
+            // wakes us.
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn all_sockets(&self) -> Vec<Arc<Socket>> {
