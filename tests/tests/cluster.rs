@@ -251,3 +251,21 @@ async fn namespaces_nobody_serves_are_refused() {
     .await;
     assert_eq!(result["message"], "Invalid namespace");
 }
+
+/// A stock client emitting far more acked events at once than an io-node
+/// lets wait per socket is slowed down, not cut off: every ack arrives, in
+/// order, on every transport.
+#[tokio::test]
+async fn a_burst_of_events_is_slowed_down_not_cut_off() {
+    let cluster = Cluster::builder("burst").io_nodes(1).start().await;
+    let result = cluster.scenario("burst.mjs", &["--events=2000"]).await;
+    for transport in ["websocket", "polling", "upgrade"] {
+        assert_eq!(result[transport]["acks"], 2000, "{result}");
+    }
+    let pauses =
+        iocluster_tests::metric(&cluster.io[0].ops_addr(), "iocluster_client_pauses_total").await;
+    assert!(
+        pauses >= 1.0,
+        "the burst went past max_pending_events: {result}"
+    );
+}

@@ -61,8 +61,9 @@ iocluster_ops::settings! {
     #[setting(flag = "outbox-capacity", value_name = "FRAMES", env = IOCLUSTER_OUTBOX_CAPACITY, default = 1024)]
     outbox_capacity: usize,
     /// Client events one socket may have waiting for their turn (its events
-    /// are handled in order, one queue item at a time) before it is
-    /// disconnected.
+    /// are handled in order, one queue item at a time) before the node stops
+    /// reading from the client, until half of them are handled: a fast client
+    /// is slowed down, never disconnected for it.
     #[setting(flag = "max-pending-events", value_name = "N", env = IOCLUSTER_MAX_PENDING_EVENTS, default = 256)]
     max_pending_events: usize,
     /// Most `message` events of one socket sent to an app-node as one queue
@@ -251,8 +252,8 @@ pub struct Config {
     /// Frames queued for one client before it is disconnected as too slow
     /// ([`RawConfig::outbox_capacity`]).
     pub outbox_capacity: usize,
-    /// Client events one socket may have waiting before it is disconnected
-    /// ([`RawConfig::max_pending_events`]).
+    /// Client events one socket may have waiting before the node stops
+    /// reading from its client ([`RawConfig::max_pending_events`]).
     pub max_pending_events: usize,
     /// Most `message` events of one socket in one queue item
     /// ([`RawConfig::event_batch`]).

@@ -85,6 +85,15 @@ async fn read_post<H: Handler>(
     };
     let rate = handler.engine().config.max_packets_per_second;
     for record in engine::split_payload(payload) {
+        // Held while the layer above cannot take more from this client: the
+        // rest of the body waits (it is in memory already, at most
+        // `max_payload`), and the client sends nothing more meanwhile.
+        if session.is_paused() {
+            session.until_resumed().await;
+            if session.is_closed() {
+                return error(TransportError::BadRequest);
+            }
+        }
         let wait = session
             .lock()
             .limiter

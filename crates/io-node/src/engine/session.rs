@@ -141,9 +141,15 @@ pub(crate) struct Session<C> {
     /// Set when the WebSocket's read side may have something: its waker
     /// fired, or its last poll gave a message (see [`Session::read_waker`]).
     read_woken: AtomicBool,
-    /// Wakes the session's transports when it closes (see
-    /// [`Session::closed`]). Inline rather than a `CancellationToken`, which
-    /// is an allocation of its own for every connection.
+    /// Set while the layer above cannot take more from this client (its
+    /// events pile up faster than the app-nodes answer): the transports
+    /// read nothing from it until [`Session::resume`] (backpressure, not a
+    /// cut-off).
+    paused: AtomicBool,
+    /// Wakes the session's waiters when it closes or resumes (see
+    /// [`Session::closed`], [`Session::until_resumed`]). Inline rather than
+    /// a `CancellationToken`, which is an allocation of its own for every
+    /// connection.
     closing: tokio::sync::Notify,
     /// Set once, when the session closes: the first reason given.
     reason: OnceLock<CloseReason>,
@@ -174,6 +180,7 @@ impl<C: Default> Session<C> {
             closed: watch.closed_sender(),
             posting: AtomicBool::new(false),
             read_woken: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
             closing: tokio::sync::Notify::new(),
             reason: OnceLock::new(),
         })
@@ -279,6 +286,38 @@ impl<C> Session<C> {
         self.read_woken.store(true, Ordering::Release);
     }
 
+    /// Stops reading from the client until [`Session::resume`].
+    pub(crate) fn pause(&self) {
+        if !self.paused.swap(true, Ordering::AcqRel) {
+            metrics::counter!("iocluster_client_pauses_total").increment(1);
+        }
+    }
+
+    /// Reads from the client again (cheap when it was not paused).
+    pub(crate) fn resume(&self) {
+        if self.paused.load(Ordering::Acquire) && self.paused.swap(false, Ordering::AcqRel) {
+            self.closing.notify_waiters();
+            // The WebSocket task waits on the outbox's waker.
+            self.outbox.ready.wake();
+        }
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Completes once the session is not paused, or is closed.
+    pub(crate) async fn until_resumed(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.closing.notified());
+            notified.as_mut().enable();
+            if !self.is_paused() || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Completes once the session is closed (at once if it already is).
     pub(crate) async fn closed(&self) {
         loop {
@@ -344,6 +383,15 @@ impl<C> Session<C> {
             }
         }
         match self.beat_due(now, lead) {
+            // Paused, the node reads nothing from the client, its pong
+            // included: the pong deadline moves on instead, and another
+            // ping goes out, so that a connection that died meanwhile
+            // fails its writes.
+            Some(Beat::PongLate) if self.is_paused() => {
+                let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout()));
+                self.heartbeat.store(deadline, Ordering::Release);
+                self.send(Frame::ping());
+            }
             Some(Beat::PongLate) => self.close(CloseReason::PingTimeout),
             Some(Beat::Ping) => {
                 // Only the watch writes a heartbeat that awaits no pong.

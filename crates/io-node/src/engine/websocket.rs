@@ -241,8 +241,10 @@ async fn serve_websocket<H: Handler>(
                 return Poll::Ready(Woke::Frame(frame));
             }
             // The read side only when its waker fired (or it last gave a
-            // message): not on every frame the task is woken to write.
-            if pause.is_none() && session.take_read_wake() {
+            // message): not on every frame the task is woken to write; and
+            // not while the client is over its packet rate or the layer
+            // above paused it (a resume wakes the task).
+            if pause.is_none() && !session.is_paused() && session.take_read_wake() {
                 let read_waker = session.read_waker();
                 let mut read_cx = Context::from_waker(&read_waker);
                 if let Poll::Ready(message) = ws.poll_next_unpin(&mut read_cx) {

@@ -382,6 +382,10 @@ impl Sockets {
             // An idle socket keeps no queue buffer.
             state.queue.shrink_to_fit();
         }
+        if state.queue.len() <= self.settings.max_pending_events / 2 {
+            // A client paused for its pending events may send again.
+            socket.session.resume();
+        }
         self.hot.events_out(kind).increment(u64::from(events));
         if events > 1 {
             self.hot.batched_events.increment(u64::from(events));

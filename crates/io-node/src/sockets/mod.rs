@@ -158,7 +158,8 @@ pub(crate) trait Cluster: Send + Sync {
 pub(crate) struct Settings {
     pub node_id: String,
     pub prefix: String,
-    /// Client events one socket may have waiting before it is closed.
+    /// Client events one socket may have waiting before the node stops
+    /// reading from its client (it reads again at half).
     pub max_pending_events: usize,
     /// Most `message` events in one queue item.
     pub event_batch: usize,

@@ -154,12 +154,20 @@ impl Sockets {
                     ack: id,
                     reason: None,
                 };
+                let limit = self.settings.max_pending_events;
                 let mut state = socket.lock();
-                if state.queue.len() >= self.settings.max_pending_events {
+                if state.queue.len() >= 2 * limit {
+                    // Cannot happen with a paused client, which is not read
+                    // from; a bound all the same.
                     return Err(CloseReason::TooManyPendingEvents);
                 }
                 state.queue.push_back(queued);
                 self.dispatch_next(&socket, &mut state);
+                if state.queue.len() >= limit {
+                    // Backpressure: nothing more is read from this client
+                    // until its queue is half empty (`dispatch_next`).
+                    session.pause();
+                }
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
                 let socket = session.client().sockets.get(nsp).cloned();
