@@ -491,21 +491,39 @@ impl Cluster {
     pub async fn start_app(&mut self) -> usize {
         let index = self.apps.len();
         let id = format!("app{index}");
+        let process = self.spawn_app(&id);
+        self.apps.push(process);
+        self.wait_app_ready(&id).await;
+        index
+    }
+
+    /// Kills app-node `index` without warning (SIGKILL) and starts it again
+    /// at once under the same id, as a supervisor with a fixed id does:
+    /// its lease has not lapsed yet.
+    pub async fn restart_app(&mut self, index: usize) {
+        self.apps[index].process.kill();
+        let id = self.apps[index].id.clone();
+        let restarted = self.spawn_app(&id);
+        // Its previous life is still registered: wait for this one's /ready.
+        wait_http_ok(&restarted.ops_addr(), "/ready").await;
+        self.apps[index] = restarted;
+    }
+
+    fn spawn_app(&self, id: &str) -> AppNode {
         let ops_port = free_port();
         let mut command = self.node_command(&self.app_binary);
         command
-            .args(["--app-id", &id])
+            .args(["--app-id", id])
             .args(["--lease", &LEASE_MS.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .env("RUST_LOG", "info,iocluster_app=debug");
-        let process = Process::spawn(command, self.logs.join(format!("{id}.log")));
-        self.apps.push(AppNode {
-            id: id.clone(),
+        // Appending: a restarted app-node's log follows its previous life's.
+        let process = Process::spawn_appending(command, self.logs.join(format!("{id}.log")));
+        AppNode {
+            id: id.to_owned(),
             ops_port,
             process,
-        });
-        self.wait_app_ready(&id).await;
-        index
+        }
     }
 
     async fn wait_app_ready(&self, id: &str) {

@@ -269,3 +269,38 @@ async fn a_burst_of_events_is_slowed_down_not_cut_off() {
         "the burst went past max_pending_events: {result}"
     );
 }
+
+/// An app-node killed and started again at once under the same id (what a
+/// supervisor with a fixed id does), before its lease lapses: the events
+/// its previous life held go back to the queue as it starts, not when an
+/// io-node's redelivery gives up on them, and every ack arrives.
+#[tokio::test]
+async fn an_app_node_restarted_under_its_id_hands_back_what_it_held_at_once() {
+    let mut cluster = Cluster::builder("restart-app-same-id")
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    // Each ack within 10 s: the io-nodes would push an event again only
+    // after redeliver_after (60 s).
+    let scenario = cluster.spawn_scenario(
+        "load.mjs",
+        &[
+            "--clients=16",
+            "--events=8",
+            "--slow=150",
+            "--ackTimeout=10000",
+        ],
+    );
+    eventually(Duration::from_secs(10), "events in flight", || async {
+        (cluster.inflight_len("app0").await > 0).then_some(())
+    })
+    .await;
+    cluster.restart_app(0).await;
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 16 * 8, "{result}");
+    let log = std::fs::read_to_string(cluster.logs().join("app0.log")).unwrap();
+    assert!(
+        log.contains("left events in flight"),
+        "the restarted app-node handed its previous life's events back"
+    );
+}

@@ -1,7 +1,8 @@
 //! Leases: this app-node's (and its namespaces') in `P:apps` / `P:nsps`,
 //! renewed every quarter lease, and the hand-back of the in-flight events of
-//! app-nodes whose lease lapsed, this one's own included at a clean shutdown
-//! ([`hand_back_own`]).
+//! app-nodes whose lease lapsed, this one's own at a clean shutdown
+//! ([`hand_back_own`]) and those a previous run under its id left at start
+//! ([`hand_back_previous`]).
 //!
 //! The lease is what lets another app-node hand back this one's events should
 //! it die; it is renewed until the runtime has finished everything it could,
@@ -137,6 +138,31 @@ async fn hand_back(
         .arg(now)
         .invoke_async(redis)
         .await
+}
+
+/// At start, with the lease just taken: whatever a previous run under this
+/// id left in its in-flight list (killed, then restarted before its lease
+/// lapsed, as a supervisor with a fixed id does) goes back to the queue now.
+/// Left there, nobody would hand it back: this run renews the very lease
+/// whose lapse would have. Then the lease is taken again (the hand-back
+/// gives it up). Two app-nodes must never share an id: the second to start
+/// would hand back the events the first is running, which would run twice.
+pub(super) async fn hand_back_previous(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    app_id: &str,
+    lease: Duration,
+    nsps: &[String],
+) -> redis::RedisResult<()> {
+    let moved = hand_back(redis, keys, app_id, u64::MAX).await?;
+    if moved > 0 {
+        metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);
+        tracing::warn!(
+            moved,
+            "a previous run under this app id left events in flight: handed back to the queue"
+        );
+    }
+    heartbeat(redis, keys, app_id, lease, nsps).await
 }
 
 /// The end of a clean shutdown, once the lease keeper has stopped: whatever

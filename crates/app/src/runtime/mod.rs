@@ -148,6 +148,7 @@ impl Node {
 
         let nsps: Vec<String> = handlers.namespaces.keys().cloned().collect();
         lease::heartbeat(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
+        lease::hand_back_previous(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
 
         let readiness = iocluster_ops::Readiness::default();
         let ops_stop = CancellationToken::new();
