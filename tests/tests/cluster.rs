@@ -198,38 +198,75 @@ async fn an_app_node_killed_mid_batch_loses_nothing() {
     );
 }
 
+/// Every app-node stops (a deploy that restarts them all at once) for longer
+/// than their leases: stock clients connecting meanwhile are never refused
+/// for good. The namespace stays served (`namespace_memory`); an admission
+/// no app-node answers in time closes the connection, and the client
+/// reconnects and asks again until an app-node is back. A client already
+/// connected keeps its connection, and its event is answered.
 #[tokio::test]
-async fn clients_get_connect_error_when_no_app_node_answers_in_time() {
-    let mut cluster = Cluster::builder("admission-timeout")
-        .io_nodes(1)
+async fn clients_connecting_while_no_app_node_runs_are_admitted_when_one_returns() {
+    let mut cluster = Cluster::builder("app-outage")
         .app_nodes("iocluster-test-app", 1)
-        .io_args(&["--admission-timeout", "600"])
+        .io_args(&["--admission-timeout", "700"])
         .start()
         .await;
-    // Kill the only app-node: its namespaces stay leased for a moment, so the
-    // connection is queued but nobody answers.
-    cluster.apps[0].process.kill();
-    let url = cluster.io[0].url();
-    let result = iocluster_tests::node_scenario(
-        "connect-error.mjs",
-        &[format!("--url={url}"), "--expect=Connection timeout".into()],
+    let client = iocluster_client::Client::connect(
+        &cluster.io[0].url(),
+        iocluster_client::ClientOptions::default(),
     )
-    .await;
-    assert!(result["ms"].as_u64().unwrap() >= 500, "{result}");
-    // When an app-node comes back it admits the stale connection; the io-node
-    // answers with a disconnect event so the application's view stays true.
-    cluster.start_app().await;
-    let reasons = eventually(
-        Duration::from_secs(10),
-        "the admission-timeout disconnect",
-        || async {
-            let reasons = cluster.disconnect_reasons().await;
-            (!reasons.is_empty()).then_some(reasons)
-        },
-    )
-    .await;
-    assert_eq!(reasons.len(), 1);
-    assert!(reasons[0].ends_with("admission timeout"), "{reasons:?}");
+    .await
+    .unwrap();
+    let socket = client.socket("/", None).await.unwrap();
+    socket
+        .recv_event(Duration::from_secs(5))
+        .await
+        .expect("welcome");
+    cluster.apps[0]
+        .process
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("the app-node was running");
+    // Past its lease: the namespace's lease has lapsed too.
+    tokio::time::sleep(Duration::from_millis(2 * iocluster_tests::LEASE_MS)).await;
+    let scenario = cluster.spawn_scenario("outage.mjs", &["--clients=3"]);
+    let answered = async {
+        socket
+            .emit_with_ack("slow", vec![serde_json::json!(0)], Duration::from_secs(30))
+            .await
+    };
+    let back = async {
+        // Several admission timeouts and reconnects meanwhile.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.start_app().await;
+    };
+    let (answered, ()) = tokio::join!(answered, back);
+    answered.expect("the connected client's event is answered");
+    let result = scenario.await.unwrap();
+    for transport in ["websocket", "polling"] {
+        assert_eq!(result[transport]["admitted"], 3, "{result}");
+        assert_eq!(result[transport]["answered"], 3, "{result}");
+    }
+    let reconnects = result["websocket"]["reconnects"].as_u64().unwrap()
+        + result["polling"]["reconnects"].as_u64().unwrap();
+    assert!(
+        reconnects > 0,
+        "admissions timed out and were retried: {result}"
+    );
+    // The abandoned attempts reach the application as connect + disconnect
+    // (reason `admission timeout`), the scenario's clients left when done,
+    // and the client connected before the outage was never disconnected.
+    let reasons = cluster.disconnect_reasons().await;
+    assert!(
+        reasons.iter().all(|r| r.ends_with("admission timeout")
+            || r.ends_with("client namespace disconnect")),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.starts_with(socket.id())),
+        "{reasons:?}"
+    );
+    drop(client);
 }
 
 #[tokio::test]

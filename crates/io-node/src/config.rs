@@ -46,7 +46,8 @@ iocluster_ops::settings! {
     #[setting(flag = "connect-timeout", value_name = "MS", env = IOCLUSTER_CONNECT_TIMEOUT_MS, default = 45_000)]
     connect_timeout_ms: u64,
     /// Milliseconds an app-node has to accept or reject a connection before
-    /// the client gets CONNECT_ERROR "Connection timeout".
+    /// the io-node closes the client's connection, so that it reconnects
+    /// and tries again (stock clients do so on their own).
     #[setting(flag = "admission-timeout", value_name = "MS", env = IOCLUSTER_ADMISSION_TIMEOUT_MS, default = 10_000)]
     admission_timeout_ms: u64,
     /// Largest Engine.IO packet (WebSocket message or polling body) accepted,
@@ -87,6 +88,14 @@ iocluster_ops::settings! {
     /// pushed again. Keep it above the app-nodes' handler timeout.
     #[setting(flag = "redeliver-after", value_name = "MS", env = IOCLUSTER_REDELIVER_AFTER_MS, default = 60_000)]
     redeliver_after_ms: u64,
+    /// Milliseconds a namespace stays served after the last app-node serving
+    /// it stopped renewing its lease: a client connecting to it meanwhile
+    /// (all app-nodes restarting at once) waits for an app-node, and
+    /// reconnects until one answers, instead of being refused with "Invalid
+    /// namespace" for good. App-nodes answer for their own namespaces when
+    /// they run. 0: served only while an app-node's lease runs.
+    #[setting(flag = "namespace-memory", value_name = "MS", env = IOCLUSTER_NAMESPACE_MEMORY_MS, default = 86_400_000)]
+    namespace_memory_ms: u64,
     /// Most Engine.IO sessions this node holds; past it, handshakes get
     /// HTTP 503.
     #[setting(flag = "max-connections", value_name = "N", env = IOCLUSTER_MAX_CONNECTIONS, default = 100_000)]
@@ -195,6 +204,7 @@ impl RawConfig {
             lease: millis(settings.lease_ms, "lease_ms")?,
             cors_origins: settings.cors_origins,
             redeliver_after: millis(settings.redeliver_after_ms, "redeliver_after_ms")?,
+            namespace_memory: Duration::from_millis(settings.namespace_memory_ms),
             max_connections: positive(settings.max_connections, "max_connections")?,
             worker_threads: settings
                 .worker_threads
@@ -270,6 +280,9 @@ pub struct Config {
     /// How long an event may wait for its `done` before it is pushed again
     /// ([`RawConfig::redeliver_after_ms`]).
     pub redeliver_after: Duration,
+    /// How long a namespace stays served after its last app-node's lease
+    /// ([`RawConfig::namespace_memory_ms`]).
+    pub namespace_memory: Duration,
     /// Most Engine.IO sessions this node holds
     /// ([`RawConfig::max_connections`]).
     pub max_connections: usize,
@@ -393,7 +406,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 29);
+        assert_eq!(RawConfig::SETTINGS.len(), 30);
     }
 
     #[test]

@@ -83,7 +83,11 @@ pub async fn run(
         Settings::from(&*config),
         Arc::new(bridge.clone()),
     ));
-    let namespaces = Arc::new(cluster::Namespaces::new(redis.clone(), &keys));
+    let namespaces = Arc::new(cluster::Namespaces::new(
+        redis.clone(),
+        &keys,
+        config.namespace_memory,
+    ));
     let readiness = iocluster_ops::Readiness::default();
     let context = cluster::Context {
         config: config.clone(),

@@ -1,7 +1,11 @@
 //! The namespaces app-nodes serve (`P:nsps`, scored by the end of the last
 //! lease of an app-node serving each), cached: the registry task refreshes
 //! the list every beat, and a miss refreshes it at most every 250 ms, so a
-//! namespace whose first app-node just started is found at once.
+//! namespace whose first app-node just started is found at once. A
+//! namespace stays served for `namespace_memory` after its last lease
+//! ended: while every app-node restarts, its clients wait and retry rather
+//! than be refused for good (running app-nodes refuse a namespace they do
+//! not serve themselves).
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -15,6 +19,8 @@ const REFRESH_AFTER_MISS: Duration = Duration::from_millis(250);
 pub(crate) struct Namespaces {
     redis: redis::aio::ConnectionManager,
     key: String,
+    /// How long a namespace stays served after its last lease ended.
+    memory: std::time::Duration,
     cache: RwLock<Cache>,
     /// Serializes refreshes asked for by misses.
     refresh_lock: tokio::sync::Mutex<()>,
@@ -27,10 +33,15 @@ struct Cache {
 }
 
 impl Namespaces {
-    pub(crate) fn new(redis: redis::aio::ConnectionManager, keys: &Keys) -> Namespaces {
+    pub(crate) fn new(
+        redis: redis::aio::ConnectionManager,
+        keys: &Keys,
+        memory: std::time::Duration,
+    ) -> Namespaces {
         Namespaces {
             redis,
             key: keys.namespaces(),
+            memory,
             cache: RwLock::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
         }
@@ -61,12 +72,14 @@ impl Namespaces {
         self.read().served.contains(nsp)
     }
 
-    /// Reads the list of namespaces whose lease has not lapsed.
+    /// Reads the list of namespaces whose last lease ended less than
+    /// `memory` ago (or has not ended).
     pub(crate) async fn refresh(&self) -> redis::RedisResult<()> {
         let mut redis = self.redis.clone();
+        let since = crate::clock::unix_ms().saturating_sub(crate::clock::millis(self.memory));
         let served: Vec<String> = redis::cmd("ZRANGE")
             .arg(&self.key)
-            .arg(crate::clock::unix_ms())
+            .arg(since)
             .arg("+inf")
             .arg("BYSCORE")
             .query_async(&mut redis)

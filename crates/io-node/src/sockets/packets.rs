@@ -295,34 +295,18 @@ impl Sockets {
         pending.then_some(socket)
     }
 
-    /// No app-node decided on the socket's connection in time: the client
-    /// gets CONNECT_ERROR, and the app-nodes a disconnect once the decision
-    /// comes.
+    /// No app-node decided on the socket's connection in time (none runs,
+    /// or all are swamped): the client's connection is closed, so that it
+    /// reconnects and asks again, as stock clients do on their own, rather
+    /// than get a refusal it would take as final. Its other namespaces, if
+    /// any, reconnect with it. The app-nodes get the socket's disconnect
+    /// once one of them decides on the connection after all.
     pub(crate) fn admission_timed_out(&self, socket: &Arc<Socket>) {
-        let mut state = socket.lock();
-        if !matches!(state.phase, Phase::Pending { closed: false, .. }) {
+        if !matches!(socket.lock().phase, Phase::Pending { closed: false, .. }) {
             return;
         }
-        tracing::info!(socket = %socket.id, "no app-node answered the connection in time");
-        let payload = socketio::connect_error_payload("Connection timeout", None);
-        socket.session.send(text_frame(
-            PacketKind::ConnectError,
-            &socket.nsp,
-            None,
-            &payload,
-        ));
-        state.phase = Phase::Pending {
-            buffered: Vec::new(),
-            closed: true,
-        };
-        // The client never saw this socket: what it sent meanwhile goes.
-        state.queue.clear();
-        state
-            .queue
-            .push_back(Queued::disconnect("admission timeout"));
-        self.leave_all(socket, &state);
-        drop(state);
-        socket.session.client().sockets.remove(&socket.nsp);
+        tracing::info!(socket = %socket.id, "no app-node answered the connection in time: closing it for the client to retry");
+        socket.session.close(CloseReason::AdmissionTimeout);
     }
 
     /// The session closed: its sockets disconnect, with its close reason.

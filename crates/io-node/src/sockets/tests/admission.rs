@@ -100,7 +100,7 @@ fn unknown_namespaces_and_bad_credentials_are_refused_without_an_app_node() {
 }
 
 #[test]
-fn an_admission_that_times_out_is_refused_and_its_late_admission_disconnects_it() {
+fn an_admission_that_times_out_closes_the_connection_and_its_late_admission_disconnects_it() {
     let fixture = Fixture::new();
     let session = fixture.session();
     let request = fixture
@@ -115,7 +115,11 @@ fn an_admission_that_times_out_is_refused_and_its_late_admission_disconnects_it(
     let sid = pending.id.to_string();
     fixture.effects();
     fixture.sockets.admission_timed_out(&pending);
-    assert_eq!(frames(&session), [r#"44{"message":"Connection timeout"}"#]);
+    // No refusal the client would take as final: its connection closes,
+    // and it reconnects to ask again.
+    assert!(frames(&session).is_empty());
+    assert_eq!(session.close_reason(), CloseReason::AdmissionTimeout);
+    fixture.sockets.on_session_closed(&session); // the engine's cleanup
     // The app-node's late yes: no CONNECT, and its disconnect event follows.
     fixture.done(&sid, "/", 0);
     assert!(frames(&session).is_empty());
@@ -128,6 +132,24 @@ fn an_admission_that_times_out_is_refused_and_its_late_admission_disconnects_it(
         (disconnect.seq, disconnect.reason.as_deref()),
         (1, Some("admission timeout"))
     );
+}
+
+#[test]
+fn an_admission_decided_in_time_is_not_timed_out() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let request = fixture
+        .sockets
+        .on_message(&session, Message::Text("0"))
+        .unwrap()
+        .unwrap();
+    let pending = fixture
+        .sockets
+        .connect(&session, request, Admission::ByApp)
+        .unwrap();
+    fixture.done(&pending.id, "/", 0);
+    fixture.sockets.admission_timed_out(&pending);
+    assert!(!session.is_closed());
 }
 
 #[test]
