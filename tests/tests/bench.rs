@@ -108,22 +108,15 @@ async fn the_load_generator_measures_every_scenario() {
     assert_eq!(idle["still_connected"], 100, "{idle}");
 }
 
-/// A publisher the server disconnects (here for more than one pending event)
-/// is reported by the load generator, not hidden in a short, clean-looking
-/// run.
+/// A publisher the server disconnects (here for sending packets larger than
+/// the node's `max_payload`, which the subscribers' stay under) is reported
+/// by the load generator, not hidden in a short, clean-looking run.
 #[tokio::test]
 async fn the_load_generator_reports_a_publisher_the_server_cuts_off() {
-    let config = std::env::temp_dir().join(format!("iocluster-bench-{}.toml", std::process::id()));
-    std::fs::write(&config, "max_pending_events = 1\n").unwrap();
     let cluster = Cluster::builder("bench-cut")
         .io_nodes(1)
         .app_nodes("iocluster-bench-app", 1)
-        .io_args(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--max-packets-per-second",
-            "100000",
-        ])
+        .io_args(&["--max-payload", "64", "--max-packets-per-second", "100000"])
         .start()
         .await;
     let fanout = bench(
@@ -139,7 +132,6 @@ async fn the_load_generator_reports_a_publisher_the_server_cuts_off() {
         ],
     )
     .await;
-    let _ = std::fs::remove_file(&config);
     assert_eq!(fanout["publishers_disconnected"], 1, "{fanout}");
     assert!(
         fanout["first_publisher_cut_s"].as_f64().unwrap() < 2.0,
@@ -147,8 +139,9 @@ async fn the_load_generator_reports_a_publisher_the_server_cuts_off() {
     );
     let closed = metric(
         &cluster.io[0].ops_addr(),
-        r#"iocluster_connections_closed_total{reason="too many pending events"}"#,
+        r#"iocluster_connections_closed_total{reason="transport error"}"#,
     )
     .await;
-    assert_eq!(closed, 1.0, "{fanout}");
+    // The publisher's, and the subscribers' dropped at the end of the run.
+    assert!(closed >= 1.0, "{fanout}");
 }
