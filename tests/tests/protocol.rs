@@ -167,13 +167,13 @@ async fn polling_handshake_and_error_responses_follow_the_spec() {
 
     // A whole Socket.IO exchange over polling.
     assert_eq!(post(node, &sid, "40{\"data\":[]}").await.text(), "ok");
+    // CONNECT alone in its response (a write of its own), the connection
+    // handler's emit in the next.
     let connected = poll(node, &sid).await.text();
-    let packets: Vec<&str> = connected.split('\u{1e}').collect();
-    assert!(packets[0].starts_with("40{\"sid\":\"io0."), "{connected}");
-    assert!(
-        packets.iter().any(|p| p.starts_with("42[\"welcome\"")),
-        "{connected}"
-    );
+    assert!(connected.starts_with("40{\"sid\":\"io0."), "{connected}");
+    assert!(!connected.contains('\u{1e}'), "{connected}");
+    let welcome = poll(node, &sid).await.text();
+    assert!(welcome.starts_with("42[\"welcome\""), "{welcome}");
     assert_eq!(
         post(node, &sid, "42[\"append\",1]\u{1e}421[\"state\"]")
             .await
@@ -386,4 +386,105 @@ async fn next_text(ws: &mut Ws) -> String {
         Message::Text(text) => text.to_string(),
         other => panic!("expected a text frame, got {other:?}"),
     }
+}
+
+/// The last corners of Engine.IO v4 / Socket.IO v5 as the reference server
+/// behaves: a client's close while a poll waits, a second WebSocket for a
+/// session that has one, CONNECT in a write of its own, and a server-side
+/// close that stock clients do not undo by reconnecting.
+#[tokio::test]
+async fn closes_upgrades_and_connect_writes_as_the_reference_server_does() {
+    let cluster = Cluster::builder("protocol-corners")
+        .io_nodes(1)
+        .start()
+        .await;
+    let node = &cluster.io[0];
+
+    // A close packet in a POST while a GET waits: the GET gets a noop, the
+    // POST "ok", and the session is gone.
+    let (sid, _) = handshake(node).await;
+    let waiting = tokio::spawn({
+        let addr = node.addr();
+        let sid = sid.clone();
+        async move {
+            http(
+                &addr,
+                "GET",
+                &format!("{EIO}&transport=polling&sid={sid}"),
+                &[],
+                b"",
+            )
+            .await
+            .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(post(node, &sid, "1").await.text(), "ok");
+    assert_eq!(waiting.await.unwrap().text(), "6");
+    assert_error(&poll(node, &sid).await, 400, 1);
+
+    // CONNECT alone in its polling response; the connection handler's
+    // first emit comes in the next one.
+    let (sid, _) = handshake(node).await;
+    assert_eq!(post(node, &sid, "40").await.text(), "ok");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let connect = poll(node, &sid).await.text();
+    assert!(
+        connect.starts_with("40{\"sid\":") && !connect.contains('\u{1e}'),
+        "{connect:?}"
+    );
+    assert!(poll(node, &sid).await.text().starts_with("42[\"welcome\""));
+
+    // A second WebSocket for a session that upgraded: accepted, then closed.
+    let ws_url = |sid: &str| format!("ws://{}{EIO}&transport=websocket&sid={sid}", node.addr());
+    let (mut first, _) = tokio_tungstenite::connect_async(ws_url(&sid))
+        .await
+        .unwrap();
+    first.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(next_text(&mut first).await, "3probe");
+    first.send(Message::text("5")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut second, response) = tokio_tungstenite::connect_async(ws_url(&sid))
+        .await
+        .expect("the handshake of a second WebSocket succeeds");
+    assert_eq!(response.status(), 101);
+    let closed = tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .expect("closed at once");
+    assert!(
+        matches!(closed, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{closed:?}"
+    );
+    // The first one still serves the session (after the noop that released
+    // the poll during the probe).
+    first
+        .send(Message::text("42[\"echo\",\"still here\"]"))
+        .await
+        .unwrap();
+    let mut echoed = next_text(&mut first).await;
+    if echoed == "6" {
+        echoed = next_text(&mut first).await;
+    }
+    assert_eq!(echoed, "42[\"echo\",\"still here\"]");
+
+    // The application closes the connection: DISCONNECT for every namespace
+    // first (a stock client then does not reconnect), then the close.
+    first.send(Message::text("40/other,")).await.unwrap();
+    assert!(next_text(&mut first).await.starts_with("40/other,"));
+    first.send(Message::text("42[\"close\"]")).await.unwrap();
+    let mut disconnects = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), first.next())
+            .await
+            .expect("closed within 5 s");
+        match message {
+            Some(Ok(Message::Text(text))) if text.as_str().starts_with("41") => {
+                disconnects.push(text.to_string())
+            }
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            _ => break,
+        }
+    }
+    disconnects.sort();
+    assert_eq!(disconnects, ["41", "41/other,"]);
 }

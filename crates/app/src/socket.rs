@@ -470,7 +470,9 @@ impl Socket {
         self.disconnect_command(false)
     }
 
-    /// Closes the client's whole connection (every namespace).
+    /// Closes the client's whole connection: every namespace gets its
+    /// DISCONNECT first, so the client sees `io server disconnect` and does
+    /// not reconnect on its own.
     pub fn close(&self) -> Result<(), EmitError> {
         self.disconnect_command(true)
     }

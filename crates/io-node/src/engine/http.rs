@@ -81,7 +81,9 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
         }
         (false, None) => error(TransportError::BadHandshakeMethod),
         (false, Some(sid)) => {
-            let Some(session) = engine.session(&sid) else {
+            // A closed session is gone for the client, even before the
+            // watch task has cleaned it up.
+            let Some(session) = engine.session(&sid).filter(|session| !session.is_closed()) else {
                 return error(TransportError::UnknownSid);
             };
             if session.lock().websocket {
@@ -104,11 +106,15 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
                     let Some(session) = engine.session(&sid) else {
                         return error(TransportError::UnknownSid);
                     };
-                    {
+                    let taken = {
                         let state = session.lock();
-                        if state.websocket || state.upgrading {
-                            return error(TransportError::BadRequest);
-                        }
+                        state.websocket || state.upgrading
+                    };
+                    if taken {
+                        // A second WebSocket for a session that has one (or
+                        // is getting one): accepted, then closed, as the
+                        // reference server does.
+                        return websocket::accept_and_close(request);
                     }
                     Some(session)
                 }

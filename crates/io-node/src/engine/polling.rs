@@ -21,26 +21,41 @@ pub(super) async fn poll<C>(engine: &Engine<C>, session: Arc<Session<C>>) -> Res
         return error(TransportError::BadRequest);
     };
     let Some(first) = session.next_frame().await else {
-        return text(engine::CLOSE.to_owned());
+        // Closed while waiting. A client that closed it (a close packet in
+        // a POST) gets a noop; anything else tells the client it is closed.
+        return match session.close_reason() {
+            CloseReason::TransportClose => text(engine::NOOP.to_owned()),
+            _ => text(engine::CLOSE.to_owned()),
+        };
     };
     let budget = engine.config.max_payload;
     let mut body = String::new();
-    write_polling_frame(&mut body, &first);
-    while body.len() < budget {
-        match session.outbox.try_pop() {
-            Some(frame) => {
-                body.push(engine::RECORD_SEPARATOR);
-                write_polling_frame(&mut body, &frame);
-            }
-            None => break,
+    let mut then_close = write_polling_frame(&mut body, &first);
+    let mut last = first;
+    while then_close.is_none() && !last.ends_write() && body.len() < budget {
+        let Some(frame) = session.outbox.try_pop() else {
+            break;
+        };
+        if !matches!(frame, Frame::CloseAfter(_)) {
+            body.push(engine::RECORD_SEPARATOR);
+        }
+        then_close = write_polling_frame(&mut body, &frame);
+        last = frame;
+    }
+    if let Some(reason) = then_close {
+        session.close(reason);
+        if body.is_empty() {
+            return text(engine::CLOSE.to_owned());
         }
     }
     text(body)
 }
 
-fn write_polling_frame(body: &mut String, frame: &Frame) {
+/// Appends a frame's packets to a polling body; returns the reason to close
+/// the session with once the body is sent, for a [`Frame::CloseAfter`].
+fn write_polling_frame(body: &mut String, frame: &Frame) -> Option<CloseReason> {
     match frame {
-        Frame::Text(text) => body.push_str(text.as_str()),
+        Frame::Text(text) | Frame::Alone(text) => body.push_str(text.as_str()),
         Frame::WithBinary(text, attachments) => {
             body.push_str(text.as_str());
             for attachment in attachments.iter() {
@@ -48,7 +63,9 @@ fn write_polling_frame(body: &mut String, frame: &Frame) {
                 engine::write_polling_binary(body, attachment);
             }
         }
+        Frame::CloseAfter(reason) => return Some(*reason),
     }
+    None
 }
 
 /// A long-polling POST: one or more packets from the client.
@@ -109,6 +126,10 @@ async fn read_post<H: Handler>(
         };
         if let Err(reason) = result {
             session.close(reason);
+            // A close packet is the client's own goodbye, not an error.
+            if reason == CloseReason::TransportClose {
+                break;
+            }
             return error(TransportError::BadRequest);
         }
     }

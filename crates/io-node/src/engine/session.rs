@@ -35,6 +35,13 @@ use crate::clock::millis;
 pub(crate) enum Frame {
     Text(Utf8Bytes),
     WithBinary(Utf8Bytes, Arc<[Bytes]>),
+    /// A text packet that ends the write it goes in: what follows it goes
+    /// in the next write (or polling response), so that a client reading
+    /// one message at a time has it alone (a namespace's CONNECT).
+    Alone(Utf8Bytes),
+    /// Not a packet: the session closes once everything queued before it
+    /// is written (see [`Session::close_after_queued`]).
+    CloseAfter(CloseReason),
 }
 
 impl Frame {
@@ -51,6 +58,16 @@ impl Frame {
         Frame::Text(Utf8Bytes::from(text))
     }
 
+    /// A text packet that ends the write it goes in.
+    pub(crate) fn alone(text: String) -> Frame {
+        Frame::Alone(Utf8Bytes::from(text))
+    }
+
+    /// Whether nothing may follow this frame in the same write.
+    pub(crate) fn ends_write(&self) -> bool {
+        matches!(self, Frame::Alone(_) | Frame::CloseAfter(_))
+    }
+
     /// A text packet as `protocol` wrote it, with the attachments that
     /// follow it (none: a plain text frame).
     pub(crate) fn with_binary(text: String, attachments: Arc<[Bytes]>) -> Frame {
@@ -64,7 +81,8 @@ impl Frame {
     #[cfg(test)]
     pub(crate) fn as_text(&self) -> &str {
         match self {
-            Frame::Text(text) | Frame::WithBinary(text, _) => text.as_str(),
+            Frame::Text(text) | Frame::WithBinary(text, _) | Frame::Alone(text) => text.as_str(),
+            Frame::CloseAfter(_) => "",
         }
     }
 }
@@ -212,6 +230,13 @@ impl<C> Session<C> {
             self.close(CloseReason::SlowClient);
             false
         }
+    }
+
+    /// Closes the session once the frames queued so far are written: they
+    /// reach the client (a DISCONNECT for each of its namespaces, say), then
+    /// the transport closes. A full outbox closes it at once, as too slow.
+    pub(crate) fn close_after_queued(&self, reason: CloseReason) {
+        self.send(Frame::CloseAfter(reason));
     }
 
     /// Asks for the session to close; the first reason given wins.

@@ -44,6 +44,38 @@ pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         && headers.contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
+/// Completes the WebSocket handshake, then closes the WebSocket at once.
+pub(super) fn accept_and_close(mut request: Request) -> Response {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error(TransportError::BadRequest);
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER)),
+        )
+        .await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+    });
+    switching_protocols(accept)
+}
+
+fn switching_protocols(accept: String) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 pub(super) fn upgrade<H: Handler>(
     handler: Arc<H>,
     peer: SocketAddr,
@@ -101,13 +133,7 @@ pub(super) fn upgrade<H: Handler>(
             (None, None) => {}
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    switching_protocols(accept)
 }
 
 /// One WebSocket, read and written by one task: not split into halves,
@@ -364,15 +390,38 @@ async fn write_frames<C>(
     flush_first: bool,
 ) -> Result<Written, tokio_tungstenite::tungstenite::Error> {
     let mut out = Vec::new();
-    encode_frame(&mut out, &first);
+    let mut then_close = encode_frame(&mut out, &first);
+    let mut last = first;
     for _ in 1..WRITE_BATCH {
-        if out.len() >= WRITE_BATCH_BYTES {
+        if out.len() >= WRITE_BATCH_BYTES || last.ends_write() {
             break;
         }
         match session.outbox.try_pop() {
-            Some(frame) => encode_frame(&mut out, &frame),
+            Some(frame) => {
+                then_close = encode_frame(&mut out, &frame);
+                last = frame;
+            }
             None => break,
         }
+    }
+    if let Some(reason) = then_close {
+        // Everything queued before the close goes out first, within the
+        // grace a closing session's write gets.
+        let write = async {
+            if flush_first {
+                ws.flush().await?;
+            }
+            let io = ws.get_mut();
+            io.write_all(&out).await?;
+            io.flush().await?;
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        };
+        let written = tokio::time::timeout(CLOSE_GRACE, write).await;
+        session.close(reason);
+        return match written {
+            Ok(result) => result.map(|()| Written::ThenClosed),
+            Err(_) => Ok(Written::Cut),
+        };
     }
     let write = async {
         if flush_first {
@@ -398,16 +447,22 @@ async fn write_frames<C>(
 
 /// Appends `frame` as WebSocket data frames (its text, then one binary
 /// frame per attachment), as a server sends them: final, unmasked.
-fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
+/// Returns the reason to close the session with once what came before is
+/// written, for a [`Frame::CloseAfter`].
+fn encode_frame(out: &mut Vec<u8>, frame: &Frame) -> Option<CloseReason> {
     match frame {
-        Frame::Text(text) => encode_data_frame(out, Data::Text, text.as_bytes()),
+        Frame::Text(text) | Frame::Alone(text) => {
+            encode_data_frame(out, Data::Text, text.as_bytes())
+        }
         Frame::WithBinary(text, attachments) => {
             encode_data_frame(out, Data::Text, text.as_bytes());
             for attachment in attachments.iter() {
                 encode_data_frame(out, Data::Binary, attachment);
             }
         }
+        Frame::CloseAfter(reason) => return Some(*reason),
     }
+    None
 }
 
 /// One final, unmasked data frame (a server's), its header written by

@@ -14,7 +14,10 @@ use iocluster_protocol::envelope::{self, Command, EventKind, Reply};
 use iocluster_protocol::socketio::{self, PacketKind};
 
 use super::socket::{Inflight, Phase, Queued, Socket, SocketState};
-use super::{BATCH_BYTES, LedgerOp, Sockets, attachments, packet_frame, read, text_frame, write};
+use super::{
+    BATCH_BYTES, LedgerOp, Sockets, attachments, connect_frame, packet_frame, read, text_frame,
+    write,
+};
 use crate::engine::CloseReason;
 
 impl Sockets {
@@ -65,13 +68,31 @@ impl Sockets {
                     return;
                 };
                 if disconnect.close {
-                    socket.session.close(CloseReason::ForcedClose);
+                    self.close_connection(&socket);
                     return;
                 }
                 self.server_disconnect(&socket);
             }
             Command::Done(done) => self.done(done),
         }
+    }
+
+    /// Closes a socket's whole connection from the server side: each of its
+    /// admitted namespaces gets DISCONNECT first, so a stock client sees "io
+    /// server disconnect" and does not reconnect on its own, then the
+    /// transport closes (its sockets' disconnect events say `forced server
+    /// close`).
+    fn close_connection(&self, socket: &Arc<Socket>) {
+        let session = socket.session.clone();
+        let sockets: Vec<Arc<Socket>> = session.client().sockets.iter().cloned().collect();
+        for socket in sockets {
+            let mut state = socket.lock();
+            if matches!(state.phase, Phase::Connected) {
+                let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
+                socket.deliver(&mut state, frame, self.settings.outbox_capacity);
+            }
+        }
+        session.close_after_queued(CloseReason::ForcedClose);
     }
 
     /// Disconnects a socket from the server side (the client gets DISCONNECT
@@ -159,10 +180,7 @@ impl Sockets {
             }
             (None, false) => {
                 state.phase = Phase::Connected;
-                let payload = socketio::connect_payload(&socket.id);
-                socket
-                    .session
-                    .send(text_frame(PacketKind::Connect, &socket.nsp, None, &payload));
+                socket.session.send(connect_frame(socket));
                 for frame in buffered {
                     socket.session.send(frame);
                 }

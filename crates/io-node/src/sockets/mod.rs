@@ -107,6 +107,10 @@ impl SocketList {
         Some(socket)
     }
 
+    fn iter(&self) -> impl Iterator<Item = &Arc<Socket>> {
+        self.0.iter().map(|(_, socket)| socket)
+    }
+
     /// Takes every socket out.
     fn drain(&mut self) -> impl Iterator<Item = Arc<Socket>> {
         std::mem::take(&mut self.0)
@@ -328,6 +332,20 @@ impl Sockets {
     fn elapsed_since(&self, since_us: u64) -> Duration {
         Duration::from_micros(self.clock.now_us().saturating_sub(since_us))
     }
+}
+
+/// The CONNECT that admits a socket, in a write of its own: a client that
+/// reads one message and only then listens for the next still gets the
+/// first emit of its connection handler.
+fn connect_frame(socket: &Socket) -> Frame {
+    let payload = iocluster_protocol::socketio::connect_payload(&socket.id);
+    Frame::alone(iocluster_protocol::socketio::engine_message(
+        PacketKind::Connect,
+        &socket.nsp,
+        0,
+        None,
+        &payload,
+    ))
 }
 
 /// A text frame carrying one Socket.IO packet.

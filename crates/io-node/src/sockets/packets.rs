@@ -10,7 +10,7 @@ use iocluster_protocol::socketio::{self, PacketKind};
 use serde_bytes::ByteBuf;
 
 use super::socket::{Phase, Queued, Socket};
-use super::{LedgerOp, PartialPacket, Session, Sockets, read, text_frame, write};
+use super::{LedgerOp, PartialPacket, Session, Sockets, connect_frame, read, text_frame, write};
 use crate::engine::{CloseReason, Message};
 
 /// A namespace CONNECT that needs answers only Redis has (is the namespace
@@ -269,8 +269,7 @@ impl Sockets {
             // user made after the client saw it reaches it.
             self.join_locked(&socket, &mut state, vec![ids::user_room(&user)]);
             state.phase = Phase::Connected;
-            let payload = socketio::connect_payload(&socket.id);
-            let connect = text_frame(PacketKind::Connect, &socket.nsp, None, &payload);
+            let connect = connect_frame(&socket);
             let session = socket.session.clone();
             self.cluster.when_subscribed(Box::new(move || {
                 session.send(connect);

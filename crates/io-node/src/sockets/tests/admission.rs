@@ -39,9 +39,14 @@ fn a_connection_waits_for_an_app_node_and_is_admitted_by_its_done() {
     );
 
     fixture.done(&connect.sid, "/chat", 0);
+    let connected = session.outbox.try_pop().unwrap();
     assert_eq!(
-        frames(&session),
-        [format!("40/chat,{{\"sid\":\"{}\"}}", connect.sid)]
+        connected.as_text(),
+        format!("40/chat,{{\"sid\":\"{}\"}}", connect.sid)
+    );
+    assert!(
+        matches!(connected, Frame::Alone(_)),
+        "CONNECT goes in a write of its own"
     );
     // Admitted: a namespace-wide emit reaches it.
     fixture.apply(Command::Emit(emit("/chat", "[\"hi\"]")));

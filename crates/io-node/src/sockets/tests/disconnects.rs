@@ -95,16 +95,26 @@ fn namespace_disconnects_from_either_side() {
 }
 
 #[test]
-fn a_forced_close_closes_the_whole_connection() {
+fn a_forced_close_disconnects_every_namespace_then_closes_the_connection() {
     let fixture = Fixture::new();
     let session = fixture.session();
     let sid = fixture.admitted(&session, "/");
+    fixture.admitted(&session, "/chat");
     fixture.apply(Command::Disconnect(envelope::Disconnect {
         nsp: "/".into(),
         sid,
         close: true,
     }));
-    assert_eq!(session.close_reason(), CloseReason::ForcedClose);
+    // DISCONNECT for each namespace (a stock client then does not
+    // reconnect), and the transport closes once they are written.
+    let outbox: Vec<Frame> = std::iter::from_fn(|| session.outbox.try_pop()).collect();
+    let texts: Vec<&str> = outbox.iter().map(Frame::as_text).collect();
+    assert_eq!(texts, ["41", "41/chat,", ""]);
+    assert!(matches!(
+        outbox.last(),
+        Some(Frame::CloseAfter(CloseReason::ForcedClose))
+    ));
+    assert!(!session.is_closed(), "not before the transport wrote them");
 }
 
 #[test]
