@@ -118,8 +118,11 @@ start_cluster() {
   local ports=()
   for i in $(seq 1 "$io"); do
     local port=$((base + i - 1))
+    # The frontend's pages (the chat demo) poll the io-nodes from its origin.
+    local cors=()
+    [ "$frontend" = 1 ] && cors=(--cors-origins "http://127.0.0.1:$((base + 90))")
     "$bin/iocluster-io-node" --redis "$redis" --node-id "io-$i" --listen "127.0.0.1:$port" \
-      --ops-listen "127.0.0.1:$((base + 100 + i - 1))" >"$dir/io-$i.log" 2>&1 &
+      --ops-listen "127.0.0.1:$((base + 100 + i - 1))" "${cors[@]}" >"$dir/io-$i.log" 2>&1 &
     echo "$! iocluster-io-node" >>"$state"
     ports+=("$port")
   done

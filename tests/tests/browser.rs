@@ -45,6 +45,8 @@ async fn the_dashboard_shows_the_cluster_and_publishes() {
 async fn the_browser_helper_fails_over_when_its_io_node_dies() {
     let cluster = Cluster::builder("browser-failover")
         .heartbeat(2_000, 10_000)
+        // The chat page, on the frontend's origin, polls the io-nodes.
+        .io_args(&["--cors-origins", "*"])
         .app_nodes("iocluster-example-chat", 2)
         .start()
         .await;
@@ -65,4 +67,37 @@ async fn the_browser_helper_fails_over_when_its_io_node_dies() {
     .await;
     assert_ne!(result["first"], result["second"], "{result}");
     assert_eq!(result["connections"], 2, "{result}");
+}
+
+/// Only the pages of allowed origins reach an io-node: a page of a listed
+/// origin connects on polling and WebSocket; a page of another origin is
+/// refused on both (polling by CORS, WebSocket by the origin check).
+#[tokio::test]
+async fn only_pages_of_allowed_origins_reach_an_io_node() {
+    let (allowed, other) = (iocluster_tests::free_port(), iocluster_tests::free_port());
+    let origin = format!("http://127.0.0.1:{allowed}");
+    let cluster = Cluster::builder("browser-cors")
+        .io_nodes(1)
+        .heartbeat(2_000, 10_000)
+        .io_args(&["--cors-origins", &origin, "--websocket-origin-check"])
+        .start()
+        .await;
+    let result = node_scenario(
+        "browser-cors.mjs",
+        &[
+            format!("--url={}", cluster.io[0].url()),
+            format!("--allowed={allowed}"),
+            format!("--other={other}"),
+        ],
+    )
+    .await;
+    assert_eq!(result["allowed"]["polling"], "connected", "{result}");
+    assert_eq!(result["allowed"]["websocket"], "connected", "{result}");
+    for transport in ["polling", "websocket"] {
+        let refused = result["other"][transport].as_str().unwrap();
+        assert!(refused.starts_with("refused"), "{result}");
+    }
+    let refusals =
+        iocluster_tests::metric(&cluster.io[0].ops_addr(), "iocluster_origins_refused_total").await;
+    assert!(refusals >= 2.0, "{result}");
 }

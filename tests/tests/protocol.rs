@@ -73,7 +73,12 @@ async fn assert_closed(node: &IoNode, sid: &str) {
 async fn polling_handshake_and_error_responses_follow_the_spec() {
     let cluster = Cluster::builder("protocol-polling")
         .io_nodes(1)
-        .io_args(&["--max-payload", "5000"])
+        .io_args(&[
+            "--max-payload",
+            "5000",
+            "--cors-origins",
+            "http://app.example",
+        ])
         .start()
         .await;
     let node = &cluster.io[0];
@@ -148,7 +153,18 @@ async fn polling_handshake_and_error_responses_follow_the_spec() {
         3,
     );
 
-    // CORS for browsers on another origin (the frontend).
+    // CORS for browsers on another origin (the frontend): a listed origin
+    // gets credentials, any other is refused.
+    let refused = http(
+        &addr,
+        "GET",
+        &format!("{EIO}&transport=polling"),
+        &[("Origin", "http://evil.example")],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_error(&refused, 403, 4);
     let origin = [("Origin", "http://app.example")];
     let preflight = http(
         &addr,

@@ -79,10 +79,23 @@ iocluster_ops::settings! {
     /// Milliseconds this node's registry entry lives without a heartbeat.
     #[setting(flag = "lease", value_name = "MS", env = IOCLUSTER_LEASE_MS, default = 5_000)]
     lease_ms: u64,
-    /// Origins allowed to use the polling transport across origins,
-    /// comma-separated; `*` allows any.
-    #[setting(flag = "cors-origins", value_name = "ORIGINS", env = IOCLUSTER_CORS_ORIGINS, default = vec!["*".into()])]
+    /// Origins (scheme://host[:port], comma-separated) of the web pages
+    /// that may use this node from another origin, with credentials
+    /// (cookies); `*` lets any page use it without credentials. Empty: only
+    /// the node's own origin and non-browser clients (refused origins get
+    /// 403 on the polling transport).
+    #[setting(flag = "cors-origins", value_name = "ORIGINS", env = IOCLUSTER_CORS_ORIGINS, default = Vec::new())]
     cors_origins: Vec<String>,
+    /// Request headers pages of allowed origins may send (a preflight
+    /// answers them), comma-separated; add those your clients set with
+    /// `extraHeaders`.
+    #[setting(flag = "cors-headers", value_name = "HEADERS", env = IOCLUSTER_CORS_HEADERS, default = vec!["content-type".into()])]
+    cors_headers: Vec<String>,
+    /// Refuse WebSocket upgrades whose `Origin` (browsers send one; CORS
+    /// does not protect WebSockets) is neither the node's own nor allowed
+    /// by `cors_origins`. Clients that send no `Origin` are not concerned.
+    #[setting(flag = "websocket-origin-check", env = IOCLUSTER_WEBSOCKET_ORIGIN_CHECK, default = false)]
+    websocket_origin_check: bool,
     /// Milliseconds after which an event whose `done` never came (lost with
     /// Redis, or published while this node's subscription was down) is
     /// pushed again. Keep it above the app-nodes' handler timeout.
@@ -202,7 +215,9 @@ impl RawConfig {
             event_batch: positive(settings.event_batch, "event_batch")?,
             event_buffer: positive(settings.event_buffer, "event_buffer")?,
             lease: millis(settings.lease_ms, "lease_ms")?,
-            cors_origins: settings.cors_origins,
+            cors_origins: validate_origins(settings.cors_origins)?,
+            cors_headers: validate_headers(settings.cors_headers)?,
+            websocket_origin_check: settings.websocket_origin_check,
             redeliver_after: millis(settings.redeliver_after_ms, "redeliver_after_ms")?,
             namespace_memory: Duration::from_millis(settings.namespace_memory_ms),
             max_connections: positive(settings.max_connections, "max_connections")?,
@@ -274,9 +289,14 @@ pub struct Config {
     /// How long this node's registry entry lives without a heartbeat
     /// ([`RawConfig::lease_ms`]).
     pub lease: Duration,
-    /// Origins allowed to poll across origins; `*` allows any
-    /// ([`RawConfig::cors_origins`]).
+    /// Origins whose pages may use this node; `*`: any, without
+    /// credentials ([`RawConfig::cors_origins`]).
     pub cors_origins: Vec<String>,
+    /// Request headers allowed from those pages ([`RawConfig::cors_headers`]).
+    pub cors_headers: Vec<String>,
+    /// Check the origin of WebSocket upgrades too
+    /// ([`RawConfig::websocket_origin_check`]).
+    pub websocket_origin_check: bool,
     /// How long an event may wait for its `done` before it is pushed again
     /// ([`RawConfig::redeliver_after_ms`]).
     pub redeliver_after: Duration,
@@ -311,6 +331,39 @@ pub struct Config {
     /// Refuse clients that present no credentials
     /// ([`RawConfig::require_auth`]).
     pub require_auth: bool,
+}
+
+/// Each entry `*` or an origin as browsers send it: scheme://host[:port],
+/// nothing after.
+fn validate_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for origin in &origins {
+        if origin == "*" {
+            continue;
+        }
+        let parsed = url::Url::parse(origin).ok();
+        let serialized = parsed.map(|url| url.origin().ascii_serialization());
+        if serialized.as_deref() != Some(origin.as_str()) {
+            return Err(ConfigError::Invalid(
+                "cors_origins",
+                format!(
+                    "{origin:?} is not an origin like https://app.example or http://127.0.0.1:8080"
+                ),
+            ));
+        }
+    }
+    Ok(origins)
+}
+
+fn validate_headers(headers: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for name in &headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::Invalid(
+                "cors_headers",
+                format!("{name:?} is not a header name"),
+            ));
+        }
+    }
+    Ok(headers)
 }
 
 /// PEM files for TLS on the client listener.
@@ -406,7 +459,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 30);
+        assert_eq!(RawConfig::SETTINGS.len(), 32);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The HTTP side of Engine.IO: routing a request to the handshake, a
-//! long-polling request or a WebSocket, and CORS.
+//! long-polling request or a WebSocket, behind the origin policy (`cors`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use iocluster_protocol::engine::{self, TransportError};
 
 use super::responses::{capture_handshake, error, open_packet, text};
@@ -45,9 +45,21 @@ pub(crate) async fn handle<H: Handler>(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
+    let policy = &handler.engine().origins;
+    let access = policy.access(request.headers());
+    let websocket = websocket::is_websocket_upgrade(request.headers());
+    if policy.refuses(&access, websocket) {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .unwrap_or("?");
+        tracing::warn!(%peer, origin, websocket, "origin not allowed (cors_origins)");
+        metrics::counter!("iocluster_origins_refused_total").increment(1);
+        return error(TransportError::Forbidden);
+    }
     let mut response = route(handler.clone(), peer, request).await;
-    cors(handler.engine(), origin, response.headers_mut());
+    policy.apply(&access, response.headers_mut());
     response
 }
 
@@ -123,31 +135,6 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
             websocket::upgrade(handler, peer, request, pairs, session)
         }
     }
-}
-
-fn cors<C>(engine: &Engine<C>, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
-    let Some(origin) = origin else { return };
-    let origins = &engine.config.cors_origins;
-    let allowed = origins
-        .iter()
-        .any(|allowed| allowed == "*" || origin.as_bytes() == allowed.as_bytes());
-    if !allowed {
-        return;
-    }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
-    );
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 fn handshake_polling<C: Default + Send + 'static>(

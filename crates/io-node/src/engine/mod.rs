@@ -5,12 +5,15 @@
 //!
 //! - [`session`]: one session per client: outbox, heartbeat, asynchronous close.
 //! - [`watch`]: the one task that pings, enforces deadlines and cleans up.
-//! - `http`: the routes, the polling handshake, CORS.
+//! - `http`: the routes, the polling handshake.
+//! - `cors`: which web pages may use the node (CORS, the WebSocket origin
+//!   check).
 //! - `responses`: the protocol's error replies, the `open` packet, the
 //!   handshake's capture of the request.
 //! - `polling`, `websocket`: the transports.
 //! - `limits`: the per-connection packet-rate token bucket.
 
+mod cors;
 mod http;
 pub(crate) mod limits;
 mod polling;
@@ -89,6 +92,8 @@ pub(crate) async fn on_packet<H: Handler>(
 /// The live sessions of a node, and what every transport needs to know.
 pub(crate) struct Engine<C> {
     config: Config,
+    /// Which web pages may use the node.
+    origins: cors::OriginPolicy,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<C>>>>,
     /// Heartbeats, deadlines and cleanup of every session (one task).
     watch: Watch,
@@ -106,7 +111,14 @@ impl<C: Default + Send + 'static> Engine<C> {
             ping_timeout: config.ping_timeout,
             connect_timeout: config.connect_timeout,
         });
+        let origins = cors::OriginPolicy::new(
+            &config.cors_origins,
+            &config.cors_headers,
+            config.websocket_origin_check,
+            config.tls.is_some(),
+        );
         let engine = Engine {
+            origins,
             config,
             sessions: RwLock::default(),
             watch,
