@@ -91,6 +91,12 @@ iocluster_ops::settings! {
     /// `extraHeaders`.
     #[setting(flag = "cors-headers", value_name = "HEADERS", env = IOCLUSTER_CORS_HEADERS, default = vec!["content-type".into()])]
     cors_headers: Vec<String>,
+    /// Request headers left out of the handshake the app-nodes see, which
+    /// is kept in Redis (in every queued event and in the io-node's ledger),
+    /// comma-separated: cookies and `Authorization` by default. Empty:
+    /// forward every header.
+    #[setting(flag = "handshake-drop-headers", value_name = "HEADERS", env = IOCLUSTER_HANDSHAKE_DROP_HEADERS, default = vec!["cookie".into(), "authorization".into()])]
+    handshake_drop_headers: Vec<String>,
     /// Refuse WebSocket upgrades whose `Origin` (browsers send one; CORS
     /// does not protect WebSockets) is neither the node's own nor allowed
     /// by `cors_origins`. Clients that send no `Origin` are not concerned.
@@ -216,8 +222,15 @@ impl RawConfig {
             event_buffer: positive(settings.event_buffer, "event_buffer")?,
             lease: millis(settings.lease_ms, "lease_ms")?,
             cors_origins: validate_origins(settings.cors_origins)?,
-            cors_headers: validate_headers(settings.cors_headers)?,
+            cors_headers: validate_headers(settings.cors_headers, "cors_headers")?,
             websocket_origin_check: settings.websocket_origin_check,
+            handshake_drop_headers: validate_headers(
+                settings.handshake_drop_headers,
+                "handshake_drop_headers",
+            )?
+            .into_iter()
+            .map(|name| name.to_ascii_lowercase())
+            .collect(),
             redeliver_after: millis(settings.redeliver_after_ms, "redeliver_after_ms")?,
             namespace_memory: Duration::from_millis(settings.namespace_memory_ms),
             max_connections: positive(settings.max_connections, "max_connections")?,
@@ -294,6 +307,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Request headers allowed from those pages ([`RawConfig::cors_headers`]).
     pub cors_headers: Vec<String>,
+    /// Headers left out of the handshake, lower case
+    /// ([`RawConfig::handshake_drop_headers`]).
+    pub handshake_drop_headers: Vec<String>,
     /// Check the origin of WebSocket upgrades too
     /// ([`RawConfig::websocket_origin_check`]).
     pub websocket_origin_check: bool,
@@ -354,11 +370,11 @@ fn validate_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
     Ok(origins)
 }
 
-fn validate_headers(headers: Vec<String>) -> Result<Vec<String>, ConfigError> {
+fn validate_headers(headers: Vec<String>, key: &'static str) -> Result<Vec<String>, ConfigError> {
     for name in &headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ConfigError::Invalid(
-                "cors_headers",
+                key,
                 format!("{name:?} is not a header name"),
             ));
         }
@@ -459,7 +475,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 32);
+        assert_eq!(RawConfig::SETTINGS.len(), 33);
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn handshake_polling<C: Default + Send + 'static>(
     request: &Request,
     query: Vec<(String, String)>,
 ) -> Response {
-    let handshake = capture_handshake(engine.config.tls.is_some(), peer, request, query);
+    let handshake = capture_handshake(&engine.config, peer, request, query);
     let session = engine.open_session(handshake, false);
     text(open_packet(engine, &session.sid, &["websocket"]))
 }

@@ -25,14 +25,23 @@ pub(super) fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
 }
 
+/// The handshake the app-nodes see, from the request that opened a
+/// session: its headers but those of `config.handshake_drop_headers`
+/// (cookies and `Authorization` by default: the handshake is kept in Redis,
+/// in every queued event and in the ledger), query, address and time.
 pub(super) fn capture_handshake(
-    secure: bool,
+    config: &crate::config::Config,
     peer: SocketAddr,
     request: &Request,
     query: Vec<(String, String)>,
 ) -> EncodedHandshake {
+    let secure = config.tls.is_some();
+    let dropped = &config.handshake_drop_headers;
     let mut headers: Vec<(String, String)> = Vec::new();
     for (name, value) in request.headers() {
+        if dropped.iter().any(|drop| drop == name.as_str()) {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         match headers.iter_mut().find(|(known, _)| known == name.as_str()) {
             Some((_, joined)) => {
@@ -67,4 +76,36 @@ pub(super) fn open_packet<C>(engine: &Engine<C>, sid: &str, upgrades: &[&str]) -
         max_payload: config.max_payload as u64,
     }
     .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_leaves_out_the_dropped_headers() {
+        let mut config = crate::config::RawConfig::default().validate().unwrap();
+        let request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=polling")
+            .header("cookie", "session=secret")
+            .header("authorization", "Bearer secret")
+            .header("x-client", "one")
+            .header("x-client", "two")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let handshake = capture_handshake(&config, peer, &request, Vec::new())
+            .decode()
+            .unwrap();
+        assert_eq!(
+            handshake.headers,
+            [("x-client".to_owned(), "one, two".to_owned())]
+        );
+        config.handshake_drop_headers = Vec::new();
+        let handshake = capture_handshake(&config, peer, &request, Vec::new())
+            .decode()
+            .unwrap();
+        let names: Vec<&str> = handshake.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cookie", "authorization", "x-client"]);
+    }
 }

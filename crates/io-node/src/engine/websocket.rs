@@ -90,7 +90,7 @@ pub(super) fn upgrade<H: Handler>(
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let handshake = existing
         .is_none()
-        .then(|| capture_handshake(engine.config.tls.is_some(), peer, &request, query));
+        .then(|| capture_handshake(&engine.config, peer, &request, query));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let max_payload = engine.config.max_payload;
     // This task sets the WebSocket up and ends; the task that lives as long

@@ -224,7 +224,13 @@ impl Sockets {
             Admission::ByApp => None,
             Admission::User(user) => Some(user),
         };
-        let auth = (!auth.is_empty()).then_some(auth);
+        let auth = match &user {
+            // The io-node verified the credential: the app-nodes (and Redis,
+            // which keeps every event and the ledger) get the user, not the
+            // secret or the token.
+            Some(user) => Some(verified_auth(&auth, user)),
+            None => (!auth.is_empty()).then_some(auth),
+        };
         // Without `auth` the socket shares the session's handshake.
         let handshake = match &auth {
             Some(auth) => match session.handshake.with_auth(auth.clone()) {
@@ -331,4 +337,19 @@ impl Sockets {
             .or_default()
             .insert(socket.id.clone(), socket.clone());
     }
+}
+
+/// A CONNECT `auth` payload whose credential the io-node verified, as the
+/// app-nodes get it: the `hash` (a registered user's secret) and the
+/// `token` (a JWT) taken out, `userId` set to the verified user, every other
+/// field kept.
+fn verified_auth(auth: &str, user: &str) -> String {
+    let mut fields = match serde_json::from_str::<serde_json::Value>(auth) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    fields.remove("hash");
+    fields.remove("token");
+    fields.insert("userId".to_owned(), user.into());
+    serde_json::Value::Object(fields).to_string()
 }

@@ -198,3 +198,54 @@ fn an_app_node_refusing_a_user_admitted_by_credentials_disconnects_it() {
     }));
     assert_eq!(frames(&session), ["41"]);
 }
+
+#[test]
+fn a_verified_credential_reaches_no_app_node_and_no_redis_key() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let request = fixture
+        .sockets
+        .on_message(
+            &session,
+            Message::Text(r#"0{"userId":"ann","hash":"s3cret","lang":"fr"}"#),
+        )
+        .unwrap()
+        .unwrap();
+    fixture
+        .sockets
+        .connect(&session, request, Admission::User("ann".into()));
+    let effects = fixture.effects();
+    let mut seen = 0;
+    for effect in &effects {
+        let events = match effect {
+            Effect::Event(events) => events.clone(),
+            Effect::Ledger(LedgerOp::Create(_, entry)) => vec![Event::decode(entry).unwrap()],
+            _ => continue,
+        };
+        for event in events {
+            let auth: serde_json::Value =
+                serde_json::from_str(event.handshake.auth.as_deref().unwrap()).unwrap();
+            assert_eq!(auth, serde_json::json!({ "userId": "ann", "lang": "fr" }));
+            if let Some(data) = &event.data {
+                assert!(!data.contains("s3cret"), "{data}");
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen, 2,
+        "the connect event and the ledger entry: {effects:?}"
+    );
+    // A JWT's subject becomes the user; the token goes.
+    let session = fixture.session();
+    let request = fixture
+        .sockets
+        .on_message(&session, Message::Text(r#"0{"token":"e.y.J"}"#))
+        .unwrap()
+        .unwrap();
+    fixture
+        .sockets
+        .connect(&session, request, Admission::User("bob".into()));
+    let connect = fixture.events().remove(0).remove(0);
+    assert_eq!(connect.data.as_deref(), Some(r#"{"userId":"bob"}"#));
+}
