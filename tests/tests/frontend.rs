@@ -105,11 +105,11 @@ async fn the_admin_api_reaches_every_socket_of_a_user_once() {
         .api(
             "PUT",
             "/api/v1/users/ann",
-            Some(json!({ "hash": "ann-secret-1234" })),
+            Some(json!({ "hash": "ann-secret-1234-Xq7" })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let ann = json!({ "userId": "ann", "hash": "ann-secret-1234" });
+    let ann = json!({ "userId": "ann", "hash": "ann-secret-1234-Xq7" });
     // Two tabs on io0 and one on io1, all admitted by the io-nodes.
     let (_a, tab1) = connect(&cluster.io[0].url(), ann.clone()).await.unwrap();
     let (_b, tab2) = connect(&cluster.io[0].url(), ann.clone()).await.unwrap();
@@ -148,6 +148,45 @@ async fn the_admin_api_reaches_every_socket_of_a_user_once() {
     }
     nothing_named(&tab2, "notice").await;
 
+    // Redis keeps a salted digest, never the secret.
+    let mut redis = cluster.redis().await;
+    let (salt, stored): (String, String) = redis::cmd("HMGET")
+        .arg(format!("{}:user:ann", cluster.prefix))
+        .arg("salt")
+        .arg("secret")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(salt.len(), 32);
+    assert_eq!(
+        stored,
+        iocluster_protocol::credentials::salted_digest(&salt, "ann-secret-1234-Xq7")
+    );
+    // A secret the API generates, shown once, admits its user.
+    let (status, body) = frontend
+        .api("PUT", "/api/v1/users/cid", Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let generated = body["hash"].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32);
+    let (_e, cid) = connect(
+        &cluster.io[1].url(),
+        json!({ "userId": "cid", "hash": generated }),
+    )
+    .await
+    .unwrap();
+    let state = cid.emit_with_ack("state", vec![], WAIT).await.unwrap();
+    assert_eq!(state.args[0]["rooms"], json!(["$user:cid"]));
+    // A guessable secret is not registered.
+    let (status, _) = frontend
+        .api(
+            "PUT",
+            "/api/v1/users/dee",
+            Some(json!({ "hash": "aaaaaaaaaaaaaaaaaaaaaaaa" })),
+        )
+        .await;
+    assert_eq!(status, 400);
+
     // A wrong secret is refused by the io-node itself.
     let refused = connect(
         &cluster.io[0].url(),
@@ -173,11 +212,11 @@ async fn the_admin_api_reaches_every_socket_of_a_user_once() {
         .api(
             "PUT",
             "/api/v1/users/bob",
-            Some(json!({ "hash": "bob-secret-1234", "ttlSeconds": 1 })),
+            Some(json!({ "hash": "bob-secret-1234-Xq7", "ttlSeconds": 1 })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let bob = json!({ "userId": "bob", "hash": "bob-secret-1234" });
+    let bob = json!({ "userId": "bob", "hash": "bob-secret-1234-Xq7" });
     assert!(connect(&cluster.io[0].url(), bob.clone()).await.is_ok());
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(connect(&cluster.io[0].url(), bob).await.is_err());
@@ -397,11 +436,11 @@ async fn the_admin_api_refuses_bad_requests_and_does_nothing() {
         ("/api/v1/users/ann", json!({ "hash": "short" })),
         (
             "/api/v1/users/ann",
-            json!({ "hash": "long-enough-1", "ttlSeconds": 5, "expiresAt": 1 }),
+            json!({ "hash": "long-enough-secret-1X", "ttlSeconds": 5, "expiresAt": 1 }),
         ),
         (
             "/api/v1/users/ann",
-            json!({ "hash": "long-enough-1", "expiresAt": 1 }),
+            json!({ "hash": "long-enough-secret-1X", "expiresAt": 1 }),
         ),
     ] {
         let (status, answer) = frontend.api("PUT", path, Some(body)).await;

@@ -286,7 +286,8 @@ pub async fn publish(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UserRequest {
-    hash: String,
+    /// The secret the user's clients will present; generated when absent.
+    hash: Option<String>,
     ttl_seconds: Option<u64>,
     expires_at: Option<u64>,
 }
@@ -303,9 +304,22 @@ pub async fn put_user(
         )));
     }
     let request: UserRequest = parse(body)?;
-    if request.hash.len() < 8 || request.hash.len() > 1024 {
-        return Err(ApiError::invalid("hash must be 8 to 1024 bytes"));
-    }
+    let generated = request.hash.is_none();
+    let hash = match request.hash {
+        Some(hash) if hash.len() > 1024 => {
+            return Err(ApiError::invalid("hash must be at most 1024 bytes"));
+        }
+        Some(hash) if !credentials::strong_enough(&hash) => {
+            return Err(ApiError::invalid(format!(
+                "hash must be a random secret of at least {} characters, {} of them different \
+                 (or leave it out and one is generated)",
+                credentials::MIN_SECRET_LEN,
+                credentials::MIN_DISTINCT_CHARS
+            )));
+        }
+        Some(hash) => hash,
+        None => random_text(32),
+    };
     let now = registry::now_ms();
     let expires_at = match (request.ttl_seconds, request.expires_at) {
         (Some(_), Some(_)) => {
@@ -319,7 +333,8 @@ pub async fn put_user(
         (None, at) => at,
     };
     let key = frontend.keys.user(&user);
-    let secret = credentials::digest(&request.hash);
+    let salt = random_hex(16);
+    let secret = credentials::salted_digest(&salt, &hash);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("DEL")
@@ -327,6 +342,8 @@ pub async fn put_user(
         .ignore()
         .cmd("HSET")
         .arg(&key)
+        .arg("salt")
+        .arg(&salt)
         .arg("secret")
         .arg(secret)
         .arg("created")
@@ -336,8 +353,30 @@ pub async fn put_user(
         pipe.cmd("PEXPIREAT").arg(&key).arg(at).ignore();
     }
     pipe.query_async::<()>(&mut frontend.redis()).await?;
-    tracing::info!(user = %user, "user credential registered");
-    Ok(Json(json!({ "userId": user, "expiresAt": expires_at })).into_response())
+    tracing::info!(user = %user, generated, "user credential registered");
+    let mut answer = json!({ "userId": user, "expiresAt": expires_at });
+    if generated {
+        // The only time it is shown: Redis keeps only its salted digest.
+        answer["hash"] = hash.into();
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `len` URL-safe characters from the thread's CSPRNG (6 bits each).
+fn random_text(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// `bytes` random bytes from the thread's CSPRNG, as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// `DELETE /api/v1/users/{id}`: revokes the credential (new connections

@@ -2,9 +2,9 @@
 //! clients that prove who they are in their CONNECT `auth` object:
 //!
 //! - `{"userId": "...", "hash": "..."}`, checked against the credential an
-//!   application registered in Redis (`P:user:<id>`, field `secret` = hex
-//!   SHA-256 of the hash; the key expires with the credential), when
-//!   `users_auth` is on;
+//!   application registered in Redis (`P:user:<id>`: `salt` and `secret`,
+//!   the salted digest of the hash, see `iocluster_protocol::credentials`;
+//!   the key expires with the credential), when `users_auth` is on;
 //! - `{"token": "..."}`, an HS256 JWT signed with `jwt_secret`, with `sub`
 //!   (the user id) and `exp` (seconds since the epoch) required and `nbf`
 //!   honoured.
@@ -89,7 +89,11 @@ impl Credentials {
                 hash: Some(hash),
                 ..
             }) if config.users_auth => match self.registered_secret(&user).await {
-                Ok(Some(stored)) if credentials::matches(&stored, &hash) => Admission::User(user),
+                Ok((salt, Some(stored)))
+                    if credentials::verify(salt.as_deref(), &stored, &hash) =>
+                {
+                    Admission::User(user)
+                }
                 Ok(_) => Admission::Unauthorized,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read a user credential");
@@ -104,13 +108,19 @@ impl Credentials {
         verdict
     }
 
-    async fn registered_secret(&self, user: &str) -> redis::RedisResult<Option<String>> {
+    /// The user's registered credential: its salt (none for a legacy entry)
+    /// and salted digest (none: no such user).
+    async fn registered_secret(
+        &self,
+        user: &str,
+    ) -> redis::RedisResult<(Option<String>, Option<String>)> {
         if !ids::is_valid_user_id(user) {
-            return Ok(None);
+            return Ok((None, None));
         }
         let mut redis = self.redis.clone();
-        redis::cmd("HGET")
+        redis::cmd("HMGET")
             .arg(self.keys.user(user))
+            .arg("salt")
             .arg("secret")
             .query_async(&mut redis)
             .await
