@@ -149,7 +149,8 @@ start_system() {
         ops_ports+=("$(free_port)")
         env "${thread_env[@]}" RUST_LOG=warn "$bin/iocluster-io-node" --redis "$redis" --listen "127.0.0.1:$port" \
           --ops-listen "127.0.0.1:${ops_ports[-1]}" \
-          --max-packets-per-second 100000 --max-connections 1000000 >"$run_dir/io-$port.log" 2>&1 &
+          --max-packets-per-second 100000 --max-connections 1000000 \
+          --max-unjoined 1000000 --max-unjoined-per-address 0 >"$run_dir/io-$port.log" 2>&1 &
         pids+=($!); servers+=($!)
         wait_server $! "$port" "$run_dir/io-$port.log"
       done

@@ -742,3 +742,59 @@ async fn undecodable_events_in_the_queue_are_dropped_and_serving_goes_on() {
         .unwrap();
     assert!(answer.args[0].as_str().unwrap().starts_with("app"));
 }
+
+/// A flood of handshakes that never join a namespace, from one address,
+/// takes at most that address's share of the sessions not yet joined:
+/// past it the address gets 503, and a client from another address is
+/// served meanwhile.
+#[tokio::test]
+async fn a_handshake_flood_from_one_address_leaves_room_for_everyone_else() {
+    let cluster = Cluster::builder("handshake-flood")
+        .io_nodes(1)
+        .io_args(&["--max-unjoined-per-address", "50"])
+        .start()
+        .await;
+    let addr = cluster.io[0].addr();
+    let mut opened = 0;
+    let mut refused = 0;
+    for _ in 0..200 {
+        let response = iocluster_tests::http(
+            &addr,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling",
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+        match response.status {
+            200 => opened += 1,
+            503 => refused += 1,
+            other => panic!("handshake answered {other}"),
+        }
+    }
+    assert_eq!((opened, refused), (50, 150));
+    // Another address is served while the flood's sessions are still open.
+    let options = iocluster_client::ClientOptions {
+        local_address: Some("127.0.0.2".parse().unwrap()),
+        ..iocluster_client::ClientOptions::default()
+    };
+    let client = iocluster_client::Client::connect(&cluster.io[0].url(), options)
+        .await
+        .expect("a client from another address connects");
+    let socket = client.socket("/", None).await.expect("and joins");
+    assert_eq!(
+        socket
+            .recv_event(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .name,
+        "welcome"
+    );
+    let refusals = metric(
+        &cluster.io[0].ops_addr(),
+        "iocluster_handshakes_refused_total",
+    )
+    .await;
+    assert_eq!(refusals, 150.0);
+}

@@ -115,6 +115,22 @@ iocluster_ops::settings! {
     /// they run. 0: served only while an app-node's lease runs.
     #[setting(flag = "namespace-memory", value_name = "MS", env = IOCLUSTER_NAMESPACE_MEMORY_MS, default = 86_400_000)]
     namespace_memory_ms: u64,
+    /// Most sessions that have not joined a namespace yet, from one client
+    /// address (behind a proxy of `trusted_proxies`, the address it
+    /// forwards); past it, that address's handshakes get HTTP 503, so that
+    /// a flood of handshakes that never continue leaves room for everyone
+    /// else. 0: no per-address limit.
+    #[setting(flag = "max-unjoined-per-address", value_name = "N", env = IOCLUSTER_MAX_UNJOINED_PER_ADDRESS, default = 1_000)]
+    max_unjoined_per_address: usize,
+    /// Most sessions that have not joined a namespace yet, in all; past it,
+    /// handshakes get HTTP 503.
+    #[setting(flag = "max-unjoined", value_name = "N", env = IOCLUSTER_MAX_UNJOINED, default = 10_000)]
+    max_unjoined: usize,
+    /// Addresses of the proxies in front of this node whose
+    /// `X-Forwarded-For` tells the client's address (for
+    /// `max_unjoined_per_address`), comma-separated.
+    #[setting(flag = "trusted-proxies", value_name = "ADDRS", env = IOCLUSTER_TRUSTED_PROXIES, default = Vec::new())]
+    trusted_proxies: Vec<String>,
     /// Most Engine.IO sessions this node holds; past it, handshakes get
     /// HTTP 503.
     #[setting(flag = "max-connections", value_name = "N", env = IOCLUSTER_MAX_CONNECTIONS, default = 100_000)]
@@ -234,6 +250,20 @@ impl RawConfig {
             redeliver_after: millis(settings.redeliver_after_ms, "redeliver_after_ms")?,
             namespace_memory: Duration::from_millis(settings.namespace_memory_ms),
             max_connections: positive(settings.max_connections, "max_connections")?,
+            max_unjoined_per_address: settings.max_unjoined_per_address,
+            max_unjoined: positive(settings.max_unjoined, "max_unjoined")?,
+            trusted_proxies: settings
+                .trusted_proxies
+                .iter()
+                .map(|address| {
+                    address.parse().map_err(|_| {
+                        ConfigError::Invalid(
+                            "trusted_proxies",
+                            format!("{address:?} is not an IP address"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             worker_threads: settings
                 .worker_threads
                 .map(|threads| positive(threads, "worker_threads"))
@@ -322,6 +352,14 @@ pub struct Config {
     /// Most Engine.IO sessions this node holds
     /// ([`RawConfig::max_connections`]).
     pub max_connections: usize,
+    /// Most sessions not yet joined per client address, 0: no limit
+    /// ([`RawConfig::max_unjoined_per_address`]).
+    pub max_unjoined_per_address: usize,
+    /// Most sessions not yet joined ([`RawConfig::max_unjoined`]).
+    pub max_unjoined: usize,
+    /// Proxies whose `X-Forwarded-For` is believed
+    /// ([`RawConfig::trusted_proxies`]).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Threads of the node's async runtime; `None`: tokio's default
     /// ([`RawConfig::worker_threads`]).
     pub worker_threads: Option<usize>,
@@ -475,7 +513,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 33);
+        assert_eq!(RawConfig::SETTINGS.len(), 36);
     }
 
     #[test]

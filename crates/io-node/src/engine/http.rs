@@ -80,19 +80,22 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
     if query.sid.is_none() && !engine.admits_new_session() {
         // Shutting down, or at max_connections: try another node.
         metrics::counter!("iocluster_connections_refused_total").increment(1);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            engine::UNAVAILABLE_BODY,
-        )
-            .into_response();
+        return unavailable();
     }
-    match (websocket, query.sid) {
-        (false, None) if request.method() == Method::GET => {
-            handshake_polling(engine, peer, &request, pairs)
+    // A new session: a place in the budget of sessions not yet joined.
+    let ticket = match &query.sid {
+        None => match engine.reserve_unjoined(peer.ip(), request.headers()) {
+            Some(ticket) => Some(ticket),
+            None => return unavailable(),
+        },
+        Some(_) => None,
+    };
+    match (websocket, query.sid, ticket) {
+        (false, None, Some(ticket)) if request.method() == Method::GET => {
+            handshake_polling(engine, peer, &request, pairs, ticket)
         }
-        (false, None) => error(TransportError::BadHandshakeMethod),
-        (false, Some(sid)) => {
+        (false, None, _) => error(TransportError::BadHandshakeMethod),
+        (false, Some(sid), _) => {
             // A closed session is gone for the client, even before the
             // watch task has cleaned it up.
             let Some(session) = engine.session(&sid).filter(|session| !session.is_closed()) else {
@@ -107,7 +110,7 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
                 _ => error(TransportError::BadRequest),
             }
         }
-        (true, sid) => {
+        (true, sid, ticket) => {
             if request.method() != Method::GET
                 || !websocket::is_websocket_upgrade(request.headers())
             {
@@ -132,9 +135,19 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
                 }
                 None => None,
             };
-            websocket::upgrade(handler, peer, request, pairs, session)
+            websocket::upgrade(handler, peer, request, pairs, session, ticket)
         }
     }
+}
+
+/// HTTP 503 with the protocol's JSON body: clients retry (elsewhere).
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/json")],
+        engine::UNAVAILABLE_BODY,
+    )
+        .into_response()
 }
 
 fn handshake_polling<C: Default + Send + 'static>(
@@ -142,8 +155,9 @@ fn handshake_polling<C: Default + Send + 'static>(
     peer: SocketAddr,
     request: &Request,
     query: Vec<(String, String)>,
+    ticket: super::budget::Ticket,
 ) -> Response {
     let handshake = capture_handshake(&engine.config, peer, request, query);
-    let session = engine.open_session(handshake, false);
+    let session = engine.open_session(handshake, false, ticket);
     text(open_packet(engine, &session.sid, &["websocket"]))
 }

@@ -6,6 +6,8 @@
 //! - [`session`]: one session per client: outbox, heartbeat, asynchronous close.
 //! - [`watch`]: the one task that pings, enforces deadlines and cleans up.
 //! - `http`: the routes, the polling handshake.
+//! - `budget`: the cap on sessions that have not joined a namespace yet,
+//!   in all and per client address.
 //! - `cors`: which web pages may use the node (CORS, the WebSocket origin
 //!   check).
 //! - `responses`: the protocol's error replies, the `open` packet, the
@@ -13,6 +15,7 @@
 //! - `polling`, `websocket`: the transports.
 //! - `limits`: the per-connection packet-rate token bucket.
 
+mod budget;
 mod cors;
 mod http;
 pub(crate) mod limits;
@@ -94,6 +97,8 @@ pub(crate) struct Engine<C> {
     config: Config,
     /// Which web pages may use the node.
     origins: cors::OriginPolicy,
+    /// Sessions not yet in a namespace, in all and per address.
+    unjoined: Arc<budget::Unjoined>,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<C>>>>,
     /// Heartbeats, deadlines and cleanup of every session (one task).
     watch: Watch,
@@ -117,8 +122,14 @@ impl<C: Default + Send + 'static> Engine<C> {
             config.websocket_origin_check,
             config.tls.is_some(),
         );
+        let unjoined = Arc::new(budget::Unjoined::new(
+            config.max_unjoined_per_address,
+            config.max_unjoined,
+            config.trusted_proxies.clone(),
+        ));
         let engine = Engine {
             origins,
+            unjoined,
             config,
             sessions: RwLock::default(),
             watch,
@@ -160,11 +171,28 @@ impl<C: Default + Send + 'static> Engine<C> {
         read(&self.sessions).get(sid).cloned()
     }
 
+    /// A place for a new session from this request's client in the budget
+    /// of sessions not yet joined, if there is one.
+    pub(crate) fn reserve_unjoined(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &::http::HeaderMap,
+    ) -> Option<budget::Ticket> {
+        let address = self.unjoined.client_address(peer, headers);
+        let ticket = self.unjoined.reserve(address);
+        if ticket.is_none() {
+            metrics::counter!("iocluster_handshakes_refused_total").increment(1);
+            tracing::debug!(%address, "too many sessions not yet joined: handshake refused");
+        }
+        ticket
+    }
+
     /// Opens a session; the watch task looks after it from now on.
     pub(crate) fn open_session(
         &self,
         handshake: iocluster_protocol::envelope::EncodedHandshake,
         websocket: bool,
+        unjoined: budget::Ticket,
     ) -> Arc<Session<C>> {
         let sid: Arc<str> = ids::make(&self.config.node_id, &random_token(20)).into();
         let session = Session::new(
@@ -173,6 +201,7 @@ impl<C: Default + Send + 'static> Engine<C> {
             self.config.outbox_capacity,
             websocket,
             &self.watch,
+            Some(unjoined),
         );
         let mut sessions = write(&self.sessions);
         sessions.insert(session.sid.clone(), session.clone());

@@ -154,6 +154,9 @@ pub(crate) struct Session<C> {
     /// The layer above took the client on (a namespace joined): the
     /// connect deadline no longer applies.
     attached: AtomicBool,
+    /// Its place in the budget of sessions not yet joined, given back when
+    /// it joins (or closes: dropped with the session).
+    unjoined: Mutex<Option<super::budget::Ticket>>,
     /// Tells the watch task that this session closed.
     closed: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
     /// Set while a long-polling POST is being read; a concurrent one is refused.
@@ -182,6 +185,7 @@ impl<C: Default> Session<C> {
         capacity: usize,
         websocket: bool,
         watch: &Watch,
+        unjoined: Option<super::budget::Ticket>,
     ) -> Arc<Session<C>> {
         let now = watch.now_ms();
         Arc::new(Session {
@@ -197,6 +201,7 @@ impl<C: Default> Session<C> {
             heartbeat: AtomicU64::new(now + millis(watch.ping_interval())),
             connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout())).max(1)),
             attached: AtomicBool::new(false),
+            unjoined: Mutex::new(unjoined),
             closed: watch.closed_sender(),
             posting: AtomicBool::new(false),
             read_woken: AtomicBool::new(true),
@@ -218,7 +223,14 @@ impl<C> Session<C> {
     /// The layer above took the client on (it joined a namespace): the
     /// connect timeout is met.
     pub(crate) fn attach(&self) {
-        self.attached.store(true, Ordering::Release);
+        if !self.attached.swap(true, Ordering::AcqRel) {
+            let ticket = self
+                .unjoined
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            drop(ticket);
+        }
     }
 
     /// Queues a frame for the client. A full outbox means the client does not

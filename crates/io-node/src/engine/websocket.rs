@@ -82,6 +82,7 @@ pub(super) fn upgrade<H: Handler>(
     mut request: Request,
     query: Vec<(String, String)>,
     existing: Option<Arc<Session<H::Client>>>,
+    ticket: Option<super::budget::Ticket>,
 ) -> Response {
     let engine = handler.engine();
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -118,14 +119,14 @@ pub(super) fn upgrade<H: Handler>(
             ))
             .await,
         );
-        match (existing, handshake) {
+        match (existing, handshake.zip(ticket)) {
             (Some(session), _) => {
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
                 run_upgrade(handler, session, ws).instrument(span).await;
             }
-            (None, Some(handshake)) => {
-                let session = handler.engine().open_session(handshake, true);
+            (None, Some((handshake, ticket))) => {
+                let session = handler.engine().open_session(handshake, true, ticket);
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
                 run_websocket(handler, session, ws).instrument(span).await;

@@ -144,6 +144,7 @@ impl Fixture {
             self.outbox_capacity,
             true,
             &self.watch,
+            None,
         )
     }
 
