@@ -358,6 +358,18 @@ async fn the_cluster_view_and_client_actions() {
         .api("POST", "/api/v1/clients/ghost.abcdef/disconnect", None)
         .await;
     assert_eq!(status, 404, "{body}");
+    // A sid of a live io-node that names no open socket (a's, now gone).
+    let (status, body) = frontend.api("POST", &path, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_client", "{body}");
+    // Unknown paths and methods answer in the API's error shape.
+    let (status, body) = frontend.api("GET", "/api/v1/nothing-here", None).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, body) = frontend.api("DELETE", "/api/v1/publish", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (405, &json!("method_not_allowed"))
+    );
 }
 
 #[tokio::test]

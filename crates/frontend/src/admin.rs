@@ -481,6 +481,21 @@ pub async fn client_action(
             ));
         }
     };
+    // Every open socket has an entry in its io-node's ledger (from its
+    // connect until its disconnect is announced): none, no such socket.
+    // A socket connected in the last few milliseconds may not have one yet.
+    let open: bool = redis::cmd("HEXISTS")
+        .arg(frontend.keys.ledger(node))
+        .arg(&sid)
+        .query_async(&mut frontend.redis())
+        .await?;
+    if !open {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_client",
+            format!("no open socket {sid:?}"),
+        ));
+    }
     let channel = frontend.keys.node_channel(node);
     let reached = frontend.publish(&[channel], command).await?;
     if reached == 0 {
@@ -491,4 +506,18 @@ pub async fn client_action(
         ));
     }
     Ok(Json(json!({ "sid": sid, "action": action, "ioNodesReached": reached })).into_response())
+}
+
+/// Any path the API does not have: 404 in the API's error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path")
+}
+
+/// A path the API has, with another method: 405 in the API's error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
 }

@@ -152,6 +152,8 @@ pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         )
         .merge(api)
+        .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .with_state(frontend)
 }
 
