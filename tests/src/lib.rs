@@ -60,7 +60,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(command: Command, log: PathBuf) -> Process {
+    pub fn spawn(command: Command, log: PathBuf) -> Process {
         let _ = std::fs::remove_file(&log);
         Self::spawn_appending(command, log)
     }
@@ -118,6 +118,11 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The exit status if the process has exited (without waiting).
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     pub fn is_running(&mut self) -> bool {

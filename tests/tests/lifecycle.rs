@@ -250,3 +250,61 @@ async fn an_io_node_shutting_down_hands_over_every_event_it_read() {
         "{reasons:?}"
     );
 }
+
+/// A node started while Redis is down says so at once and waits for it,
+/// then serves; with --redis-start-timeout it gives up and exits instead,
+/// for supervisors that prefer that.
+#[tokio::test]
+async fn a_node_started_before_redis_waits_for_it() {
+    let mut cluster = Cluster::builder("redis-late")
+        .io_nodes(0)
+        .app_nodes("iocluster-test-app", 0)
+        .start()
+        .await;
+    cluster.redis.stop();
+    let ops_port = iocluster_tests::free_port();
+    let spawn = |name: &str, extra: &[&str]| {
+        let mut command = std::process::Command::new(iocluster_tests::bin("iocluster-io-node"));
+        command
+            .args(["--redis", &cluster.redis.url(), "--prefix", &cluster.prefix])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", iocluster_tests::free_port()),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        iocluster_tests::Process::spawn(command, cluster.logs().join(format!("{name}.log")))
+    };
+    let mut patient = spawn(
+        "patient",
+        &["--ops-listen", &format!("127.0.0.1:{ops_port}")],
+    );
+    let mut impatient = spawn("impatient", &["--redis-start-timeout", "300"]);
+    let log = cluster.logs().join("patient.log");
+    eventually(
+        Duration::from_secs(5),
+        "the node says Redis is unreachable",
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|text| text.contains("cannot reach Redis"))
+            }
+        },
+    )
+    .await;
+    let status = eventually(Duration::from_secs(10), "the impatient node exits", || {
+        let status = impatient.try_status();
+        async move { status }
+    })
+    .await;
+    assert!(!status.success(), "gave up with an error");
+    assert!(patient.is_running(), "the patient node still waits");
+    cluster.redis.restart().await;
+    iocluster_tests::wait_http_ok(&format!("127.0.0.1:{ops_port}"), "/ready").await;
+    let log = std::fs::read_to_string(cluster.logs().join("patient.log")).unwrap();
+    assert!(log.contains("Redis answers: starting"), "{log}");
+    let status = patient.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success());
+}

@@ -33,6 +33,9 @@ pub struct AppConfig {
     /// How long shutdown waits for running handlers
     /// ([`RawAppConfig::shutdown_grace_ms`]).
     pub shutdown_grace: Duration,
+    /// How long a starting app-node waits for Redis, `None`: for ever
+    /// ([`RawAppConfig::redis_start_timeout_ms`]).
+    pub redis_start_timeout: Option<Duration>,
     /// Address of the operations listener (`/health`, `/ready`, `/metrics`)
     /// ([`RawAppConfig::ops_listen`]).
     pub ops_listen: Option<String>,
@@ -83,6 +86,10 @@ iocluster_ops::settings! {
     /// Milliseconds shutdown waits for running handlers.
     #[setting(flag = "shutdown-grace", value_name = "MS", env = IOCLUSTER_SHUTDOWN_GRACE_MS, default = 10_000)]
     shutdown_grace_ms: u64,
+    /// Milliseconds a node starting waits for Redis to answer before it
+    /// exits; 0: it waits for ever (it says so at once, then retries).
+    #[setting(flag = "redis-start-timeout", value_name = "MS", env = IOCLUSTER_REDIS_START_TIMEOUT_MS, default = 0)]
+    redis_start_timeout_ms: u64,
     /// Operations listener: /health, /ready and /metrics (Prometheus).
     #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
     ops_listen: String,
@@ -114,6 +121,8 @@ impl RawAppConfig {
             handler_timeout: millis(settings.handler_timeout_ms, "handler_timeout_ms")?,
             join_timeout: millis(settings.join_timeout_ms, "join_timeout_ms")?,
             shutdown_grace: millis(settings.shutdown_grace_ms, "shutdown_grace_ms")?,
+            redis_start_timeout: (settings.redis_start_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.redis_start_timeout_ms)),
             ops_listen: settings.ops_listen,
         })
     }
@@ -238,7 +247,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawAppConfig::SETTINGS).unwrap();
-        assert_eq!(RawAppConfig::SETTINGS.len(), 9);
+        assert_eq!(RawAppConfig::SETTINGS.len(), 10);
     }
 
     #[test]

@@ -79,6 +79,10 @@ iocluster_ops::settings! {
     /// Largest admin request body, in bytes.
     #[setting(flag = "max-body-bytes", value_name = "BYTES", env = IOCLUSTER_MAX_BODY_BYTES, default = 64 * 1024)]
     max_body_bytes: usize,
+    /// Milliseconds a node starting waits for Redis to answer before it
+    /// exits; 0: it waits for ever (it says so at once, then retries).
+    #[setting(flag = "redis-start-timeout", value_name = "MS", env = IOCLUSTER_REDIS_START_TIMEOUT_MS, default = 0)]
+    redis_start_timeout_ms: u64,
 }
 
 impl RawConfig {
@@ -123,6 +127,8 @@ impl RawConfig {
             api_key: settings.api_key,
             fallback_nodes,
             max_body_bytes: positive(settings.max_body_bytes, "max_body_bytes")?,
+            redis_start_timeout: (settings.redis_start_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(settings.redis_start_timeout_ms)),
         })
     }
 }
@@ -154,6 +160,9 @@ pub struct Config {
     pub fallback_nodes: Vec<StaticNode>,
     /// Largest admin request body ([`RawConfig::max_body_bytes`]).
     pub max_body_bytes: usize,
+    /// How long a starting frontend waits for Redis, `None`: for ever
+    /// ([`RawConfig::redis_start_timeout_ms`]).
+    pub redis_start_timeout: Option<std::time::Duration>,
 }
 
 #[cfg(test)]
@@ -193,7 +202,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 10);
+        assert_eq!(RawConfig::SETTINGS.len(), 11);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
+        () = &mut shutdown => return Ok(()),
+    }
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(5)));
     let redis = client.get_connection_manager_with_config(manager).await?;
     if config.api_key.is_none() {

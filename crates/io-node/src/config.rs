@@ -157,6 +157,10 @@ iocluster_ops::settings! {
     /// events to reach Redis.
     #[setting(flag = "shutdown-timeout", value_name = "MS", env = IOCLUSTER_SHUTDOWN_TIMEOUT_MS, default = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Milliseconds a node starting waits for Redis to answer before it
+    /// exits; 0: it waits for ever (it says so at once, then retries).
+    #[setting(flag = "redis-start-timeout", value_name = "MS", env = IOCLUSTER_REDIS_START_TIMEOUT_MS, default = 0)]
+    redis_start_timeout_ms: u64,
     /// Admit clients whose CONNECT auth is {userId, hash} matching a
     /// credential registered in Redis (by the frontend's admin API), without
     /// an app-node round trip.
@@ -275,6 +279,8 @@ impl RawConfig {
             ops_listen: settings.ops_listen,
             tls,
             shutdown_timeout: millis(settings.shutdown_timeout_ms, "shutdown_timeout_ms")?,
+            redis_start_timeout: (settings.redis_start_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(settings.redis_start_timeout_ms)),
             users_auth: settings.users_auth,
             jwt_secret: settings.jwt_secret,
             require_auth: settings.require_auth,
@@ -376,6 +382,9 @@ pub struct Config {
     /// their disconnect events to reach Redis
     /// ([`RawConfig::shutdown_timeout_ms`]).
     pub shutdown_timeout: Duration,
+    /// How long a starting node waits for Redis, `None`: for ever
+    /// ([`RawConfig::redis_start_timeout_ms`]).
+    pub redis_start_timeout: Option<std::time::Duration>,
     /// Admit clients by a credential registered in Redis
     /// ([`RawConfig::users_auth`]).
     pub users_auth: bool,
@@ -513,7 +522,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 36);
+        assert_eq!(RawConfig::SETTINGS.len(), 37);
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
+        () = &mut shutdown => return Ok(()),
+    }
     // Large pipelines under load may take longer than the client's default
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
@@ -163,7 +168,7 @@ pub async fn run(
         ),
     };
 
-    shutdown.await;
+    (&mut shutdown).await;
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     tracing::info!("shutting down: no new clients, leaving the registry, closing clients");
     engine.begin_shutdown();

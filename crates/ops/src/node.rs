@@ -94,6 +94,56 @@ pub fn redis_manager_config(
         .set_response_timeout(response_timeout)
 }
 
+/// Waits until Redis answers, for a node that is starting: it says so at
+/// once when Redis does not (and again every ten failed attempts), retries
+/// with backoff (at most 5 s apart), and logs when Redis answers. Gives up
+/// with the last error after `patience` (`None`: never), for supervisors
+/// that prefer a node that exits.
+pub async fn wait_for_redis(
+    client: &redis::Client,
+    patience: Option<std::time::Duration>,
+) -> redis::RedisResult<()> {
+    use std::time::{Duration, Instant};
+    let started = Instant::now();
+    let mut backoff = crate::Backoff::new(Duration::from_secs(5));
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer within 2 s",
+            )))
+        });
+        match attempt {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "Redis answers: starting"
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                if patience.is_some_and(|patience| started.elapsed() >= patience) {
+                    tracing::error!(%error, "Redis did not answer in time: giving up");
+                    return Err(error);
+                }
+                if failures.is_multiple_of(10) {
+                    tracing::warn!(%error, "cannot reach Redis; retrying until it answers");
+                }
+                failures += 1;
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
 /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

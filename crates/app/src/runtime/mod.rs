@@ -67,7 +67,12 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut node = Node::start(config, handlers, ctx, publish_rx).await?;
+    // Starting waits for Redis (for ever by default): a shutdown meanwhile
+    // ends it, with nothing to stop.
+    let mut node = tokio::select! {
+        node = Node::start(config, handlers, ctx, publish_rx) => node?,
+        () = &mut shutdown => return Ok(()),
+    };
     // Join confirmations and acks come on our channel: listen before
     // taking any event.
     let subscribed = tokio::select! {
@@ -136,6 +141,7 @@ impl Node {
     ) -> Result<Node, AppError> {
         let keys = ctx.keys.clone();
         let client = iocluster_ops::redis_client(config.redis.as_str())?;
+        iocluster_ops::wait_for_redis(&client, config.redis_start_timeout).await?;
         let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
         let mut redis = client.get_connection_manager_with_config(manager).await?;
         // Blocking pops need a connection of their own, without a response
