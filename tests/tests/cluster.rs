@@ -294,7 +294,13 @@ async fn namespaces_nobody_serves_are_refused() {
 /// order, on every transport.
 #[tokio::test]
 async fn a_burst_of_events_is_slowed_down_not_cut_off() {
-    let cluster = Cluster::builder("burst").io_nodes(1).start().await;
+    // Heartbeats as in production, not the harness's 400 ms: what is tested
+    // is backpressure, on a shared machine.
+    let cluster = Cluster::builder("burst")
+        .io_nodes(1)
+        .heartbeat(2_000, 5_000)
+        .start()
+        .await;
     let result = cluster.scenario("burst.mjs", &["--events=2000"]).await;
     for transport in ["websocket", "polling", "upgrade"] {
         assert_eq!(result[transport]["acks"], 2000, "{result}");

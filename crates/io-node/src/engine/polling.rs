@@ -117,6 +117,7 @@ async fn read_post<H: Handler>(
             .get_or_insert_with(|| RateLimiter::new(rate))
             .take();
         if let Some(wait) = wait {
+            session.hold_back();
             metrics::counter!("iocluster_throttled_packets_total").increment(1);
             tokio::time::sleep(wait).await;
         }

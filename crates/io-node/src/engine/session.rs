@@ -169,6 +169,9 @@ pub(crate) struct Session<C> {
     /// read nothing from it until [`Session::resume`] (backpressure, not a
     /// cut-off).
     paused: AtomicBool,
+    /// Reading from the client was held back (paused, or throttled for its
+    /// packet rate) since the last ping: its pong may be waiting unread.
+    held_back: AtomicBool,
     /// Wakes the session's waiters when it closes or resumes (see
     /// [`Session::closed`], [`Session::until_resumed`]). Inline rather than
     /// a `CancellationToken`, which is an allocation of its own for every
@@ -206,6 +209,7 @@ impl<C: Default> Session<C> {
             posting: AtomicBool::new(false),
             read_woken: AtomicBool::new(true),
             paused: AtomicBool::new(false),
+            held_back: AtomicBool::new(false),
             closing: tokio::sync::Notify::new(),
             reason: OnceLock::new(),
         })
@@ -325,8 +329,15 @@ impl<C> Session<C> {
         self.read_woken.store(true, Ordering::Release);
     }
 
+    /// Notes that reading from the client is held back (throttled): a pong
+    /// that comes late meanwhile gets another chance (see `on_due`).
+    pub(crate) fn hold_back(&self) {
+        self.held_back.store(true, Ordering::Release);
+    }
+
     /// Stops reading from the client until [`Session::resume`].
     pub(crate) fn pause(&self) {
+        self.hold_back();
         if !self.paused.swap(true, Ordering::AcqRel) {
             metrics::counter!("iocluster_client_pauses_total").increment(1);
         }
@@ -422,17 +433,20 @@ impl<C> Session<C> {
             }
         }
         match self.beat_due(now, lead) {
-            // Paused, the node reads nothing from the client, its pong
-            // included: the pong deadline moves on instead, and another
-            // ping goes out, so that a connection that died meanwhile
-            // fails its writes.
-            Some(Beat::PongLate) if self.is_paused() => {
+            // Paused or throttled since the ping, the node may not have
+            // read the client's pong yet, stuck behind its events: the pong
+            // deadline moves on instead, and another ping goes out, so that
+            // a connection that died meanwhile fails its writes.
+            Some(Beat::PongLate)
+                if self.is_paused() || self.held_back.swap(false, Ordering::AcqRel) =>
+            {
                 let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout()));
                 self.heartbeat.store(deadline, Ordering::Release);
                 self.send(Frame::ping());
             }
             Some(Beat::PongLate) => self.close(CloseReason::PingTimeout),
             Some(Beat::Ping) => {
+                self.held_back.store(false, Ordering::Release);
                 // Only the watch writes a heartbeat that awaits no pong.
                 let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout()));
                 self.heartbeat.store(deadline, Ordering::Release);
@@ -524,3 +538,68 @@ enum Beat {
 
 /// Set in [`Session::heartbeat`] while a ping awaits its pong.
 const AWAITING_PONG: u64 = 1 << 63;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::Timings;
+
+    fn session(watch: &Watch) -> Arc<Session<()>> {
+        let session = Session::new(
+            "n1~s".into(),
+            EncodedHandshake::new(&Default::default()),
+            16,
+            true,
+            watch,
+            None,
+        );
+        session.attach();
+        session
+    }
+
+    fn watch() -> (Watch, super::super::Closed) {
+        Watch::new(Timings {
+            ping_interval: Duration::from_millis(100),
+            ping_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn a_late_pong_closes_the_session_unless_reading_was_held_back() {
+        let (watch, _closed) = watch();
+        let session = session(&watch);
+        let start = watch.now_ms();
+        // The ping is due: it goes out, the pong is awaited.
+        session.on_due(start + 100, 0, &watch);
+        assert_eq!(session.outbox.try_pop().unwrap().as_text(), "2");
+        // Reading was throttled meanwhile: the pong may be unread, so the
+        // deadline moves on and another ping goes out.
+        session.hold_back();
+        session.on_due(start + 201, 0, &watch);
+        assert!(!session.is_closed());
+        assert_eq!(session.outbox.try_pop().unwrap().as_text(), "2");
+        // Not held back this time: closed.
+        session.on_due(start + 302, 0, &watch);
+        assert_eq!(session.close_reason(), CloseReason::PingTimeout);
+    }
+
+    #[test]
+    fn a_paused_session_is_never_closed_for_a_late_pong() {
+        let (watch, _closed) = watch();
+        let session = session(&watch);
+        let start = watch.now_ms();
+        session.on_due(start + 100, 0, &watch);
+        session.pause();
+        for late in 1..5 {
+            session.on_due(start + 100 + late * 101, 0, &watch);
+            assert!(!session.is_closed(), "round {late}");
+        }
+        // Resumed, its pong is read: the heartbeat goes on.
+        session.resume();
+        session.on_pong(&watch);
+        assert!(!session.is_closed());
+    }
+}

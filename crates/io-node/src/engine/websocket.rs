@@ -291,6 +291,7 @@ async fn serve_websocket<H: Handler>(
             Woke::Message(message) => {
                 control_pending = true;
                 if let Some(wait) = limiter.take() {
+                    session.hold_back();
                     metrics::counter!("iocluster_throttled_packets_total").increment(1);
                     pause = Some(Box::pin(tokio::time::sleep(wait)));
                 }
