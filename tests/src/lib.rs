@@ -502,9 +502,9 @@ impl Cluster {
         index
     }
 
-    /// Kills app-node `index` without warning (SIGKILL) and starts it again
-    /// at once under the same id, as a supervisor with a fixed id does:
-    /// its lease has not lapsed yet.
+    /// Kills app-node `index` without warning (SIGKILL; nothing if it was
+    /// killed already) and starts it again at once under the same id, as a
+    /// supervisor with a fixed id does: its lease has not lapsed yet.
     pub async fn restart_app(&mut self, index: usize) {
         self.apps[index].process.kill();
         let id = self.apps[index].id.clone();

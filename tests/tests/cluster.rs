@@ -330,7 +330,7 @@ async fn an_app_node_restarted_under_its_id_hands_back_what_it_held_at_once() {
         &[
             "--clients=16",
             "--events=8",
-            "--slow=150",
+            "--slow=300",
             "--ackTimeout=10000",
         ],
     );
@@ -338,6 +338,9 @@ async fn an_app_node_restarted_under_its_id_hands_back_what_it_held_at_once() {
         (cluster.inflight_len("app0").await > 0).then_some(())
     })
     .await;
+    cluster.apps[0].process.kill();
+    let left = cluster.inflight_len("app0").await;
+    assert!(left > 0, "the killed app-node held events");
     cluster.restart_app(0).await;
     let result = scenario.await.unwrap();
     assert_eq!(result["acked"], 16 * 8, "{result}");
