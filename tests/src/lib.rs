@@ -280,11 +280,16 @@ impl AppNode {
 pub struct FrontendNode {
     pub port: u16,
     pub admin_port: u16,
+    pub ops_port: u16,
     pub api_key: String,
     pub process: Process,
 }
 
 impl FrontendNode {
+    pub fn ops_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ops_port)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -426,13 +431,14 @@ impl Cluster {
 
     /// [`Cluster::start_frontend`] with extra flags.
     pub async fn start_frontend_with(&self, extra: &[&str]) -> FrontendNode {
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, admin_port, ops_port) = (free_port(), free_port(), free_port());
         let api_key = "test-key-0123456789abcdef".to_owned();
         let root = workspace_root();
         let mut command = self.node_command("iocluster-frontend");
         command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .arg("--static-dir")
             .arg(root.join("frontend").join("static"))
             .arg("--client-bundle")
@@ -450,6 +456,7 @@ impl Cluster {
         let node = FrontendNode {
             port,
             admin_port,
+            ops_port,
             api_key,
             process,
         };

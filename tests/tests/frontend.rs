@@ -52,6 +52,13 @@ fn now_s() -> u64 {
 async fn browsers_get_the_live_io_nodes_and_the_pages() {
     let mut cluster = Cluster::builder("frontend-config").start().await;
     let frontend = cluster.start_frontend().await;
+    // The frontend has an ops listener like every node.
+    for path in ["/health", "/ready", "/metrics"] {
+        let response = http(&frontend.ops_addr(), "GET", path, &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{path}");
+    }
     let (_c, _s) = connect(&cluster.io[1].url(), json!({})).await.unwrap();
     // io1 has a client: io0 is listed first (least loaded).
     let listed = eventually(WAIT, "both io-nodes listed, least loaded first", || async {

@@ -83,6 +83,9 @@ iocluster_ops::settings! {
     /// exits; 0: it waits for ever (it says so at once, then retries).
     #[setting(flag = "redis-start-timeout", value_name = "MS", env = IOCLUSTER_REDIS_START_TIMEOUT_MS, default = 0)]
     redis_start_timeout_ms: u64,
+    /// Operations listener: /health, /ready and /metrics (Prometheus).
+    #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
+    ops_listen: String,
 }
 
 impl RawConfig {
@@ -108,6 +111,9 @@ impl RawConfig {
                 "must be at least 16 characters".into(),
             ));
         }
+        if let Some(addr) = &settings.ops_listen {
+            socket_addr(addr, "ops_listen")?;
+        }
         let fallback_nodes = settings.fallback_nodes.unwrap_or_default();
         for node in &fallback_nodes {
             if !(node.url.starts_with("http://") || node.url.starts_with("https://")) {
@@ -127,6 +133,7 @@ impl RawConfig {
             api_key: settings.api_key,
             fallback_nodes,
             max_body_bytes: positive(settings.max_body_bytes, "max_body_bytes")?,
+            ops_listen: settings.ops_listen,
             redis_start_timeout: (settings.redis_start_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(settings.redis_start_timeout_ms)),
         })
@@ -160,6 +167,9 @@ pub struct Config {
     pub fallback_nodes: Vec<StaticNode>,
     /// Largest admin request body ([`RawConfig::max_body_bytes`]).
     pub max_body_bytes: usize,
+    /// Address of the operations listener (`/health`, `/ready`, `/metrics`)
+    /// ([`RawConfig::ops_listen`]).
+    pub ops_listen: Option<String>,
     /// How long a starting frontend waits for Redis, `None`: for ever
     /// ([`RawConfig::redis_start_timeout_ms`]).
     pub redis_start_timeout: Option<std::time::Duration>,
@@ -202,7 +212,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 11);
+        assert_eq!(RawConfig::SETTINGS.len(), 12);
     }
 
     #[test]

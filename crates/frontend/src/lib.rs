@@ -82,6 +82,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
+    // Ready once Redis answers, until shutdown; the ops listener stops last.
+    let readiness = iocluster_ops::Readiness::default();
+    let ops_stop = CancellationToken::new();
+    let ops = match &config.ops_listen {
+        Some(addr) => {
+            iocluster_ops::metrics_handle();
+            Some(iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?)
+        }
+        None => None,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
@@ -89,6 +99,7 @@ pub async fn run(
     }
     let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(5)));
     let redis = client.get_connection_manager_with_config(manager).await?;
+    readiness.set(true);
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");
     }
@@ -116,9 +127,14 @@ pub async fn run(
     );
     shutdown.await;
     tracing::info!("frontend shutting down");
+    readiness.set(false);
     stop.cancel();
     let _ = public.await;
     let _ = admin.await;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     Ok(())
 }
 
