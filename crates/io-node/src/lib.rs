@@ -76,6 +76,7 @@ pub async fn run(
         // Before the layers register their metrics handles (`stats`): a
         // handle made without a recorder stays a no-op.
         iocluster_ops::metrics_handle();
+        stats::describe();
     }
 
     // The layers, bottom up.

@@ -69,6 +69,137 @@ impl HotMetrics {
     }
 }
 
+/// Describes every metric family the io-node exports (`# HELP`) and makes
+/// each counter exist at 0 from the start, with each of its label values,
+/// so that alerts and dashboards need no first increment. Called once the
+/// recorder is installed (with an ops listener).
+pub(crate) fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    let counters: [(&str, &str); 20] = [
+        (
+            "iocluster_connections_opened_total",
+            "Engine.IO sessions opened",
+        ),
+        (
+            "iocluster_connections_closed_total",
+            "Sessions closed, by reason",
+        ),
+        (
+            "iocluster_connections_refused_total",
+            "Handshakes refused at max_connections or while draining",
+        ),
+        (
+            "iocluster_handshakes_refused_total",
+            "Handshakes refused for the budget of sessions not yet in a namespace",
+        ),
+        (
+            "iocluster_origins_refused_total",
+            "Requests refused for their Origin",
+        ),
+        (
+            "iocluster_client_pauses_total",
+            "Clients no longer read from because their events piled up past max_pending_events",
+        ),
+        (
+            "iocluster_auth_refused_total",
+            "Namespace connections refused by users_auth or jwt_secret",
+        ),
+        (
+            "iocluster_tls_handshake_failures_total",
+            "TLS handshakes that failed",
+        ),
+        (
+            "iocluster_client_packets_total",
+            "Socket.IO packets from clients, by type",
+        ),
+        (
+            "iocluster_throttled_packets_total",
+            "Packets over max_packets_per_second (the client is slowed)",
+        ),
+        (
+            "iocluster_events_out_total",
+            "Events pushed to the queue, by kind",
+        ),
+        (
+            "iocluster_batched_events_total",
+            "Events that travelled several to a queue item",
+        ),
+        (
+            "iocluster_redeliveries_total",
+            "Queue items pushed again (no done in time)",
+        ),
+        (
+            "iocluster_commands_total",
+            "Commands from app-nodes applied, by type",
+        ),
+        (
+            "iocluster_deliveries_total",
+            "Frames written to clients' outboxes by emits",
+        ),
+        (
+            "iocluster_pubsub_messages_total",
+            "Pub/sub messages received from Redis",
+        ),
+        (
+            "iocluster_pubsub_bytes_total",
+            "Pub/sub bytes received from Redis",
+        ),
+        (
+            "iocluster_redis_errors_total",
+            "Failed Redis calls, by task",
+        ),
+        (
+            "iocluster_redis_reconnects_total",
+            "Lost Redis connections, by task",
+        ),
+        ("iocluster_queue_depth", "Events waiting in the event queue"),
+    ];
+    for (name, help) in counters {
+        if name == "iocluster_queue_depth" {
+            describe_gauge!(name, help);
+        } else {
+            describe_counter!(name, help);
+        }
+    }
+    describe_gauge!("iocluster_connections", "Clients connected now");
+    describe_gauge!(
+        "iocluster_inflight_events",
+        "Sockets with a queue item at an app-node now"
+    );
+    describe_histogram!(
+        "iocluster_event_round_trip_seconds",
+        metrics::Unit::Seconds,
+        "From a queue item's push to its done"
+    );
+    for name in [
+        "iocluster_connections_opened_total",
+        "iocluster_connections_refused_total",
+        "iocluster_handshakes_refused_total",
+        "iocluster_origins_refused_total",
+        "iocluster_client_pauses_total",
+        "iocluster_auth_refused_total",
+        "iocluster_tls_handshake_failures_total",
+        "iocluster_throttled_packets_total",
+        "iocluster_batched_events_total",
+        "iocluster_redeliveries_total",
+        "iocluster_deliveries_total",
+        "iocluster_pubsub_messages_total",
+        "iocluster_pubsub_bytes_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in crate::engine::CloseReason::ALL {
+        metrics::counter!("iocluster_connections_closed_total", "reason" => reason.as_str())
+            .increment(0);
+    }
+    for task in ["writer", "registry", "subscriber"] {
+        metrics::counter!("iocluster_redis_errors_total", "task" => task).increment(0);
+        metrics::counter!("iocluster_redis_reconnects_total", "task" => task).increment(0);
+    }
+    metrics::gauge!("iocluster_connections").set(0.0);
+    metrics::gauge!("iocluster_inflight_events").set(0.0);
+}
+
 /// The `type` label of a client packet.
 pub(crate) fn packet_type(kind: PacketKind) -> &'static str {
     match kind {

@@ -105,6 +105,22 @@ pub(crate) enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, for metrics that list them all from the start.
+    pub(crate) const ALL: [CloseReason; 12] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::ConnectTimeout,
+        CloseReason::AdmissionTimeout,
+        CloseReason::SlowClient,
+        CloseReason::TooManyPendingEvents,
+        CloseReason::Overloaded,
+        CloseReason::ServerShutdown,
+        CloseReason::ForcedClose,
+        CloseReason::LeaseLost,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -545,6 +561,28 @@ mod tests {
 
     use super::*;
     use crate::engine::Timings;
+
+    #[test]
+    fn every_close_reason_is_listed_once() {
+        // Adding a variant breaks this match: add it to ALL too.
+        let index = |reason: CloseReason| match reason {
+            CloseReason::TransportClose => 0,
+            CloseReason::TransportError => 1,
+            CloseReason::PingTimeout => 2,
+            CloseReason::ParseError => 3,
+            CloseReason::ConnectTimeout => 4,
+            CloseReason::AdmissionTimeout => 5,
+            CloseReason::SlowClient => 6,
+            CloseReason::TooManyPendingEvents => 7,
+            CloseReason::Overloaded => 8,
+            CloseReason::ServerShutdown => 9,
+            CloseReason::ForcedClose => 10,
+            CloseReason::LeaseLost => 11,
+        };
+        for (at, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(index(*reason), at);
+        }
+    }
 
     fn session(watch: &Watch) -> Arc<Session<()>> {
         let session = Session::new(
