@@ -246,6 +246,18 @@ async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
         (ledger(&cluster, "io0").await == vec![a.id().to_owned()]).then_some(())
     })
     .await;
+    // The outage in the logs: one warn line per task (not one per retry),
+    // and a line when Redis answers again.
+    let log = std::fs::read_to_string(cluster.logs().join("io0.log")).unwrap();
+    let renewals = log
+        .lines()
+        .filter(|line| line.contains("cannot renew the node lease"))
+        .count();
+    assert!(renewals <= 1, "{renewals} warn lines for one short outage");
+    assert!(
+        log.contains("Redis answers again"),
+        "no line for the end of the outage"
+    );
 }
 
 #[tokio::test]

@@ -132,6 +132,61 @@ pub async fn serve(
     }))
 }
 
+/// How one task reports a Redis outage in its logs: a warn line when it
+/// begins, then at most one every [`Outage::EVERY`] (with the failures
+/// meanwhile), and one info line when Redis answers again, with how long
+/// it was away. A task retrying every half second no longer writes a line
+/// each time.
+#[derive(Debug)]
+pub struct Outage {
+    task: &'static str,
+    since: Option<std::time::Instant>,
+    last_warning: Option<std::time::Instant>,
+    failures: u64,
+}
+
+impl Outage {
+    /// The least time between two warn lines of one outage.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn new(task: &'static str) -> Outage {
+        Outage {
+            task,
+            since: None,
+            last_warning: None,
+            failures: 0,
+        }
+    }
+
+    /// A Redis call of this task failed (`what` says which).
+    pub fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        self.since.get_or_insert(now);
+        self.failures += 1;
+        if self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= Self::EVERY)
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(task = self.task, failures = self.failures, %error, "{what}; retrying");
+        }
+    }
+
+    /// A Redis call of this task worked: the end of the outage, if any.
+    pub fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                task = self.task,
+                failures = self.failures,
+                down_ms = since.elapsed().as_millis() as u64,
+                "Redis answers again"
+            );
+        }
+        self.last_warning = None;
+        self.failures = 0;
+    }
+}
+
 /// The pause before retrying a failed Redis call: 50 ms, doubling up to
 /// `max`, back to 50 ms after a success ([`Backoff::reset`]).
 #[derive(Debug)]

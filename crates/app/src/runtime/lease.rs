@@ -64,6 +64,7 @@ pub(super) struct LeaseKeeper {
 
 impl LeaseKeeper {
     pub(super) async fn run(mut self) {
+        let mut outage = iocluster_ops::Outage::new("lease");
         let mut ticker = tokio::time::interval((self.lease / 4).max(Duration::from_millis(20)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -82,9 +83,10 @@ impl LeaseKeeper {
             {
                 self.readiness.set(false);
                 metrics::counter!("iocluster_redis_errors_total", "task" => "lease").increment(1);
-                tracing::warn!(%error, "cannot renew the lease");
+                outage.failed("cannot renew the lease", &error);
                 continue;
             }
+            outage.recovered();
             if !self.serving.is_cancelled() {
                 self.readiness.set(true);
             }

@@ -148,6 +148,7 @@ async fn publish<S: Sink>(
         }
         let flush = Flush::plan(&batch);
         let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let mut outage = iocluster_ops::Outage::new("publisher");
         let mut give_up_at: Option<Instant> = None;
         while let Err(error) = sink.write(&flush).await {
             if finish.is_cancelled() {
@@ -158,9 +159,10 @@ async fn publish<S: Sink>(
                     break;
                 }
             }
-            tracing::warn!(%error, items = batch.len(), "cannot publish; retrying");
+            outage.failed("cannot publish", &error);
             backoff.wait().await;
         }
+        outage.recovered();
         drop(flush);
         batch.clear();
     }

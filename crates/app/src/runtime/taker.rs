@@ -48,6 +48,7 @@ impl Taker {
     pub(super) async fn run(mut self) {
         let fetch = redis::Script::new(scripts::FETCH);
         let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let mut outage = iocluster_ops::Outage::new("taker");
         // Whether the last take found the queue empty: then the next one
         // blocks at once (with the take script right behind the blocking
         // pop, in one round trip), instead of first asking for what is
@@ -89,7 +90,7 @@ impl Taker {
             let batch: Vec<Vec<u8>> = match taken {
                 Ok(batch) => batch,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot take events from the queue; retrying");
+                    outage.failed("cannot take events from the queue", &error);
                     tokio::select! {
                         () = backoff.wait() => continue,
                         () = self.serving.cancelled() => break,
@@ -97,6 +98,7 @@ impl Taker {
                 }
             };
             backoff.reset();
+            outage.recovered();
             if self.serving.is_cancelled() {
                 if !batch.is_empty() {
                     tracing::info!(

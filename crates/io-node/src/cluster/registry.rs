@@ -117,6 +117,7 @@ pub(super) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = unix_ms();
     let mut last_beat: Option<tokio::time::Instant> = None;
+    let mut outage = iocluster_ops::Outage::new("registry");
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -138,6 +139,7 @@ pub(super) async fn run(
             match renewed {
                 Ok((missing, has_ledger, reaped)) => {
                     last_beat = Some(tokio::time::Instant::now());
+                    outage.recovered();
                     context.set_redis_ok(true);
                     if reaped {
                         // Another node found this node's lease lapsed and
@@ -156,7 +158,9 @@ pub(super) async fn run(
                     context.set_redis_ok(false);
                     metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
                         .increment(1);
-                    tracing::warn!(%error, "cannot renew the node lease");
+                    outage.failed("cannot renew the node lease", &error);
+                    // The rest of the beat needs Redis too.
+                    continue;
                 }
             }
             iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
@@ -166,7 +170,7 @@ pub(super) async fn run(
             context.sockets.redeliver(context.config.redeliver_after);
         }
         if let Err(error) = context.namespaces.refresh().await {
-            tracing::warn!(%error, "cannot read the served namespaces");
+            outage.failed("cannot read the served namespaces", &error);
         }
     }
     if let Err(error) = deregister(&context, &mut redis).await {

@@ -27,6 +27,7 @@ pub(super) async fn run(
     let bytes = metrics::counter!("iocluster_pubsub_bytes_total");
     let mut backoff = iocluster_ops::Backoff::new(Duration::from_millis(500));
     let mut resubscribed = false;
+    let mut outage = iocluster_ops::Outage::new("subscriber");
     loop {
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
@@ -35,7 +36,7 @@ pub(super) async fn run(
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),
             Err(error) => {
-                tracing::warn!(%error, "cannot open the Redis subscription; retrying");
+                outage.failed("cannot open the Redis subscription", &error);
                 backoff.wait().await;
                 continue;
             }
@@ -43,11 +44,12 @@ pub(super) async fn run(
         let mut channels = vec![keys.node_channel(context.node_id()), keys.all_channel()];
         channels.extend(context.sockets.room_channels());
         if let Err(error) = sink.subscribe(&channels).await {
-            tracing::warn!(%error, "cannot subscribe; retrying");
+            outage.failed("cannot subscribe", &error);
             backoff.wait().await;
             continue;
         }
         backoff.reset();
+        outage.recovered();
         tracing::debug!(channels = channels.len(), "subscribed");
         if resubscribed {
             // Commands published while this node was not subscribed are

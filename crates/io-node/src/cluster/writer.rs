@@ -147,6 +147,7 @@ pub(super) async fn run(
     let mut items = Vec::with_capacity(MAX_BATCH);
     let mut ops = Vec::new();
     let mut draining = false;
+    let mut outage = iocluster_ops::Outage::new("writer");
     loop {
         if !draining {
             tokio::select! {
@@ -183,11 +184,14 @@ pub(super) async fn run(
         let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
         let (known, reaped) = loop {
             match pipe.query_async::<(bool, bool)>(&mut redis).await {
-                Ok(checks) => break checks,
+                Ok(checks) => {
+                    outage.recovered();
+                    break checks;
+                }
                 Err(error) => {
                     metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
                         .increment(1);
-                    tracing::warn!(%error, items = items.len() + ops.len(), "cannot write to Redis; retrying");
+                    outage.failed("cannot write to Redis", &error);
                     backoff.wait().await;
                 }
             }
