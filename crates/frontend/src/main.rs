@@ -33,6 +33,20 @@ fn main() -> anyhow::Result<()> {
         .load(args.config.as_deref(), &ProcessEnv)
         .and_then(RawConfig::validate)
         .context("invalid configuration")?;
+    // Relative paths are taken from the working directory: a frontend
+    // started elsewhere would serve nothing but 404s.
+    if !config.static_dir.is_dir() {
+        anyhow::bail!(
+            "static_dir {} is not a directory (relative paths start from the working directory; give an absolute path)",
+            config.static_dir.display()
+        );
+    }
+    if !config.client_bundle.is_file() {
+        anyhow::bail!(
+            "client_bundle {} is missing: run `npm ci` in frontend/ (on any machine) and point client_bundle at socket.io-client's dist/socket.io.min.js",
+            config.client_bundle.display()
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let public = tokio::net::TcpListener::bind(config.listen)
