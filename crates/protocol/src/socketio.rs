@@ -308,18 +308,8 @@ pub fn encode(
     id: Option<u64>,
     data: &str,
 ) -> String {
-    let kind = match (kind, attachments > 0) {
-        (PacketKind::Event, true) => PacketKind::BinaryEvent,
-        (PacketKind::Ack, true) => PacketKind::BinaryAck,
-        (kind, _) => kind,
-    };
     let mut out = String::with_capacity(data.len() + nsp.len() + 16);
-    write_header(&mut out, kind, nsp, attachments, id);
-    if nsp == "/" && id.is_none() && data.starts_with('/') {
-        // Data that looks like a namespace needs the default one spelled out.
-        out.push_str("/,");
-    }
-    out.push_str(data);
+    write_packet(&mut out, kind, nsp, attachments, id, data);
     out
 }
 
@@ -332,16 +322,33 @@ pub fn engine_message(
     id: Option<u64>,
     data: &str,
 ) -> String {
+    let mut out = String::with_capacity(data.len() + nsp.len() + 17);
+    out.push('4');
+    write_packet(&mut out, kind, nsp, attachments, id, data);
+    out
+}
+
+/// Appends a whole packet: the binary kind when attachments follow, the
+/// header, then the data.
+fn write_packet(
+    out: &mut String,
+    kind: PacketKind,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+    data: &str,
+) {
     let kind = match (kind, attachments > 0) {
         (PacketKind::Event, true) => PacketKind::BinaryEvent,
         (PacketKind::Ack, true) => PacketKind::BinaryAck,
         (kind, _) => kind,
     };
-    let mut out = String::with_capacity(data.len() + nsp.len() + 12);
-    out.push('4');
-    write_header(&mut out, kind, nsp, attachments, id);
+    write_header(out, kind, nsp, attachments, id);
+    if nsp == "/" && id.is_none() && data.starts_with('/') {
+        // Data that looks like a namespace needs the default one spelled out.
+        out.push_str("/,");
+    }
     out.push_str(data);
-    out
 }
 
 /// The CONNECT payload that admits a socket: `{"sid":"…"}`.

@@ -409,31 +409,14 @@ async fn write_frames<C>(
     if let Some(reason) = then_close {
         // Everything queued before the close goes out first, within the
         // grace a closing session's write gets.
-        let write = async {
-            if flush_first {
-                ws.flush().await?;
-            }
-            let io = ws.get_mut();
-            io.write_all(&out).await?;
-            io.flush().await?;
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        };
-        let written = tokio::time::timeout(CLOSE_GRACE, write).await;
+        let written = tokio::time::timeout(CLOSE_GRACE, write_out(ws, &out, flush_first)).await;
         session.close(reason);
         return match written {
             Ok(result) => result.map(|()| Written::ThenClosed),
             Err(_) => Ok(Written::Cut),
         };
     }
-    let write = async {
-        if flush_first {
-            ws.flush().await?;
-        }
-        let io = ws.get_mut();
-        io.write_all(&out).await?;
-        io.flush().await?;
-        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-    };
+    let write = write_out(ws, &out, flush_first);
     tokio::pin!(write);
     // Biased: a write that completes at once (the usual case) never
     // registers with the session's close.
@@ -449,6 +432,22 @@ async fn write_frames<C>(
 
 /// Appends `frame` as WebSocket data frames (its text, then one binary
 /// frame per attachment), as a server sends them: final, unmasked.
+/// Writes encoded frames to the socket at once, after tungstenite's own
+/// output if it may have some (`flush_first`).
+async fn write_out(
+    ws: &mut Ws,
+    out: &[u8],
+    flush_first: bool,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    if flush_first {
+        ws.flush().await?;
+    }
+    let io = ws.get_mut();
+    io.write_all(out).await?;
+    io.flush().await?;
+    Ok(())
+}
+
 /// Returns the reason to close the session with once what came before is
 /// written, for a [`Frame::CloseAfter`].
 fn encode_frame(out: &mut Vec<u8>, frame: &Frame) -> Option<CloseReason> {
