@@ -320,7 +320,7 @@ pub async fn put_user(
         Some(hash) => hash,
         None => random_text(32),
     };
-    let now = registry::now_ms();
+    let now = iocluster_ops::unix_ms();
     let expires_at = match (request.ttl_seconds, request.expires_at) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid("give ttlSeconds or expiresAt, not both"));

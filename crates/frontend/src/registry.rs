@@ -17,13 +17,6 @@ pub struct LiveNode {
     pub connections: u64,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Live io-nodes (lease not lapsed, details present), least loaded first;
 /// the static list when the registry has none or cannot be read.
 pub async fn live_nodes(
@@ -85,7 +78,7 @@ async fn io_nodes(
     redis: &mut redis::aio::ConnectionManager,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<IoNodeView>> {
-    let now = now_ms();
+    let now = iocluster_ops::unix_ms();
     let leased: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg(keys.nodes())
         .arg(now)
@@ -180,7 +173,7 @@ pub async fn cluster_view(
     redis: &mut redis::aio::ConnectionManager,
     keys: &Keys,
 ) -> redis::RedisResult<ClusterView> {
-    let now = now_ms();
+    let now = iocluster_ops::unix_ms();
     let io_nodes = io_nodes(redis, keys).await?;
     let apps: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg(keys.apps())

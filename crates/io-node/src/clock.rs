@@ -4,15 +4,10 @@
 //! decides local deadlines: heartbeats, redelivery), cheap to store as a
 //! `u64` where an `Instant` would take 16 bytes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Milliseconds since the Unix epoch (0 if the system clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch: the wall clock every node shares.
+pub(crate) use iocluster_ops::unix_ms;
 
 /// A duration in whole milliseconds, saturating far below `u64::MAX` so that
 /// sums of deadlines cannot overflow.

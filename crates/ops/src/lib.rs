@@ -16,7 +16,7 @@ pub mod settings;
 
 pub use node::{
     ConfigError, DEFAULT_PREFIX, DEFAULT_REDIS, LogArgs, LogFormat, Secret, init_tracing,
-    read_toml, redis_client, redis_manager_config, shutdown_signal, wait_for_redis,
+    read_toml, redis_client, redis_manager_config, shutdown_signal, unix_ms, wait_for_redis,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -94,6 +94,16 @@ pub fn redis_manager_config(
         .set_response_timeout(response_timeout)
 }
 
+/// Milliseconds since the Unix epoch (0 if the system clock is before it):
+/// the wall clock every node writes to Redis (leases, credentials,
+/// handshakes), read the same way everywhere.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Waits until Redis answers, for a node that is starting: it says so at
 /// once when Redis does not (and again every ten failed attempts), retries
 /// with backoff (at most 5 s apart), and logs when Redis answers. Gives up

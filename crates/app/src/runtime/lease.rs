@@ -10,7 +10,9 @@
 //! (`/ready`) follows whether the last renewal worked, while serving.
 
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use iocluster_ops::unix_ms;
 
 use iocluster_protocol::keys::Keys;
 use iocluster_protocol::scripts;
@@ -27,7 +29,7 @@ pub(super) async fn heartbeat(
     lease: Duration,
     nsps: &[String],
 ) -> redis::RedisResult<()> {
-    let until = now_ms() + lease.as_millis() as u64;
+    let until = unix_ms() + lease.as_millis() as u64;
     let mut pipe = redis::pipe();
     pipe.cmd("ZADD")
         .arg(keys.apps())
@@ -97,7 +99,7 @@ impl LeaseKeeper {
 
     /// Hands back the events of up to 16 app-nodes whose lease lapsed.
     async fn hand_back_lapsed(&mut self) {
-        let now = now_ms();
+        let now = unix_ms();
         let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
             .arg(self.keys.apps())
             .arg("-inf")
@@ -185,11 +187,4 @@ pub(super) async fn hand_back_own(
             tracing::warn!(%error, "cannot hand events back; the lease will expire instead")
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
