@@ -35,7 +35,7 @@ impl Sockets {
                     &ack.nsp,
                     Some(ack.id),
                     &ack.data,
-                    attachments(ack.bin),
+                    attachments(ack.bin).as_ref(),
                 );
                 let mut state = socket.lock();
                 socket.deliver(&mut state, frame, self.settings.outbox_capacity);
@@ -271,7 +271,7 @@ impl Sockets {
                     &emit.nsp,
                     None,
                     &emit.data,
-                    attachments(emit.bin),
+                    attachments(emit.bin).as_ref(),
                 );
                 self.hot.deliveries.increment(recipients.len() as u64);
                 self.deliveries
@@ -294,7 +294,7 @@ impl Sockets {
                         &emit.nsp,
                         Some(id),
                         &emit.data,
-                        bin.clone(),
+                        bin.as_ref(),
                     );
                     socket.deliver(&mut state, frame, limit);
                 }

@@ -355,21 +355,27 @@ fn text_frame(kind: PacketKind, nsp: &str, id: Option<u64>, data: &str) -> Frame
     ))
 }
 
-/// A frame carrying one Socket.IO packet and its attachments (shared by
-/// every recipient of a broadcast).
+/// A frame carrying one Socket.IO packet and its attachments, if any
+/// (shared by every recipient of a broadcast).
 fn packet_frame(
     kind: PacketKind,
     nsp: &str,
     id: Option<u64>,
     data: &str,
-    bin: Arc<[Bytes]>,
+    bin: Option<&Arc<[Bytes]>>,
 ) -> Frame {
-    let text = iocluster_protocol::socketio::engine_message(kind, nsp, bin.len(), id, data);
-    Frame::with_binary(text, bin)
+    let count = bin.map_or(0, |bin| bin.len());
+    let text = iocluster_protocol::socketio::engine_message(kind, nsp, count, id, data);
+    match bin {
+        Some(bin) => Frame::with_binary(text, bin.clone()),
+        None => Frame::text(text),
+    }
 }
 
-fn attachments(bin: Vec<ByteBuf>) -> Arc<[Bytes]> {
-    bin.into_iter().map(|b| Bytes::from(b.into_vec())).collect()
+/// An emit's attachments as frames share them; `None` for none, so that
+/// the usual emit (no attachment) allocates nothing for them.
+fn attachments(bin: Vec<ByteBuf>) -> Option<Arc<[Bytes]>> {
+    (!bin.is_empty()).then(|| bin.into_iter().map(|b| Bytes::from(b.into_vec())).collect())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
