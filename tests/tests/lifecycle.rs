@@ -20,6 +20,18 @@ async fn connections(cluster: &Cluster, node: &str) -> u64 {
     count.unwrap_or(0)
 }
 
+/// A raw WebSocket that joined `/` (its CONNECT read).
+async fn joined(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    let connect = ws.next().await.unwrap().unwrap();
+    assert!(connect.to_text().unwrap().starts_with("40"));
+    ws
+}
+
 /// Opens a polling session and joins `/`, then never polls again.
 async fn abandoned_polling_session(addr: String) {
     let response = http(&addr, "GET", &format!("{EIO}&transport=polling"), &[], b"")
@@ -105,12 +117,7 @@ async fn an_io_node_shutting_down_closes_its_clients_and_leaves_the_registry() {
     let url = format!("ws://{}{EIO}&transport=websocket", cluster.io[0].addr());
     let mut sockets = Vec::new();
     for _ in 0..clients {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        ws.next().await.unwrap().unwrap();
-        ws.send(Message::text("40")).await.unwrap();
-        let connect = ws.next().await.unwrap().unwrap();
-        assert!(connect.to_text().unwrap().starts_with("40"));
-        sockets.push(ws);
+        sockets.push(joined(&url).await);
     }
     let status = cluster.io[0]
         .process
@@ -195,12 +202,7 @@ async fn an_io_node_shutting_down_hands_over_every_event_it_read() {
     let url = format!("ws://{}{EIO}&transport=websocket", cluster.io[0].addr());
     let mut sockets = Vec::new();
     for _ in 0..clients {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        ws.next().await.unwrap().unwrap();
-        ws.send(Message::text("40")).await.unwrap();
-        let connect = ws.next().await.unwrap().unwrap();
-        assert!(connect.to_text().unwrap().starts_with("40"));
-        sockets.push(ws);
+        sockets.push(joined(&url).await);
     }
     // Each socket: a slow event in flight, then events queued behind it.
     for ws in &mut sockets {

@@ -51,6 +51,15 @@ async fn poll(node: &IoNode, sid: &str) -> iocluster_tests::HttpResponse {
     .unwrap()
 }
 
+/// A long-poll left waiting (in a task of its own) while the test goes on.
+fn waiting_poll(
+    node: &IoNode,
+    sid: &str,
+) -> tokio::task::JoinHandle<iocluster_tests::HttpResponse> {
+    let (addr, path) = (node.addr(), format!("{EIO}&transport=polling&sid={sid}"));
+    tokio::spawn(async move { http(&addr, "GET", &path, &[], b"").await.unwrap() })
+}
+
 fn assert_error(response: &iocluster_tests::HttpResponse, status: u16, code: u8) {
     assert_eq!(response.status, status, "{}", response.text());
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
@@ -242,21 +251,7 @@ async fn polling_handshake_and_error_responses_follow_the_spec() {
 
     // Two concurrent long-polls: the protocol says the session is broken.
     let (sid, _) = handshake(node).await;
-    let first = tokio::spawn({
-        let addr = addr.clone();
-        let sid = sid.clone();
-        async move {
-            http(
-                &addr,
-                "GET",
-                &format!("{EIO}&transport=polling&sid={sid}"),
-                &[],
-                b"",
-            )
-            .await
-            .unwrap()
-        }
-    });
+    let first = waiting_poll(node, &sid);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_error(&poll(node, &sid).await, 400, 3);
     assert_eq!(first.await.unwrap().text(), "1");
@@ -419,21 +414,7 @@ async fn closes_upgrades_and_connect_writes_as_the_reference_server_does() {
     // A close packet in a POST while a GET waits: the GET gets a noop, the
     // POST "ok", and the session is gone.
     let (sid, _) = handshake(node).await;
-    let waiting = tokio::spawn({
-        let addr = node.addr();
-        let sid = sid.clone();
-        async move {
-            http(
-                &addr,
-                "GET",
-                &format!("{EIO}&transport=polling&sid={sid}"),
-                &[],
-                b"",
-            )
-            .await
-            .unwrap()
-        }
-    });
+    let waiting = waiting_poll(node, &sid);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(post(node, &sid, "1").await.text(), "ok");
     assert_eq!(waiting.await.unwrap().text(), "6");
