@@ -80,6 +80,45 @@ impl Keys {
         self.join(&["reaped", node])
     }
 
+    /// Hash: namespaces with connection state recovery, the field's value
+    /// the longest disconnection (ms) after which a client still recovers.
+    /// Written by app-nodes with their lease.
+    pub fn recovery(&self) -> String {
+        self.join(&["recovery"])
+    }
+
+    /// String: the cluster's key for session ids (`pid`s), made once by
+    /// the first io-node that needs it (`SET NX`).
+    pub fn recovery_key(&self) -> String {
+        self.join(&["recovery-key"])
+    }
+
+    /// Stream: the packets retained for connection state recovery in a
+    /// namespace, each entry one `emit` envelope (field `e`); the entry id
+    /// is the offset clients see.
+    pub fn log(&self, nsp: &str) -> String {
+        self.join(&["log", nsp])
+    }
+
+    /// String: a disconnected socket's parked session (its disconnect
+    /// event envelope), until it recovers or [`Keys::parked`] says it is
+    /// over.
+    pub fn session(&self, sid: &str) -> String {
+        self.join(&["session", sid])
+    }
+
+    /// Hash: socket id → the io-node holding it, for sockets recovered on
+    /// another io-node than the one their id names.
+    pub fn located(&self) -> String {
+        self.join(&["where"])
+    }
+
+    /// Sorted set: parked sessions by socket id, scored by the time (ms)
+    /// after which they can no longer recover.
+    pub fn parked(&self) -> String {
+        self.join(&["parked"])
+    }
+
     /// Hash: a registered user credential (`secret` = hex SHA-256 of the
     /// user's secret, `created` ms); expires with the credential.
     pub fn user(&self, user: &str) -> String {

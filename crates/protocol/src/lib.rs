@@ -22,5 +22,6 @@ pub mod engine;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
+pub mod recovery;
 pub mod scripts;
 pub mod socketio;

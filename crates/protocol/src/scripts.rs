@@ -35,7 +35,15 @@ return out";
 /// are near the tail (half the `LREM` time at echo with 100 clients).
 /// Constant arguments are Lua strings: Redis 7.0 formats a Lua number
 /// argument with `printf("%.17g")` on every call.
+///
+/// A pair whose event starts with `#` is an emit retained for connection
+/// state recovery: the event is `#<maxlen>#<ttl ms>#<log stream>`; the
+/// envelope is added to the stream (`XADD … MAXLEN ~ maxlen`, the stream's
+/// TTL renewed) and published behind an `offset` envelope carrying the
+/// entry id. The same envelope in several messages of one call (an emit
+/// routed on several channels) is added once and carries the same id.
 pub const FLUSH: &str = r"
+local logged = {}
 local i = 1
 while i <= #ARGV do
   local channel, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -44,7 +52,18 @@ while i <= #ARGV do
   for _ = 1, n do
     local event, envelope = ARGV[i], ARGV[i + 1]
     i = i + 2
-    if event == '' or redis.call('LREM', KEYS[1], '-1', event) > 0 then
+    if event == '' then
+      parts[#parts + 1] = envelope
+    elseif string.byte(event) == 35 then
+      local id = logged[envelope]
+      if not id then
+        local maxlen, ttl, stream = string.match(event, '^#(%d+)#(%d+)#(.+)$')
+        id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', envelope)
+        redis.call('PEXPIRE', stream, ttl)
+        logged[envelope] = id
+      end
+      parts[#parts + 1] = '\147\1\166offset\129\162id\217' .. string.char(#id) .. id .. envelope
+    elseif redis.call('LREM', KEYS[1], '-1', event) > 0 then
       parts[#parts + 1] = envelope
     end
   end
@@ -86,10 +105,74 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1
 end
 return 0";
 
-/// Moves up to a batch of a dead node's entries onto the event queue.
-/// KEYS: nodes, ledger, events, ledgers, reaped mark, node info.
+/// A socket of a namespace with connection state recovery disconnected
+/// (transport closed, ping timeout, node shutting down): instead of its
+/// disconnect event, its session is parked for the client to come back,
+/// if its entry was still there (or Redis lost the node's whole ledger).
+/// KEYS: ledger, ledgers, reaped mark, session, parked.
+/// ARGV: sid, node, envelope (the disconnect event, announced if the
+/// session expires), deadline (ms), session TTL (ms).
+pub const PARK: &str = r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1
+  or (redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0) then
+  redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[5])
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+  return 1
+end
+return 0";
+
+/// A client came back: takes its parked session. KEYS: session, parked,
+/// ledger of the io-node named by the sid, events, located (`P:where`).
+/// ARGV: sid, now (ms), the prefix of ledger keys (`P:sockets:`).
+/// Returns `{1, envelope}` when taken, `{2}` when an io-node still holds
+/// the socket (it has not seen the client go: ask it to release the
+/// socket, then try again), `{0}` when there is nothing to recover. A
+/// session found past its deadline is announced (its disconnect event
+/// queued) rather than taken.
+pub const CLAIM: &str = r"
+local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if deadline then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  local session = redis.call('GET', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if session and tonumber(deadline) >= tonumber(ARGV[2]) then
+    redis.call('HDEL', KEYS[5], ARGV[1])
+    return {1, session}
+  end
+  if session then redis.call('LPUSH', KEYS[4], session) end
+  return {0}
+end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {2} end
+local holder = redis.call('HGET', KEYS[5], ARGV[1])
+if holder and redis.call('HEXISTS', ARGV[3] .. holder, ARGV[1]) == 1 then return {2} end
+return {0}";
+
+/// Announces the sessions whose time to recover is over: each parked
+/// session past its deadline leaves the parked set and its disconnect
+/// event goes to the queue, once. KEYS: parked, events. ARGV: now (ms),
+/// batch, the prefix of session keys (`P:session:`).
+/// Returns the number announced.
+pub const SWEEP: &str = r"
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+local announced = 0
+for _, sid in ipairs(due) do
+  redis.call('ZREM', KEYS[1], sid)
+  local session = redis.call('GET', ARGV[3] .. sid)
+  if session then
+    redis.call('DEL', ARGV[3] .. sid)
+    redis.call('LPUSH', KEYS[2], session)
+    announced = announced + 1
+  end
+end
+return announced";
+
+/// Moves up to a batch of a dead node's entries onto the event queue, or,
+/// for sockets of a namespace with connection state recovery, parks their
+/// sessions (as [`PARK`] does) so their clients can still come back.
+/// KEYS: nodes, ledger, events, ledgers, reaped mark, node info, recovery
+/// namespaces, parked.
 /// ARGV: node, now (ms), batch, force (1: the node's own previous life),
-/// mark TTL (ms).
+/// mark TTL (ms), the prefix of session keys (`P:session:`).
 /// Returns {moved, left}; left is -1 when the node is alive.
 pub const DRAIN: &str = r"
 local node = ARGV[1]
@@ -114,7 +197,18 @@ repeat
   cursor = page[1]
   local items = page[2]
   for i = 1, #items, 2 do
-    redis.call('LPUSH', KEYS[3], items[i + 1])
+    local window = nil
+    local ok, event = pcall(cmsgpack.unpack, items[i + 1])
+    if ok and type(event) == 'table' and type(event[3]) == 'table' and type(event[3]['nsp']) == 'string' then
+      local setting = redis.call('HGET', KEYS[7], event[3]['nsp'])
+      if setting then window = tonumber(string.match(setting, '^(%d+)')) end
+    end
+    if window and window > 0 then
+      redis.call('SET', ARGV[6] .. items[i], items[i + 1], 'PX', window + 3600000)
+      redis.call('ZADD', KEYS[8], tonumber(ARGV[2]) + window, items[i])
+    else
+      redis.call('LPUSH', KEYS[3], items[i + 1])
+    end
     redis.call('HDEL', KEYS[2], items[i])
     moved = moved + 1
   end
@@ -144,7 +238,7 @@ mod tests {
     #[test]
     fn the_protocol_document_shows_the_scripts_the_nodes_run() {
         let doc = lines(include_str!("../../../docs/PROTOCOL.md"));
-        for script in [FETCH, FLUSH, REAP, ANNOUNCE] {
+        for script in [FETCH, FLUSH, REAP, ANNOUNCE, PARK] {
             let script = lines(script);
             assert!(doc.contains(&script), "docs/PROTOCOL.md lacks:\n{script}");
         }

@@ -357,6 +357,14 @@ pub fn connect_payload(sid: &str) -> String {
     format!(r#"{{"sid":{sid}}}"#)
 }
 
+/// The CONNECT payload of a socket with connection state recovery:
+/// `{"sid":"…","pid":"…"}`.
+pub fn connect_payload_with_pid(sid: &str, pid: &str) -> String {
+    let sid = serde_json::to_string(sid).unwrap_or_else(|_| "\"\"".into());
+    let pid = serde_json::to_string(pid).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"sid":{sid},"pid":{pid}}}"#)
+}
+
 /// The CONNECT_ERROR payload for a message: `{"message":"…"}`.
 pub fn connect_error_payload(message: &str, data: Option<&str>) -> String {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());

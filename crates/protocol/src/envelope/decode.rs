@@ -107,6 +107,7 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
     let (mut kind, mut node, mut sid, mut nsp, mut seq) = (None, None, None, None, None);
     let (mut data, mut bins, mut ack, mut reason) = (None, Vec::new(), None, None);
     let (mut rooms, mut sdata, mut handshake_) = (Vec::new(), None, None);
+    let mut recovered = false;
     // serde refuses a field given twice; so does this reader (by
     // leaving it to serde). Each known field has its bit in `seen`.
     let mut seen = 0u16;
@@ -175,6 +176,10 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
                 *r = &r[len..];
                 2048
             }
+            "recovered" => {
+                recovered = rmp::decode::read_bool(r).ok()?;
+                4096
+            }
             _ => {
                 // A field this version does not know: skipped.
                 let len = value_len(r)?;
@@ -200,6 +205,7 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
         rooms,
         sdata,
         handshake: handshake_?,
+        recovered,
     })
 }
 
@@ -359,6 +365,8 @@ impl Tagged for Command {
             "data" => Command::SetData(element(seq)?),
             "disconnect" => Command::Disconnect(element(seq)?),
             "done" => Command::Done(element(seq)?),
+            "offset" => Command::Offset(element(seq)?),
+            "release" => Command::Release(element(seq)?),
             _ => return Ok(None),
         }))
     }

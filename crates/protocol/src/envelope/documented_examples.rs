@@ -32,6 +32,7 @@ fn example_event() -> Event {
             secure: false,
             auth: None,
         }),
+        recovered: false,
     }
 }
 

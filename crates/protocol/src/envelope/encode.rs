@@ -29,7 +29,7 @@ impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
                 + 16 * self.rooms.len()
                 + self.handshake.0.len(),
         );
-        envelope_head(w, "event", 12);
+        envelope_head(w, "event", if self.recovered { 13 } else { 12 });
         write_str_field(w, "kind", self.kind.as_str());
         write_str_field(w, "node", self.node);
         write_str_field(w, "sid", self.sid);
@@ -51,6 +51,10 @@ impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
         write_str_field(w, "sdata", self.sdata);
         write_str(w, "handshake");
         w.extend_from_slice(&self.handshake.0);
+        if self.recovered {
+            write_str(w, "recovered");
+            drop(rmp::encode::write_bool(w, true));
+        }
     }
 }
 
@@ -90,6 +94,8 @@ impl Command {
                 w
             }
             Command::Done(body) => encode_tagged(kind, body),
+            Command::Offset(body) => encode_tagged(kind, body),
+            Command::Release(body) => encode_tagged(kind, body),
         }
     }
 }

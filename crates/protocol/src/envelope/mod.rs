@@ -119,6 +119,15 @@ pub struct Event {
     /// The socket's data (JSON text) as last set by an app-node.
     pub sdata: Option<String>,
     pub handshake: Arc<Handshake>,
+    /// `connect` only: the socket is one that disconnected and came back
+    /// with connection state recovery (same sid, rooms and data); its
+    /// earlier life had no disconnect event.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recovered: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Event {
@@ -203,6 +212,8 @@ pub struct EventParts<'a, R> {
     pub rooms: R,
     pub sdata: Option<&'a str>,
     pub handshake: &'a EncodedHandshake,
+    /// Written (as a 13th field) only when true.
+    pub recovered: bool,
 }
 /// Where an answer to a command goes: an app-node's channel and a token it
 /// chose.
@@ -239,6 +250,11 @@ pub struct Emit {
     pub ack: Option<ReplyTo>,
     /// Deduplication id, set when the emit was published on several channels.
     pub id: Option<u64>,
+    /// The emit's offset in its namespace's recovery log: not a field of
+    /// the envelope but the [`Offset`] command before it in the message
+    /// ([`Command::decode_all`] puts it here), or the log entry's id.
+    #[serde(skip)]
+    pub offset: Option<String>,
 }
 
 impl Emit {
@@ -348,6 +364,23 @@ pub struct Done {
     pub reject: Option<Reject>,
 }
 
+/// The log offset of the emit that follows it in the same message: the
+/// flush script writes it, after adding the emit to its namespace's
+/// recovery log (`[1, "offset", {"id": "<entry id>"}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offset {
+    pub id: String,
+}
+
+/// Hand over a socket whose client came back on another connection with
+/// connection state recovery: the io-node holding it closes it as if its
+/// transport closed, which parks its session for the new connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub nsp: String,
+    pub sid: String,
+}
+
 /// A message from an app-node to io-nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -358,13 +391,24 @@ pub enum Command {
     SetData(SetData),
     Disconnect(Disconnect),
     Done(Done),
+    Offset(Offset),
+    Release(Release),
 }
 
 impl Command {
     /// The envelope type string.
     /// Every command's `type`, in the order of [`Command::type_index`].
-    pub const TYPE_NAMES: [&'static str; 7] =
-        ["emit", "ack", "join", "leave", "data", "disconnect", "done"];
+    pub const TYPE_NAMES: [&'static str; 9] = [
+        "emit",
+        "ack",
+        "join",
+        "leave",
+        "data",
+        "disconnect",
+        "done",
+        "offset",
+        "release",
+    ];
 
     /// This command's place in [`Command::TYPE_NAMES`].
     pub fn type_index(&self) -> usize {
@@ -376,6 +420,8 @@ impl Command {
             Command::SetData(_) => 4,
             Command::Disconnect(_) => 5,
             Command::Done(_) => 6,
+            Command::Offset(_) => 7,
+            Command::Release(_) => 8,
         }
     }
 
@@ -389,17 +435,31 @@ impl Command {
 
     /// Reads a message of one or more commands back to back (how app-nodes
     /// publish several at once). A command of an unknown type or version is
-    /// reported and skipped; a malformed one ends the message.
+    /// reported and skipped; a malformed one ends the message. An
+    /// [`Offset`] is not returned: it goes into the [`Emit`] right after it.
     pub fn decode_all(bytes: &[u8]) -> impl Iterator<Item = Result<Command, EnvelopeError>> + '_ {
         let mut envelopes = envelopes(bytes);
         let mut ended = false;
+        let mut offset: Option<String> = None;
         std::iter::from_fn(move || {
-            if ended {
-                return None;
+            loop {
+                if ended {
+                    return None;
+                }
+                let result = envelopes.next()?.and_then(decode_tagged);
+                ended = matches!(result, Err(EnvelopeError::Malformed(_)));
+                match result {
+                    Ok(Command::Offset(next)) => offset = Some(next.id),
+                    Ok(Command::Emit(mut emit)) => {
+                        emit.offset = offset.take();
+                        return Some(Ok(Command::Emit(emit)));
+                    }
+                    other => {
+                        offset = None;
+                        return Some(other);
+                    }
+                }
             }
-            let result = envelopes.next()?.and_then(decode_tagged);
-            ended = matches!(result, Err(EnvelopeError::Malformed(_)));
-            Some(result)
         })
     }
 }

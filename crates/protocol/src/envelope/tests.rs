@@ -74,7 +74,10 @@ fn event_parts_encode_as_events_do() {
             300,
         ),
     ];
-    for (kind, data, bin, ack, reason, rooms, sdata, seq) in cases {
+    for ((kind, data, bin, ack, reason, rooms, sdata, seq), recovered) in cases
+        .into_iter()
+        .flat_map(|case| [(case.clone(), false), (case, true)])
+    {
         let event = Event {
             kind,
             node: "n1".into(),
@@ -88,6 +91,7 @@ fn event_parts_encode_as_events_do() {
             rooms: rooms.iter().map(|room| room.to_string()).collect(),
             sdata: sdata.map(Into::into),
             handshake: shaken.clone(),
+            recovered,
         };
         let parts = EventParts {
             kind,
@@ -102,8 +106,11 @@ fn event_parts_encode_as_events_do() {
             rooms: rooms.iter().copied(),
             sdata,
             handshake: &encoded,
+            recovered,
         };
-        assert_eq!(parts.encode(), event.encode(), "{kind:?} seq {seq}");
+        let bytes = parts.encode();
+        assert_eq!(bytes, event.encode(), "{kind:?} seq {seq}");
+        assert_eq!(Event::decode(&bytes).unwrap(), event, "{kind:?} seq {seq}");
     }
 }
 
@@ -173,6 +180,7 @@ fn events_of_a_socket_share_their_decoded_handshake() {
         rooms: vec![],
         sdata: None,
         handshake,
+        recovered: false,
     };
     let first = Event::decode(&event(handshake()).encode()).unwrap();
     let second = Event::decode(&event(handshake()).encode()).unwrap();
@@ -225,6 +233,7 @@ fn the_fast_event_reader_agrees_with_serde() {
                 rooms: ["r1", "r2"].into_iter(),
                 sdata: Some("{}"),
                 handshake: &encoded,
+                recovered: false,
             }
             .encode(),
         );
@@ -279,6 +288,7 @@ fn events_round_trip() {
         rooms: vec!["r".into()],
         sdata: Some("{\"nick\":\"a\"}".into()),
         handshake: handshake(),
+        recovered: false,
     };
     let bytes = event.encode();
     assert_eq!(
@@ -303,6 +313,7 @@ fn a_queue_item_of_several_events_decodes_whole_or_not_at_all() {
         rooms: vec!["r".into()],
         sdata: None,
         handshake: handshake(),
+        recovered: false,
     };
     let second = Event {
         seq: 4,
