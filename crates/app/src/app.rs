@@ -69,8 +69,12 @@ impl App {
     /// Declares namespace `nsp` (e.g. `/` or `/chat`) and its handlers.
     /// io-nodes refuse clients connecting to namespaces no app-node declares.
     pub fn namespace(&mut self, nsp: &str, setup: impl FnOnce(&mut Namespace)) -> &mut App {
-        let namespace = self.namespaces.entry(normalize_nsp(nsp)).or_default();
+        let nsp = normalize_nsp(nsp);
+        let namespace = self.namespaces.entry(nsp.clone()).or_default();
         setup(namespace);
+        let window = namespace.recovery.unwrap_or(self.config.recovery);
+        self.ctx
+            .set_recovery(&nsp, window, self.config.recovery_packets);
         self
     }
 

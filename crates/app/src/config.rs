@@ -39,6 +39,11 @@ pub struct AppConfig {
     /// Address of the operations listener (`/health`, `/ready`, `/metrics`)
     /// ([`RawAppConfig::ops_listen`]).
     pub ops_listen: Option<String>,
+    /// Connection state recovery window for namespaces that do not set
+    /// their own; zero: off ([`RawAppConfig::recovery_ms`]).
+    pub recovery: Duration,
+    /// Emits kept per namespace log ([`RawAppConfig::recovery_packets`]).
+    pub recovery_packets: u64,
 }
 
 /// Every setting's default, with a random `app_id`.
@@ -90,6 +95,19 @@ iocluster_ops::settings! {
     /// exits; 0: it waits for ever (it says so at once, then retries).
     #[setting(flag = "redis-start-timeout", value_name = "MS", env = IOCLUSTER_REDIS_START_TIMEOUT_MS, default = 0)]
     redis_start_timeout_ms: u64,
+    /// Connection state recovery in every namespace of this application
+    /// (a namespace's `recovery()` overrides it): milliseconds a client
+    /// that lost its connection may take to come back, to any io-node, and
+    /// get the same socket, rooms, data and the emits it missed. 0: off (as
+    /// in Socket.IO). With it on, clients get each emit's log offset as an
+    /// extra last argument.
+    #[setting(flag = "recovery", value_name = "MS", env = IOCLUSTER_RECOVERY_MS, default = 0)]
+    recovery_ms: u64,
+    /// Emits each namespace with recovery keeps in its log in Redis (about
+    /// this many: trimmed in blocks); a client that missed more gets a new
+    /// session.
+    #[setting(flag = "recovery-packets", value_name = "N", env = IOCLUSTER_RECOVERY_PACKETS, default = 10_000)]
+    recovery_packets: u64,
     /// Operations listener: /health, /ready and /metrics (Prometheus).
     #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
     ops_listen: String,
@@ -124,6 +142,9 @@ impl RawAppConfig {
             redis_start_timeout: (settings.redis_start_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.redis_start_timeout_ms)),
             ops_listen: settings.ops_listen,
+            recovery: Duration::from_millis(settings.recovery_ms),
+            recovery_packets: positive(settings.recovery_packets as usize, "recovery_packets")?
+                as u64,
         })
     }
 }
@@ -247,7 +268,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawAppConfig::SETTINGS).unwrap();
-        assert_eq!(RawAppConfig::SETTINGS.len(), 10);
+        assert_eq!(RawAppConfig::SETTINGS.len(), 12);
     }
 
     #[test]

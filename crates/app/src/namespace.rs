@@ -48,9 +48,23 @@ pub struct Namespace {
     pub(crate) events: HashMap<String, EventHandler>,
     pub(crate) on_any: Option<AnyEventHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
+    pub(crate) recovery: Option<std::time::Duration>,
 }
 
 impl Namespace {
+    /// Connection state recovery in this namespace, overriding the app-node's
+    /// `recovery_ms`: a client that loses its connection and comes back
+    /// within `max_disconnection` (to any io-node) gets the same socket id,
+    /// rooms and data, and every emit it missed. `Duration::ZERO` turns it
+    /// off. With it on, each emit without an acknowledgement is kept in the
+    /// namespace's log in Redis (`recovery_packets` entries at most), and
+    /// clients get its log offset as an extra last argument, as with
+    /// Socket.IO's `connectionStateRecovery`.
+    pub fn recovery(&mut self, max_disconnection: std::time::Duration) -> &mut Namespace {
+        self.recovery = Some(max_disconnection);
+        self
+    }
+
     /// Runs when a client connects; `Err` refuses the connection. Without it,
     /// every connection is accepted. The client gets CONNECT only after this
     /// returns, and its later events wait until then.

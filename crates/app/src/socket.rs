@@ -48,6 +48,14 @@ pub(crate) enum Publish {
     },
     /// Remove an undecodable event from the in-flight list.
     Discard { raw: Vec<u8> },
+    /// `PUBLISH channel payload` of an emit retained for connection state
+    /// recovery: added to its namespace's log first (see the flush script),
+    /// `mark` saying which log and how much it keeps.
+    Retained {
+        mark: Vec<u8>,
+        channel: String,
+        payload: Vec<u8>,
+    },
 }
 
 impl Publish {
@@ -61,6 +69,11 @@ impl Publish {
                 payload,
             } => raw.len() + channel.len() + payload.len(),
             Publish::Discard { raw } => raw.len(),
+            Publish::Retained {
+                mark,
+                channel,
+                payload,
+            } => mark.len() + channel.len() + payload.len(),
         }
     }
 }
@@ -73,6 +86,10 @@ pub(crate) struct Ctx {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
     pub join_timeout: Duration,
+    /// Namespaces with connection state recovery: their `P:recovery` value
+    /// (`<window ms>:<packets>`) and the flush script's mark for their
+    /// retained emits.
+    recovery: std::sync::RwLock<HashMap<String, (String, Vec<u8>)>>,
 }
 
 impl Ctx {
@@ -89,7 +106,47 @@ impl Ctx {
             pending: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             join_timeout,
+            recovery: std::sync::RwLock::default(),
         }
+    }
+
+    /// Turns connection state recovery on in `nsp` for `window` (off for
+    /// zero), keeping up to `packets` emits in its log.
+    pub(crate) fn set_recovery(&self, nsp: &str, window: Duration, packets: u64) {
+        let mut recovery = self
+            .recovery
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window_ms = window.as_millis() as u64;
+        if window_ms == 0 {
+            recovery.remove(nsp);
+            return;
+        }
+        // The log outlives an idle stretch as long as a session does (and a
+        // minute more), so a client back in time never finds it gone.
+        let ttl_ms = window_ms + 60_000;
+        let mark = iocluster_protocol::recovery::mark(packets, ttl_ms, &self.keys.log(nsp));
+        recovery.insert(nsp.to_owned(), (format!("{window_ms}:{packets}"), mark));
+    }
+
+    /// What `P:recovery` says of `nsp`: `<window ms>:<packets>`, empty when
+    /// off.
+    pub(crate) fn recovery_setting(&self, nsp: &str) -> String {
+        self.recovery
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(nsp)
+            .map(|(setting, _)| setting.clone())
+            .unwrap_or_default()
+    }
+
+    /// The flush script's mark for an emit retained in `nsp`'s log.
+    fn retention_mark(&self, nsp: &str) -> Option<Vec<u8>> {
+        self.recovery
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(nsp)
+            .map(|(_, mark)| mark.clone())
     }
 
     pub(crate) fn publish(&self, channel: String, command: &Command) -> Result<(), EmitError> {
@@ -243,16 +300,26 @@ impl Emitter {
             bin: to_bins(payload),
             ack: None,
             id: None,
+            offset: None,
         };
         let routes = emit.route(&self.ctx.keys, rand::random);
         let encoded = Command::Emit(emit).encode();
+        let mark = self.ctx.retention_mark(&self.nsp);
         for channel in routes {
-            self.ctx
-                .publisher
-                .try_send(Publish::Command {
+            let publish = match &mark {
+                Some(mark) => Publish::Retained {
+                    mark: mark.clone(),
                     channel,
                     payload: encoded.clone(),
-                })
+                },
+                None => Publish::Command {
+                    channel,
+                    payload: encoded.clone(),
+                },
+            };
+            self.ctx
+                .publisher
+                .try_send(publish)
                 .map_err(|_| EmitError::Overloaded)?;
         }
         Ok(())
@@ -266,6 +333,7 @@ struct SocketInner {
     handshake: Arc<Handshake>,
     rooms: Mutex<Vec<String>>,
     data: Mutex<Option<String>>,
+    recovered: bool,
     ctx: Arc<Ctx>,
 }
 
@@ -287,9 +355,20 @@ impl Socket {
                 handshake: event.handshake.clone(),
                 rooms: Mutex::new(event.rooms.clone()),
                 data: Mutex::new(event.sdata.clone()),
+                recovered: event.recovered,
                 ctx,
             }),
         }
+    }
+
+    /// In a connection handler: the client lost its connection and came
+    /// back with connection state recovery (Socket.IO's `socket.recovered`).
+    /// It kept this id, its rooms and data, and got the emits it missed; its
+    /// earlier life had no disconnect event (a socket has one, when it is
+    /// gone for good), so this connect follows an earlier one for the same
+    /// id. A refusal disconnects it.
+    pub fn recovered(&self) -> bool {
+        self.inner.recovered
     }
 
     /// The socket id (what `socket.id` is on the client).

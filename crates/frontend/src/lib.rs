@@ -57,12 +57,67 @@ impl Frontend {
     /// many io-node subscriptions received it in all.
     pub async fn publish(&self, channels: &[String], command: Command) -> redis::RedisResult<u64> {
         let payload = command.encode();
+        let mut redis = self.redis();
+        if let Command::Emit(emit) = &command
+            && emit.ack.is_none()
+            && let Some(mark) = self.retention_mark(&mut redis, &emit.nsp).await?
+        {
+            return self
+                .publish_retained(&mut redis, channels, &mark, &payload)
+                .await;
+        }
         let mut pipe = redis::pipe();
         for channel in channels {
             pipe.cmd("PUBLISH").arg(channel).arg(&payload);
         }
-        let counts: Vec<u64> = pipe.query_async(&mut self.redis()).await?;
+        let counts: Vec<u64> = pipe.query_async(&mut redis).await?;
         Ok(counts.iter().sum())
+    }
+
+    /// The flush script's mark for emits to `nsp`, when its app-nodes keep
+    /// them for connection state recovery (`P:recovery`).
+    async fn retention_mark(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+        nsp: &str,
+    ) -> redis::RedisResult<Option<Vec<u8>>> {
+        let setting: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.recovery())
+            .arg(nsp)
+            .query_async(redis)
+            .await?;
+        Ok(setting
+            .as_deref()
+            .and_then(iocluster_protocol::recovery::parse_setting)
+            .filter(|(window, _)| *window > 0)
+            .map(|(window, packets)| {
+                iocluster_protocol::recovery::mark(packets, window + 60_000, &self.keys.log(nsp))
+            }))
+    }
+
+    /// An emit kept in its namespace's recovery log, then published on each
+    /// channel, through the app-nodes' flush script (which adds it to the
+    /// log and publishes it with its offset). Returns the subscribers the
+    /// channels had.
+    async fn publish_retained(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+        channels: &[String],
+        mark: &[u8],
+        payload: &[u8],
+    ) -> redis::RedisResult<u64> {
+        let script = redis::Script::new(iocluster_protocol::scripts::FLUSH);
+        let mut invocation = script.key(self.keys.inflight("-frontend"));
+        for channel in channels {
+            invocation.arg(channel).arg(1).arg(mark).arg(payload);
+        }
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channels)
+            .query_async(redis)
+            .await?;
+        let () = invocation.invoke_async(redis).await?;
+        Ok(counts.iter().map(|(_, count)| count).sum())
     }
 }
 

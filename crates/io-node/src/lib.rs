@@ -105,11 +105,17 @@ pub async fn run(
         readiness: readiness.clone(),
     };
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
+    let recovery = cluster::recovery::Recovery::new(
+        redis.clone(),
+        Keys::new(config.prefix.clone()),
+        config.lease,
+    );
     let node = Arc::new(Node::new(
         engine.clone(),
         sockets.clone(),
         namespaces.clone(),
         credentials,
+        recovery,
     ));
 
     if let Err(error) = namespaces.refresh().await {

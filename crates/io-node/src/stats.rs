@@ -17,7 +17,7 @@ pub(crate) struct HotMetrics {
     events_out: [Counter; 3],
     pub batched_events: Counter,
     /// `iocluster_commands_total{type}`, by `Command::type_index`.
-    commands: [Counter; 7],
+    commands: [Counter; Command::TYPE_NAMES.len()],
     pub round_trip: Histogram,
     pub deliveries: Counter,
 }

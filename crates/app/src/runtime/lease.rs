@@ -27,7 +27,7 @@ pub(super) async fn heartbeat(
     keys: &Keys,
     app_id: &str,
     lease: Duration,
-    nsps: &[String],
+    nsps: &[(String, String)],
 ) -> redis::RedisResult<()> {
     let until = unix_ms() + lease.as_millis() as u64;
     let mut pipe = redis::pipe();
@@ -36,13 +36,24 @@ pub(super) async fn heartbeat(
         .arg(until)
         .arg(app_id)
         .ignore();
-    for nsp in nsps {
+    for (nsp, recovery) in nsps {
         pipe.cmd("ZADD")
             .arg(keys.namespaces())
             .arg("GT")
             .arg(until)
             .arg(nsp)
             .ignore();
+        // Connection state recovery, as this application configures it:
+        // `<window ms>:<packets kept>`, empty when off.
+        if !recovery.is_empty() {
+            pipe.cmd("HSET")
+                .arg(keys.recovery())
+                .arg(nsp)
+                .arg(recovery)
+                .ignore();
+        } else {
+            pipe.cmd("HDEL").arg(keys.recovery()).arg(nsp).ignore();
+        }
     }
     pipe.query_async(redis).await
 }
@@ -54,7 +65,7 @@ pub(super) struct LeaseKeeper {
     pub(super) keys: Keys,
     pub(super) app_id: String,
     pub(super) lease: Duration,
-    pub(super) nsps: Vec<String>,
+    pub(super) nsps: Vec<(String, String)>,
     pub(super) readiness: iocluster_ops::Readiness,
     /// Cancelled when shutdown begins: from then on a renewal no longer
     /// makes the node ready again.
@@ -156,7 +167,7 @@ pub(super) async fn hand_back_previous(
     keys: &Keys,
     app_id: &str,
     lease: Duration,
-    nsps: &[String],
+    nsps: &[(String, String)],
 ) -> redis::RedisResult<()> {
     let moved = hand_back(redis, keys, app_id, u64::MAX).await?;
     if moved > 0 {

@@ -152,7 +152,11 @@ impl Node {
             .get_connection_manager_with_config(blocking_config)
             .await?;
 
-        let nsps: Vec<String> = handlers.namespaces.keys().cloned().collect();
+        let nsps: Vec<(String, String)> = handlers
+            .namespaces
+            .keys()
+            .map(|nsp| (nsp.clone(), ctx.recovery_setting(nsp)))
+            .collect();
         lease::heartbeat(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
         lease::hand_back_previous(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
 

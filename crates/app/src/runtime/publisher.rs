@@ -178,7 +178,9 @@ pub(crate) struct Flush<'a> {
 }
 
 /// `(event, envelope)`: with an event, the envelope is a `done` that goes out
-/// only if the event is still in this app-node's in-flight list.
+/// only if the event is still in this app-node's in-flight list; with a mark
+/// (`#…`, never the first byte of an event), an emit retained in a recovery
+/// log.
 type Part<'a> = (Option<&'a [u8]>, &'a [u8]);
 
 /// One message of a flush; `channel` is empty for in-flight removals that
@@ -201,6 +203,12 @@ impl<'a> Flush<'a> {
                     payload,
                 } => (channel.as_str(), (Some(&raw[..]), &payload[..])),
                 Publish::Discard { raw } => ("", (Some(&raw[..]), &[][..])),
+                // The flush script tells a retained emit by its mark's `#`.
+                Publish::Retained {
+                    mark,
+                    channel,
+                    payload,
+                } => (channel.as_str(), (Some(&mark[..]), &payload[..])),
             };
             match messages.last_mut() {
                 Some(last) if last.channel == channel => last.parts.push(part),
@@ -213,7 +221,8 @@ impl<'a> Flush<'a> {
         Flush { messages }
     }
 
-    /// Whether anything leaves the in-flight list (a `done` or a discard).
+    /// Whether the flush needs the script: something leaves the in-flight
+    /// list (a `done` or a discard) or goes into a recovery log.
     fn removes(&self) -> bool {
         self.messages
             .iter()

@@ -30,11 +30,16 @@
 use std::time::Duration;
 
 use iocluster_protocol::keys::Keys;
-pub(crate) use iocluster_protocol::scripts::{ANNOUNCE, DRAIN, UPDATE};
+pub(crate) use iocluster_protocol::scripts::{ANNOUNCE, CLAIM, DRAIN, PARK, SWEEP, UPDATE};
 
 /// How long the mark of a drained ledger lives: longer than any stall after
 /// which a node could still renew its lease.
 pub(crate) const REAPED_MARK: Duration = Duration::from_secs(24 * 3600);
+
+/// How much longer than its recovery window a parked session's key lives:
+/// the sweep announces it at its deadline, and the key's own expiry only
+/// cleans up after a cluster that had no io-node to sweep.
+pub(crate) const SESSION_MARGIN_MS: u64 = 3_600_000;
 
 /// Entries drained per script run: bounds how long one run blocks Redis.
 pub(crate) const DRAIN_BATCH: usize = 1000;
@@ -58,11 +63,14 @@ pub(crate) async fn drain(
             .key(keys.ledgers())
             .key(keys.reaped(node))
             .key(keys.node_info(node))
+            .key(keys.recovery())
+            .key(keys.parked())
             .arg(node)
             .arg(crate::clock::unix_ms())
             .arg(DRAIN_BATCH)
             .arg(if force { "1" } else { "0" })
             .arg(REAPED_MARK.as_millis() as u64)
+            .arg(keys.session(""))
             .invoke_async(redis)
             .await?;
         total += moved;

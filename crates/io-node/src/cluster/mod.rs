@@ -22,6 +22,7 @@
 pub(crate) mod auth;
 pub(crate) mod ledger;
 mod namespaces;
+pub(crate) mod recovery;
 pub(crate) mod registry;
 mod subscriber;
 mod writer;
@@ -73,19 +74,27 @@ pub(crate) struct Bridge {
     written: Arc<AtomicU64>,
     /// Unbounded, but fed only by room changes, which the registry bounds.
     changes: mpsc::UnboundedSender<SubscriptionChange>,
+    /// Recovered sockets whose missed emits are to be read, once their
+    /// subscriptions are active (one per recovery, which admission bounds).
+    replays: mpsc::UnboundedSender<Replay>,
 }
+
+/// A recovered socket's log to read: socket, namespace, after which offset.
+type Replay = (Arc<str>, Arc<str>, Option<String>);
 
 /// The receiving ends, handed to the tasks.
 pub(crate) struct BridgeReceivers {
     outgoing: mpsc::Receiver<Outgoing>,
     ledger: mpsc::UnboundedReceiver<LedgerOp>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
+    replays: mpsc::UnboundedReceiver<Replay>,
 }
 
 pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
     let (outgoing, outgoing_rx) = mpsc::channel(capacity);
     let (ledger, ledger_rx) = mpsc::unbounded_channel();
     let (changes, changes_rx) = mpsc::unbounded_channel();
+    let (replays, replays_rx) = mpsc::unbounded_channel();
     (
         Bridge {
             outgoing,
@@ -95,11 +104,13 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
             queued: Arc::default(),
             written: Arc::default(),
             changes,
+            replays,
         },
         BridgeReceivers {
             outgoing: outgoing_rx,
             ledger: ledger_rx,
             changes: changes_rx,
+            replays: replays_rx,
         },
     )
 }
@@ -150,6 +161,13 @@ impl sockets::Cluster for Bridge {
 
     fn when_subscribed(&self, then: Box<dyn FnOnce() + Send>) {
         let _ = self.changes.send(SubscriptionChange::Then(then));
+    }
+
+    fn replay(&self, sid: Arc<str>, nsp: Arc<str>, after: Option<String>) {
+        let replays = self.replays.clone();
+        self.when_subscribed(Box::new(move || {
+            let _ = replays.send((sid, nsp, after));
+        }));
     }
 }
 
@@ -232,6 +250,39 @@ pub(crate) fn spawn(
             receivers.changes,
             stop.clone(),
         )),
+        tokio::spawn(replays(
+            context.clone(),
+            redis.clone(),
+            receivers.replays,
+            stop.clone(),
+        )),
         tokio::spawn(registry::run(context, redis, stop)),
     ]
+}
+
+/// Reads the log of each recovered socket (each in a task of its own: a
+/// node that died leaves many clients recovering at once) and hands it to
+/// the socket.
+async fn replays(
+    context: Context,
+    redis: redis::aio::ConnectionManager,
+    mut requests: mpsc::UnboundedReceiver<Replay>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (sid, nsp, after) = tokio::select! {
+            _ = stop.cancelled() => return,
+            request = requests.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let context = context.clone();
+        let mut redis = redis.clone();
+        tokio::spawn(async move {
+            let after = after.unwrap_or_else(|| "0-0".to_owned());
+            let log = recovery::read_log(&mut redis, &context.keys, &nsp, &after).await;
+            context.sockets.replayed(&sid, log);
+        });
+    }
 }

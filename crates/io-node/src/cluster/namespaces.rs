@@ -7,8 +7,8 @@
 //! than be refused for good (running app-nodes refuse a namespace they do
 //! not serve themselves).
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use iocluster_protocol::keys::Keys;
@@ -19,6 +19,8 @@ const REFRESH_AFTER_MISS: Duration = Duration::from_millis(250);
 pub(crate) struct Namespaces {
     redis: redis::aio::ConnectionManager,
     key: String,
+    recovery_key: String,
+    recovery: String,
     /// How long a namespace stays served after its last lease ended.
     memory: std::time::Duration,
     cache: RwLock<Cache>,
@@ -29,6 +31,10 @@ pub(crate) struct Namespaces {
 #[derive(Default)]
 struct Cache {
     served: HashSet<String>,
+    /// Namespaces with connection state recovery, and its window (ms).
+    recovery: HashMap<String, u64>,
+    /// The cluster's key for private ids.
+    key: Option<Arc<str>>,
     refreshed: Option<Instant>,
 }
 
@@ -41,6 +47,8 @@ impl Namespaces {
         Namespaces {
             redis,
             key: keys.namespaces(),
+            recovery_key: keys.recovery_key(),
+            recovery: keys.recovery(),
             memory,
             cache: RwLock::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
@@ -77,20 +85,52 @@ impl Namespaces {
     pub(crate) async fn refresh(&self) -> redis::RedisResult<()> {
         let mut redis = self.redis.clone();
         let since = crate::clock::unix_ms().saturating_sub(crate::clock::millis(self.memory));
-        let served: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&self.key)
-            .arg(since)
-            .arg("+inf")
-            .arg("BYSCORE")
-            .query_async(&mut redis)
-            .await?;
+        // The recovery key is made once, by whichever node asks first.
+        let (served, recovery, key): (Vec<String>, HashMap<String, String>, Option<String>) =
+            redis::pipe()
+                .cmd("ZRANGE")
+                .arg(&self.key)
+                .arg(since)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .cmd("HGETALL")
+                .arg(&self.recovery)
+                .cmd("SET")
+                .arg(&self.recovery_key)
+                .arg(crate::engine::random_token(32))
+                .arg("NX")
+                .ignore()
+                .cmd("GET")
+                .arg(&self.recovery_key)
+                .query_async(&mut redis)
+                .await?;
         let mut cache = self
             .cache
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.served = served.into_iter().collect();
+        cache.recovery = recovery
+            .into_iter()
+            .filter_map(|(nsp, value)| {
+                let (window, _) = iocluster_protocol::recovery::parse_setting(&value)?;
+                Some((nsp, window))
+            })
+            .collect();
+        if cache.key.as_deref() != key.as_deref() {
+            cache.key = key.map(Into::into);
+        }
         cache.refreshed = Some(Instant::now());
         Ok(())
+    }
+
+    /// Connection state recovery in `nsp`, if its app-nodes turned it on.
+    pub(crate) fn recovery(&self, nsp: &str) -> Option<crate::sockets::NamespaceRecovery> {
+        let cache = self.read();
+        let window_ms = *cache.recovery.get(nsp).filter(|window| **window > 0)?;
+        Some(crate::sockets::NamespaceRecovery {
+            window_ms,
+            key: cache.key.clone()?,
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {

@@ -167,6 +167,13 @@ pub(super) async fn run(
             if let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await {
                 tracing::warn!(%error, "cannot check for lost io-nodes");
             }
+            match super::recovery::sweep(&mut redis, keys).await {
+                Ok(0) => {}
+                Ok(announced) => {
+                    tracing::debug!(announced, "sessions not recovered in time announced gone");
+                }
+                Err(error) => tracing::warn!(%error, "cannot announce expired sessions"),
+            }
             context.sockets.redeliver(context.config.redeliver_after);
         }
         if let Err(error) = context.namespaces.refresh().await {

@@ -27,6 +27,10 @@ pub(super) struct Names {
     ledgers: String,
     reaped: String,
     nodes: String,
+    parked: String,
+    located: String,
+    /// `P:session:`, the prefix of parked sessions' keys.
+    sessions: String,
     /// The lease, in ms (a ledger registered again takes the lease first).
     lease_ms: u64,
 }
@@ -40,6 +44,9 @@ impl Names {
             ledgers: keys.ledgers(),
             reaped: keys.reaped(node),
             nodes: keys.nodes(),
+            parked: keys.parked(),
+            located: keys.located(),
+            sessions: keys.session(""),
             lease_ms: crate::clock::millis(lease),
         }
     }
@@ -104,6 +111,35 @@ pub(super) fn plan(
                     .arg(sid.as_ref())
                     .arg(&names.node)
                     .arg(envelope)
+                    .ignore();
+                if iocluster_protocol::ids::node_of(sid).is_some_and(|home| home != names.node) {
+                    pipe.cmd("HDEL")
+                        .arg(&names.located)
+                        .arg(sid.as_ref())
+                        .ignore();
+                }
+            }
+            LedgerOp::Park(sid, envelope, window_ms) => {
+                pipe.cmd("EVAL")
+                    .arg(ledger::PARK)
+                    .arg(5)
+                    .arg(&names.ledger)
+                    .arg(&names.ledgers)
+                    .arg(&names.reaped)
+                    .arg(format!("{}{sid}", names.sessions))
+                    .arg(&names.parked)
+                    .arg(sid.as_ref())
+                    .arg(&names.node)
+                    .arg(envelope)
+                    .arg(now_ms + window_ms)
+                    .arg(window_ms + ledger::SESSION_MARGIN_MS)
+                    .ignore();
+            }
+            LedgerOp::Locate(sid) => {
+                pipe.cmd("HSET")
+                    .arg(&names.located)
+                    .arg(sid.as_ref())
+                    .arg(&names.node)
                     .ignore();
             }
             LedgerOp::Register => {

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use iocluster_protocol::envelope::{self, Command, EventKind, Reply};
+use iocluster_protocol::recovery::{self, Offset};
 use iocluster_protocol::socketio::{self, PacketKind};
 
 use super::socket::{Inflight, Phase, Queued, Socket, SocketState};
@@ -74,6 +75,14 @@ impl Sockets {
                 self.server_disconnect(&socket);
             }
             Command::Done(done) => self.done(done),
+            Command::Release(release) => {
+                if let Some(socket) = self.socket(&release.sid, &release.nsp) {
+                    tracing::debug!(socket = %socket.id, "released: its client came back on another connection");
+                    socket.session.close(CloseReason::TransportClose);
+                }
+            }
+            // Folded into the emit after it by `Command::decode_all`.
+            Command::Offset(_) => {}
         }
     }
 
@@ -265,12 +274,20 @@ impl Sockets {
         let limit = self.settings.outbox_capacity;
         match emit.ack {
             None => {
-                // Encoded once, shared by every recipient.
+                // Encoded once, shared by every recipient. A retained emit
+                // carries its log offset as its last argument.
+                let offset = emit.offset.as_deref().and_then(Offset::parse);
+                let data = match &emit.offset {
+                    Some(text) if offset.is_some() => {
+                        std::borrow::Cow::Owned(recovery::with_offset(&emit.data, text))
+                    }
+                    _ => std::borrow::Cow::Borrowed(emit.data.as_str()),
+                };
                 let frame = packet_frame(
                     PacketKind::Event,
                     &emit.nsp,
                     None,
-                    &emit.data,
+                    &data,
                     attachments(emit.bin).as_ref(),
                 );
                 self.hot.deliveries.increment(recipients.len() as u64);
@@ -278,7 +295,7 @@ impl Sockets {
                     .fetch_add(recipients.len() as u64, Ordering::Relaxed);
                 for socket in recipients {
                     let mut state = socket.lock();
-                    socket.deliver(&mut state, frame.clone(), limit);
+                    socket.deliver_logged(&mut state, frame.clone(), offset, limit);
                 }
             }
             Some(reply_to) => {
@@ -413,11 +430,18 @@ impl Sockets {
         if kind == EventKind::Disconnect {
             // The disconnect event is the last: nothing will come back for it.
             // It goes through the ledger, so it is announced once even if
-            // this node is being declared dead right now.
+            // this node is being declared dead right now. A socket that can
+            // recover parks its session instead: the event is announced
+            // when the session's time is over, unless the client is back.
             state.settled = true;
             state.queue.clear();
-            self.cluster
-                .ledger(LedgerOp::Announce(socket.id.clone(), envelope));
+            let op = match &socket.recovery {
+                Some(recovery) if state.park => {
+                    LedgerOp::Park(socket.id.clone(), envelope, recovery.window_ms)
+                }
+                _ => LedgerOp::Announce(socket.id.clone(), envelope),
+            };
+            self.cluster.ledger(op);
             self.forget(&socket.id);
             return;
         }
@@ -447,9 +471,13 @@ impl Sockets {
                 buffered.clear();
                 socket.decided.notify_one();
             }
-            Phase::Connected => state.phase = Phase::Closed,
+            Phase::Connected => {
+                state.phase = Phase::Closed;
+                state.park = socket.recovery.is_some() && recoverable(reason);
+            }
         }
         state.acks.clear();
+        state.held = None;
         state.queue.push_back(Queued::disconnect(reason));
         self.leave_all(socket, &state);
         self.dispatch_next(socket, &mut state);
@@ -471,9 +499,30 @@ impl Sockets {
                 let channel = self.keys.room_channel(&socket.nsp, room);
                 unsubscribe.extend(registry.remove_member(channel, &socket.id));
             }
+            if let Some(channel) = self.home_channel(socket) {
+                unsubscribe.extend(registry.remove_member(channel, &socket.id));
+            }
         }
         for channel in unsubscribe {
             self.cluster.unsubscribe(channel);
         }
     }
+}
+
+/// Whether a socket closed for `reason` may come back with connection
+/// state recovery: its connection was lost or cut by the server for a
+/// cause of the moment, not ended by the client, the application or a
+/// protocol error (as Socket.IO decides).
+pub(super) fn recoverable(reason: &str) -> bool {
+    [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ServerShutdown,
+        CloseReason::SlowClient,
+        CloseReason::Overloaded,
+        CloseReason::TooManyPendingEvents,
+    ]
+    .iter()
+    .any(|known| known.as_str() == reason)
 }

@@ -26,6 +26,7 @@
 mod commands;
 mod packets;
 mod recovery;
+mod resume;
 pub(crate) mod socket;
 #[cfg(test)]
 mod tests;
@@ -40,7 +41,7 @@ use iocluster_protocol::keys::Keys;
 use iocluster_protocol::socketio::PacketKind;
 use serde_bytes::ByteBuf;
 
-pub(crate) use packets::Admission;
+pub(crate) use packets::{Admission, ConnectRequest};
 pub(crate) use socket::Socket;
 
 use crate::clock::Clock;
@@ -119,6 +120,24 @@ impl SocketList {
     }
 }
 
+/// Connection state recovery in a namespace, as the cluster side found it.
+#[derive(Debug, Clone)]
+pub(crate) struct NamespaceRecovery {
+    /// How long (ms) a disconnected socket's session is kept.
+    pub window_ms: u64,
+    /// The cluster's key for private ids.
+    pub key: Arc<str>,
+}
+
+impl NamespaceRecovery {
+    pub(crate) fn for_socket(&self, sid: &str) -> socket::SocketRecovery {
+        socket::SocketRecovery {
+            pid: iocluster_protocol::recovery::pid(&self.key, sid).into(),
+            window_ms: self.window_ms,
+        }
+    }
+}
+
 /// Ledger work (see `cluster::ledger`), applied in order after the events
 /// queued before it. Never dropped: one create and one announce or forget
 /// per socket bound it.
@@ -130,6 +149,12 @@ pub(crate) enum LedgerOp {
     Forget(Arc<str>),
     /// The socket's own disconnect event.
     Announce(Arc<str>, Vec<u8>),
+    /// The socket's session, parked for connection state recovery for this
+    /// many ms, with its disconnect event for when that time is over.
+    Park(Arc<str>, Vec<u8>, u64),
+    /// A recovered socket lives on this node though its id names another:
+    /// where to find it (`P:where`).
+    Locate(Arc<str>),
     /// This node has a ledger (again).
     Register,
 }
@@ -155,6 +180,10 @@ pub(crate) trait Cluster: Send + Sync {
     fn reply_when_subscribed(&self, channel: String, payload: Vec<u8>);
     /// Runs `then` once every subscription asked for so far is active.
     fn when_subscribed(&self, then: Box<dyn FnOnce() + Send>);
+    /// Once every subscription asked for so far is active, reads the
+    /// recovery log of `nsp` after `after` and hands it to
+    /// [`Sockets::replayed`] for socket `sid`.
+    fn replay(&self, sid: Arc<str>, nsp: Arc<str>, after: Option<String>);
 }
 
 /// The settings the rules use.
@@ -338,7 +367,12 @@ impl Sockets {
 /// reads one message and only then listens for the next still gets the
 /// first emit of its connection handler.
 fn connect_frame(socket: &Socket) -> Frame {
-    let payload = iocluster_protocol::socketio::connect_payload(&socket.id);
+    let payload = match &socket.recovery {
+        Some(recovery) => {
+            iocluster_protocol::socketio::connect_payload_with_pid(&socket.id, &recovery.pid)
+        }
+        None => iocluster_protocol::socketio::connect_payload(&socket.id),
+    };
     Frame::alone(iocluster_protocol::socketio::engine_message(
         PacketKind::Connect,
         &socket.nsp,

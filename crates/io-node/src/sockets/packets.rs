@@ -10,7 +10,10 @@ use iocluster_protocol::socketio::{self, PacketKind};
 use serde_bytes::ByteBuf;
 
 use super::socket::{Phase, Queued, Socket};
-use super::{LedgerOp, PartialPacket, Session, Sockets, connect_frame, read, text_frame, write};
+use super::{
+    LedgerOp, NamespaceRecovery, PartialPacket, Session, Sockets, connect_frame, read, text_frame,
+    write,
+};
 use crate::engine::{CloseReason, Message};
 
 /// A namespace CONNECT that needs answers only Redis has (is the namespace
@@ -153,6 +156,7 @@ impl Sockets {
                     bin,
                     ack: id,
                     reason: None,
+                    recovered: false,
                 };
                 let limit = self.settings.max_pending_events;
                 let mut state = socket.lock();
@@ -207,6 +211,7 @@ impl Sockets {
         session: &Arc<Session>,
         request: ConnectRequest,
         admission: Admission,
+        recovery: Option<&NamespaceRecovery>,
     ) -> Option<Arc<Socket>> {
         let ConnectRequest { nsp, auth } = request;
         let user = match admission {
@@ -250,11 +255,14 @@ impl Sockets {
             .namespaces
             .get_key_value(nsp.as_str())
             .map_or_else(|| nsp.as_str().into(), |(known, _)| known.clone());
+        let sid: Arc<str> = ids::make(self.node_id(), &crate::engine::random_token(20)).into();
+        let recovery = recovery.map(|recovery| recovery.for_socket(&sid));
         let socket = Arc::new(Socket::new(
-            ids::make(self.node_id(), &crate::engine::random_token(20)).into(),
+            sid,
             nsp.clone(),
             session.clone(),
             handshake,
+            recovery,
         ));
         {
             let mut client = session.client();
@@ -292,6 +300,7 @@ impl Sockets {
             bin: Vec::new(),
             ack: None,
             reason: None,
+            recovered: false,
         });
         self.dispatch_next(&socket, &mut state);
         let pending = !matches!(state.phase, Phase::Connected);

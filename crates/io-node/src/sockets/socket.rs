@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use iocluster_protocol::envelope::{EncodedHandshake, EventKind, EventParts, ReplyTo};
+use iocluster_protocol::recovery::Offset;
 use serde_bytes::ByteBuf;
 
 use super::Session;
@@ -49,6 +50,8 @@ pub(crate) struct Queued {
     pub bin: Vec<ByteBuf>,
     pub ack: Option<u64>,
     pub reason: Option<String>,
+    /// A recovered socket's connect event.
+    pub recovered: bool,
 }
 
 impl Queued {
@@ -60,6 +63,7 @@ impl Queued {
             bin: Vec::new(),
             ack: None,
             reason: Some(reason.to_owned()),
+            recovered: false,
         }
     }
 }
@@ -98,6 +102,25 @@ pub(crate) struct SocketState {
     /// Acks this node asked the client for, by the client-side ack id.
     pub acks: HashMap<u64, ReplyTo>,
     pub next_ack: u64,
+    /// A recovered socket whose missed packets are being read: frames for
+    /// it wait here (with the log offset of each retained emit) until the
+    /// replay went out (see `Sockets::replayed`).
+    pub held: Option<Vec<(Option<Offset>, Frame)>>,
+    /// The last log offset a recovered socket's replay carried: a retained
+    /// emit at or before it is a copy the replay already sent.
+    pub floor: Option<Offset>,
+    /// Its disconnect parks its session for connection state recovery
+    /// rather than announce it (set when it closes).
+    pub park: bool,
+}
+
+/// Connection state recovery of one socket.
+#[derive(Debug)]
+pub(crate) struct SocketRecovery {
+    /// Its private id, sent with CONNECT.
+    pub pid: Box<str>,
+    /// How long (ms) its session is kept after a disconnect.
+    pub window_ms: u64,
 }
 
 pub(crate) struct Socket {
@@ -105,6 +128,8 @@ pub(crate) struct Socket {
     pub nsp: Arc<str>,
     pub session: Arc<Session>,
     pub handshake: EncodedHandshake,
+    /// Set in namespaces with connection state recovery.
+    pub recovery: Option<SocketRecovery>,
     /// Notified once the app-nodes decided on the connection (or the client
     /// left first), so the admission timeout does not outlive the decision.
     pub decided: tokio::sync::Notify,
@@ -117,12 +142,14 @@ impl Socket {
         nsp: Arc<str>,
         session: Arc<Session>,
         handshake: EncodedHandshake,
+        recovery: Option<SocketRecovery>,
     ) -> Socket {
         Socket {
             id,
             nsp,
             session,
             handshake,
+            recovery,
             decided: tokio::sync::Notify::new(),
             state: Mutex::new(SocketState {
                 phase: Phase::Pending {
@@ -137,6 +164,9 @@ impl Socket {
                 queue: VecDeque::new(),
                 acks: HashMap::new(),
                 next_ack: 0,
+                held: None,
+                floor: None,
+                park: false,
             }),
         }
     }
@@ -155,6 +185,30 @@ impl Socket {
     /// Delivers a frame according to the socket's phase; `limit` bounds what
     /// waits for admission.
     pub(crate) fn deliver(&self, state: &mut SocketState, frame: Frame, limit: usize) {
+        self.deliver_logged(state, frame, None, limit);
+    }
+
+    /// [`Socket::deliver`] for an emit retained in the recovery log at
+    /// `offset`: a socket being recovered holds it until its replay went
+    /// out, and then sends it only if the replay did not.
+    pub(crate) fn deliver_logged(
+        &self,
+        state: &mut SocketState,
+        frame: Frame,
+        offset: Option<Offset>,
+        limit: usize,
+    ) {
+        if offset.is_some() && offset <= state.floor {
+            return;
+        }
+        if let Some(held) = &mut state.held {
+            if held.len() < limit {
+                held.push((offset, frame));
+            } else {
+                self.session.close(CloseReason::SlowClient);
+            }
+            return;
+        }
         match &mut state.phase {
             Phase::Connected => {
                 self.session.send(frame);
@@ -220,6 +274,7 @@ impl Socket {
             rooms: state.rooms.iter().map(String::as_str),
             sdata: state.data.as_deref(),
             handshake: &self.handshake,
+            recovered: queued.recovered,
         }
         .encode_into(out)
     }

@@ -13,7 +13,9 @@ fn a_connection_waits_for_an_app_node_and_is_admitted_by_its_done() {
         .unwrap()
         .unwrap();
     assert_eq!(request.auth, "{\"token\":1}");
-    fixture.sockets.connect(&session, request, Admission::ByApp);
+    fixture
+        .sockets
+        .connect(&session, request, Admission::ByApp, None);
     let effects = fixture.effects();
     let Some(Effect::Ledger(LedgerOp::Create(ledger_sid, entry))) = effects.first() else {
         panic!("the ledger entry first: {effects:?}");
@@ -115,7 +117,7 @@ fn an_admission_that_times_out_closes_the_connection_and_its_late_admission_disc
         .unwrap();
     let pending = fixture
         .sockets
-        .connect(&session, request, Admission::ByApp)
+        .connect(&session, request, Admission::ByApp, None)
         .expect("waits for an app-node");
     let sid = pending.id.to_string();
     fixture.effects();
@@ -150,7 +152,7 @@ fn an_admission_decided_in_time_is_not_timed_out() {
         .unwrap();
     let pending = fixture
         .sockets
-        .connect(&session, request, Admission::ByApp)
+        .connect(&session, request, Admission::ByApp, None)
         .unwrap();
     fixture.done(&pending.id, "/", 0);
     fixture.sockets.admission_timed_out(&pending);
@@ -213,7 +215,7 @@ fn a_verified_credential_reaches_no_app_node_and_no_redis_key() {
         .unwrap();
     fixture
         .sockets
-        .connect(&session, request, Admission::User("ann".into()));
+        .connect(&session, request, Admission::User("ann".into()), None);
     let effects = fixture.effects();
     let mut seen = 0;
     for effect in &effects {
@@ -245,7 +247,7 @@ fn a_verified_credential_reaches_no_app_node_and_no_redis_key() {
         .unwrap();
     fixture
         .sockets
-        .connect(&session, request, Admission::User("bob".into()));
+        .connect(&session, request, Admission::User("bob".into()), None);
     let connect = fixture.events().remove(0).remove(0);
     assert_eq!(connect.data.as_deref(), Some(r#"{"userId":"bob"}"#));
 }

@@ -15,6 +15,7 @@ mod disconnects;
 mod fanout;
 mod order;
 mod recovery;
+mod resume;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,9 @@ pub(super) enum Effect {
     Reply(String, Vec<u8>),
 }
 
+/// A log a recovered socket asked for: socket, namespace, after which offset.
+pub(super) type Replay = (Arc<str>, Arc<str>, Option<String>);
+
 #[derive(Default)]
 pub(super) struct Recorder {
     effects: Mutex<Vec<Effect>>,
@@ -50,6 +54,8 @@ pub(super) struct Recorder {
     /// `when_subscribed` work, run when the test says the subscriptions
     /// are active.
     deferred: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// Logs asked for by recovered sockets, once subscribed.
+    pub(super) replays: Arc<Mutex<Vec<Replay>>>,
 }
 
 impl Recorder {
@@ -91,6 +97,12 @@ impl Cluster for Recorder {
     }
     fn when_subscribed(&self, then: Box<dyn FnOnce() + Send>) {
         self.deferred.lock().unwrap().push(then);
+    }
+    fn replay(&self, sid: Arc<str>, nsp: Arc<str>, after: Option<String>) {
+        let replays = self.replays.clone();
+        self.when_subscribed(Box::new(move || {
+            replays.lock().unwrap().push((sid, nsp, after));
+        }));
     }
 }
 
@@ -185,7 +197,7 @@ impl Fixture {
             .expect("a CONNECT is valid")
             .expect("a CONNECT asks for admission");
         assert_eq!(request.nsp, nsp);
-        self.sockets.connect(session, request, admission);
+        self.sockets.connect(session, request, admission, None);
         self.events()
             .into_iter()
             .flatten()
