@@ -10,8 +10,11 @@
  * It reads the live io-nodes from /config.json (least loaded first), connects
  * to one, and when that connection fails or the io-node goes away it picks
  * another live node (re-reading the list) with exponential backoff and
- * jitter. A server-side disconnect (the application kicked the socket) is
- * final, as with socket.io-client itself.
+ * jitter. It keeps one socket throughout, so with connection state recovery
+ * on (the app-nodes' `recovery_ms`) a fail-over keeps the socket's id, rooms
+ * and data and delivers what was sent meanwhile (`conn.recovered`). A
+ * server-side disconnect (the application kicked the socket) is final, as
+ * with socket.io-client itself.
  */
 (function (global) {
   "use strict";
@@ -45,6 +48,9 @@
     var conn = {
       socket: null,
       node: null,
+      /** Whether the last connect recovered the session (Socket.IO's
+       * connection state recovery, when the application turned it on). */
+      recovered: false,
       state: "connecting",
       /** Registers a handler on the current socket and on every later one. */
       on: function (event, handler) {
@@ -99,9 +105,22 @@
         .catch(function (error) { retry(null, error.message); });
     }
 
+    // One socket for the whole life of the connection: on fail-over only
+    // its Manager's address changes, so socket.io-client keeps the socket's
+    // private id and last offset and the new io-node can recover its
+    // session (same id, rooms, data, and the messages it missed: see
+    // `conn.recovered`).
+    var current = null;
+
     function open(node) {
-      var url = node.url.replace(/\/$/, "") + namespace;
-      var s = io(url, {
+      current = node;
+      var base = node.url.replace(/\/$/, "");
+      if (socket) {
+        socket.io.uri = base;
+        socket.connect();
+        return;
+      }
+      var s = io(base + namespace, {
         reconnection: false,
         forceNew: true,
         auth: options.auth,
@@ -115,10 +134,11 @@
       s.on("connect", function () {
         failures = 0;
         avoid = null;
-        status("connected", node.id);
+        conn.recovered = !!s.recovered;
+        status("connected", current.id, s.recovered ? "recovered" : undefined);
       });
       s.on("connect_error", function (error) {
-        if (s !== socket) return;
+        if (closed) return;
         // The node could not be reached, or no app-node answered in time:
         // try another. Anything else is the application refusing the
         // connection (auth), which another node would refuse too.
@@ -126,18 +146,18 @@
         var transient = (error && error.type === "TransportError") ||
           /^(timeout|websocket error|xhr poll error|xhr post error|Connection timeout)$/.test(message);
         if (!transient) {
-          status("refused", node.id, message);
+          status("refused", current.id, message);
           return;
         }
-        retry(node.id, error && error.message);
+        retry(current.id, error && error.message);
       });
       s.on("disconnect", function (reason) {
-        if (s !== socket || closed) return;
+        if (closed) return;
         if (reason === "io server disconnect" || reason === "io client disconnect") {
-          status("disconnected", node.id, reason);
+          status("disconnected", current.id, reason);
           return;
         }
-        retry(node.id, reason);
+        retry(current.id, reason);
       });
     }
 

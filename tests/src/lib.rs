@@ -364,6 +364,7 @@ pub struct Cluster {
     logs: PathBuf,
     app_binary: String,
     io_args: Vec<String>,
+    app_args: Vec<String>,
     /// The io-nodes' ping interval and timeout, ms.
     heartbeat: (u64, u64),
 }
@@ -375,6 +376,7 @@ pub struct ClusterBuilder {
     app_binary: String,
     app_nodes: usize,
     io_args: Vec<String>,
+    app_args: Vec<String>,
     heartbeat: (u64, u64),
 }
 
@@ -387,6 +389,7 @@ impl Cluster {
             app_binary: "iocluster-test-app".to_owned(),
             app_nodes: 2,
             io_args: Vec::new(),
+            app_args: Vec::new(),
             heartbeat: (PING_INTERVAL_MS, PING_TIMEOUT_MS),
         }
     }
@@ -528,6 +531,7 @@ impl Cluster {
             .args(["--app-id", id])
             .args(["--lease", &LEASE_MS.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
+            .args(&self.app_args)
             .env("RUST_LOG", "info,iocluster_app=debug");
         // Appending: a restarted app-node's log follows its previous life's.
         let process = Process::spawn_appending(command, self.logs.join(format!("{id}.log")));
@@ -650,6 +654,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Extra flags for every app-node.
+    pub fn app_args(mut self, args: &[&str]) -> Self {
+        self.app_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     pub async fn start(self) -> Cluster {
         let logs = log_dir(&self.test);
         let redis = RedisServer::start(&logs).await;
@@ -662,6 +672,7 @@ impl ClusterBuilder {
             logs,
             app_binary: self.app_binary,
             io_args: self.io_args,
+            app_args: self.app_args,
             heartbeat: self.heartbeat,
         };
         for _ in 0..self.app_nodes {

@@ -1,0 +1,61 @@
+// The browser helper /iocluster.js (run here in Node, with the stock
+// socket.io-client) fails over when its io-node is killed (--pids=id:pid,...)
+// and, keeping one socket, recovers its session on the new io-node: same
+// id, still in its room, and what was sent to the room meanwhile arrives.
+import { io } from "socket.io-client";
+import { main, args, sleep, waitFor } from "./lib.mjs";
+import "../../frontend/iocluster.js";
+
+const pids = Object.fromEntries(args.pids.split(",").map((pair) => pair.split(":")));
+
+async function until(check, ms = 20000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out: ${check}`);
+    await sleep(50);
+  }
+}
+
+main(async () => {
+  const statuses = [];
+  const conn = globalThis.iocluster.connect({
+    io,
+    configUrl: `${args.frontend}/config.json`,
+    transports: ["websocket"],
+    minDelay: 200,
+  });
+  conn.onStatus((s) => statuses.push(`${s.state}:${s.node}:${s.detail ?? ""}`));
+  const got = [];
+  conn.on("gap", (data) => got.push(data));
+  const first = await until(() => conn.state === "connected" && conn.node);
+  const socket = conn.socket;
+  const id = socket.id;
+  if (!(await conn.emitWithAck("join", "r"))) throw new Error("join failed");
+  const other = Object.keys(pids).find((node) => node !== first);
+  const b = io(args.urls.split(",")[Object.keys(pids).indexOf(other)], { forceNew: true, transports: ["websocket"] });
+  await waitFor(b, "connect", 10000);
+  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "before" });
+  await until(() => got.length === 1);
+  process.kill(Number(pids[first]), "SIGKILL");
+  await until(() => conn.state !== "connected");
+  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "while away" });
+  const second = await until(() => conn.state === "connected" && conn.node !== first && conn.node);
+  await until(() => got.length >= 2);
+  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "after" });
+  await until(() => got.length >= 3);
+  await sleep(300);
+  const result = {
+    first,
+    second,
+    sameSocket: conn.socket === socket,
+    sameId: socket.id === id,
+    recovered: conn.recovered,
+    got,
+    statuses,
+  };
+  conn.close();
+  b.close();
+  return result;
+}, 90000);

@@ -1,0 +1,173 @@
+//! Connection state recovery across io-nodes, with the stock socket.io-client
+//! (tests/js/recovery.mjs): an io-node killed (SIGKILL) or stopped (SIGTERM),
+//! a client's own network drop, recovery on the same and on another io-node,
+//! both transports, emits missed to a room, a socket, a user and everyone,
+//! and a client that comes back too late.
+
+use std::time::Duration;
+
+use iocluster_tests::{Cluster, eventually};
+use serde_json::{Value, json};
+
+const SECRET: &str = "recovery-test-secret-of-at-least-32-bytes";
+
+async fn cluster(test: &str, window_ms: u64) -> Cluster {
+    let window = window_ms.to_string();
+    Cluster::builder(test)
+        .io_nodes(2)
+        .heartbeat(2_000, 5_000)
+        .io_args(&["--jwt-secret", SECRET])
+        .app_args(&["--recovery", &window])
+        .start()
+        .await
+}
+
+/// Runs the scenario in `mode` and checks what every mode must give.
+async fn recovers(test: &str, mode: &str, transport: &str, target: &str) -> Value {
+    let cluster = cluster(test, 60_000).await;
+    let pid = cluster.io[0].process.pid().to_string();
+    let result = cluster
+        .scenario(
+            "recovery.mjs",
+            &[
+                &format!("--mode={mode}"),
+                &format!("--transport={transport}"),
+                &format!("--target={target}"),
+                &format!("--pid={pid}"),
+                &format!("--secret={SECRET}"),
+            ],
+        )
+        .await;
+    assert_eq!(result["recovered"], json!([true, true]), "{result}");
+    assert_eq!(result["sameId"], json!([true, true]), "{result}");
+    assert_eq!(
+        result["a"],
+        json!(["pre", "room", "socket", "user", "all", "live", "direct"]),
+        "{result}"
+    );
+    assert_eq!(result["c"], json!(["all"]), "{result}");
+    assert_eq!(result["data"], json!({ "n": 7 }), "{result}");
+    let rooms: Vec<&str> = result["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        rooms.contains(&"r") && rooms.contains(&"$user:ann"),
+        "{result}"
+    );
+    assert_eq!(result["offsetsLookRight"], json!(true), "{result}");
+    // Recovered, the sockets had no disconnect event: the application saw
+    // them connected throughout.
+    let disconnects = cluster.disconnect_reasons().await;
+    assert!(
+        disconnects
+            .iter()
+            .all(|line| !line.contains("transport close")
+                && !line.contains("io-node lost")
+                && !line.contains("server shutting down")),
+        "{disconnects:?}"
+    );
+    result
+}
+
+#[tokio::test]
+async fn an_io_node_killed_loses_no_state_and_no_message_websocket() {
+    recovers("recovery-kill-ws", "kill", "websocket", "other").await;
+}
+
+#[tokio::test]
+async fn an_io_node_killed_loses_no_state_and_no_message_polling() {
+    recovers("recovery-kill-polling", "kill", "polling", "other").await;
+}
+
+#[tokio::test]
+async fn an_io_node_stopped_hands_its_clients_over() {
+    recovers("recovery-term", "term", "websocket", "other").await;
+}
+
+#[tokio::test]
+async fn a_client_network_drop_recovers_on_the_same_io_node() {
+    recovers("recovery-drop-same", "drop", "websocket", "same").await;
+}
+
+#[tokio::test]
+async fn a_client_network_drop_recovers_on_another_io_node() {
+    recovers("recovery-drop-other", "drop", "polling", "other").await;
+}
+
+#[tokio::test]
+async fn a_client_back_too_late_gets_a_new_session() {
+    let cluster = cluster("recovery-late", 2_000).await;
+    let result = cluster
+        .scenario(
+            "recovery.mjs",
+            &[
+                "--mode=late",
+                "--window=2000",
+                &format!("--secret={SECRET}"),
+            ],
+        )
+        .await;
+    assert_eq!(result["recovered"], json!(false), "{result}");
+    assert_eq!(result["sameId"], json!(false), "{result}");
+    // The old session ended for the application exactly once.
+    let old = result["oldId"].as_str().unwrap().to_owned();
+    let prefix = format!("{old} ");
+    eventually(
+        Duration::from_secs(10),
+        "the old session's disconnect",
+        || async {
+            let disconnects = cluster.disconnect_reasons().await;
+            let count = disconnects
+                .iter()
+                .filter(|line| line.starts_with(&prefix))
+                .count();
+            (count == 1).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let disconnects = cluster.disconnect_reasons().await;
+    assert_eq!(
+        disconnects
+            .iter()
+            .filter(|line| line.starts_with(&prefix))
+            .count(),
+        1,
+        "{disconnects:?}"
+    );
+}
+
+/// The browser helper keeps one socket across a fail-over, so the stock
+/// client recovers on the new io-node.
+#[tokio::test]
+async fn the_browser_helper_recovers_its_session_on_another_io_node() {
+    let cluster = cluster("recovery-helper", 60_000).await;
+    let frontend = cluster.start_frontend().await;
+    let pids = cluster
+        .io
+        .iter()
+        .map(|node| format!("{}:{}", node.id, node.process.pid()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let result = cluster
+        .scenario(
+            "recovery-helper.mjs",
+            &[
+                &format!("--frontend={}", frontend.url()),
+                &format!("--pids={pids}"),
+            ],
+        )
+        .await;
+    assert_ne!(result["first"], result["second"], "{result}");
+    assert_eq!(result["sameSocket"], json!(true), "{result}");
+    assert_eq!(result["sameId"], json!(true), "{result}");
+    assert_eq!(result["recovered"], json!(true), "{result}");
+    assert_eq!(
+        result["got"],
+        json!(["before", "while away", "after"]),
+        "{result}"
+    );
+}
