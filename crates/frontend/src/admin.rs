@@ -50,7 +50,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> ApiError {
+    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 }
@@ -407,7 +407,8 @@ pub async fn delete_user(
 
 /// `GET /api/v1/cluster`
 pub async fn cluster(State(frontend): State<Arc<Frontend>>) -> ApiResult {
-    let view = registry::cluster_view(&mut frontend.redis(), &frontend.keys).await?;
+    let mut view = registry::cluster_view(&mut frontend.redis(), &frontend.keys).await?;
+    frontend.dashboard.add_rates(&mut view);
     Ok(Json(view).into_response())
 }
 

@@ -7,14 +7,17 @@
 //!   live io-node and fails over), `/socket.io.min.js` (the client bundle,
 //!   from npm at set-up time).
 //! - Admin listener (loopback by default): the bearer-key HTTP API
-//!   ([`admin`]), `/openapi.json`, `/docs` and the live dashboard at `/`.
+//!   ([`admin`]; the dashboard's history and event tail in [`dashboard`]),
+//!   `/openapi.json`, `/docs` and the live dashboard at `/`.
 //!
-//! It keeps no state: everything comes from the Redis registry the nodes
-//! maintain, and everything it does goes out as the same commands app-nodes
-//! publish.
+//! It keeps no state but the dashboard's, in memory (a few minutes of
+//! samples, the last tail entries): everything comes from the Redis registry
+//! the nodes maintain, and everything it does goes out as the same commands
+//! app-nodes publish.
 
 pub mod admin;
 pub mod config;
+pub mod dashboard;
 pub mod registry;
 
 use std::future::Future;
@@ -44,6 +47,10 @@ pub struct Frontend {
     pub config: Config,
     pub keys: Keys,
     redis: redis::aio::ConnectionManager,
+    /// For the dashboard's tail subscription (opened only while watched).
+    client: redis::Client,
+    /// The history sampler's and the event tail's state.
+    pub dashboard: dashboard::Dashboard,
     /// The last reading of the live io-nodes, and when it was taken.
     nodes: tokio::sync::Mutex<Option<(Instant, Arc<Vec<registry::LiveNode>>)>>,
 }
@@ -103,13 +110,16 @@ pub async fn run(
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");
     }
+    let stop = CancellationToken::new();
     let frontend = Arc::new(Frontend {
         keys: Keys::new(config.prefix.clone()),
         config,
         redis,
+        client,
+        dashboard: dashboard::Dashboard::new(stop.child_token()),
         nodes: tokio::sync::Mutex::new(None),
     });
-    let stop = CancellationToken::new();
+    let sampler = tokio::spawn(dashboard::sample(frontend.clone()));
     tracing::info!(
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
@@ -131,6 +141,7 @@ pub async fn run(
     stop.cancel();
     let _ = public.await;
     let _ = admin.await;
+    let _ = sampler.await;
     ops_stop.cancel();
     if let Some(ops) = ops {
         let _ = ops.await;
@@ -160,6 +171,8 @@ pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
         )
         .route("/api/v1/cluster", get(admin::cluster))
         .route("/api/v1/clients/{sid}/{action}", post(admin::client_action))
+        .route("/api/v1/history", get(dashboard::history))
+        .route("/api/v1/tail", get(dashboard::tail))
         .route_layer(axum::middleware::from_fn_with_state(
             frontend.clone(),
             admin::require_key,

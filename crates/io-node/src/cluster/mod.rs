@@ -14,7 +14,9 @@
 //!   stats, the reaping of dead io-nodes, redelivery of overdue events;
 //! - `namespaces`: the list of namespaces app-nodes serve, cached;
 //! - `ledger`: the scripts behind exactly-once disconnect events;
-//! - `auth`: admission by credentials (JWTs here, registered users in Redis).
+//! - `auth`: admission by credentials (JWTs here, registered users in Redis);
+//! - `tail`: sampled copies of queued events for the dashboard's event
+//!   tail, only while an operator watches.
 //!
 //! [`Bridge`] is the cheap handle the Socket.IO layer queues work on (it
 //! implements `sockets::Cluster`); [`Context`] is what the tasks work with.
@@ -24,6 +26,7 @@ pub(crate) mod ledger;
 mod namespaces;
 pub(crate) mod registry;
 mod subscriber;
+mod tail;
 mod writer;
 
 use std::collections::HashSet;
@@ -73,6 +76,8 @@ pub(crate) struct Bridge {
     written: Arc<AtomicU64>,
     /// Unbounded, but fed only by room changes, which the registry bounds.
     changes: mpsc::UnboundedSender<SubscriptionChange>,
+    /// Copies of queued events for the event tail (bounded, dropping).
+    tail: tail::Tail,
 }
 
 /// The receiving ends, handed to the tasks.
@@ -80,12 +85,14 @@ pub(crate) struct BridgeReceivers {
     outgoing: mpsc::Receiver<Outgoing>,
     ledger: mpsc::UnboundedReceiver<LedgerOp>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
+    tail: mpsc::Receiver<Bytes>,
 }
 
 pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
     let (outgoing, outgoing_rx) = mpsc::channel(capacity);
     let (ledger, ledger_rx) = mpsc::unbounded_channel();
     let (changes, changes_rx) = mpsc::unbounded_channel();
+    let (tail, tail_rx) = tail::Tail::new();
     (
         Bridge {
             outgoing,
@@ -95,17 +102,20 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
             queued: Arc::default(),
             written: Arc::default(),
             changes,
+            tail,
         },
         BridgeReceivers {
             outgoing: outgoing_rx,
             ledger: ledger_rx,
             changes: changes_rx,
+            tail: tail_rx,
         },
     )
 }
 
 impl sockets::Cluster for Bridge {
     fn push_event(&self, envelope: Bytes) -> Option<u64> {
+        self.tail.offer(&envelope);
         let number = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.outgoing
             .try_send(Outgoing::Event(envelope, number))
@@ -120,6 +130,9 @@ impl sockets::Cluster for Bridge {
     }
 
     fn ledger(&self, op: LedgerOp) {
+        if let LedgerOp::Announce(_, envelope) = &op {
+            self.tail.offer(envelope);
+        }
         let _ = self.ledger.send(op);
     }
 
@@ -230,6 +243,13 @@ pub(crate) fn spawn(
             context.clone(),
             client,
             receivers.changes,
+            stop.clone(),
+        )),
+        tokio::spawn(tail::run(
+            context.bridge.tail.clone(),
+            receivers.tail,
+            redis.clone(),
+            context.keys.clone(),
             stop.clone(),
         )),
         tokio::spawn(registry::run(context, redis, stop)),
