@@ -20,8 +20,9 @@
 //!   a task subscribes to the command channels (`P:n:*`, `P:r:*`, `P:all`)
 //!   and to `P:tail`, where io-nodes publish sampled copies of the client
 //!   events they queue while `P:tail:on` exists; this task keeps that key
-//!   alive. At most [`TAIL_PER_SECOND`] messages a second are decoded and
-//!   kept (the rest are counted as skipped), the last [`TAIL_KEEP`] of them.
+//!   alive. At most [`TAIL_PER_SECOND`] messages a second of each source
+//!   (client events, commands) are decoded and kept (the rest are counted
+//!   as skipped), the last [`TAIL_KEEP`] of them.
 //!   Payloads are kept only while a page asks for them, and shown only to
 //!   requests that ask.
 //!
@@ -59,7 +60,8 @@ const MAX_TRACKED: usize = 256;
 
 /// Tail entries kept.
 pub const TAIL_KEEP: usize = 1000;
-/// Most tail messages decoded and kept per second (the rest are skipped).
+/// Most tail messages decoded and kept per second, of client events and of
+/// commands each (the rest are skipped).
 pub const TAIL_PER_SECOND: u64 = 50;
 /// How long after the last poll the tail keeps listening.
 pub const WATCH_FOR: Duration = Duration::from_secs(30);
@@ -639,9 +641,9 @@ struct TailState {
     subscribed: bool,
     /// Messages left out over the rate limit, since the frontend started.
     skipped: u64,
-    /// The current one-second window (seconds since `epoch`) and the
-    /// messages taken in it.
-    window: (u64, u64),
+    /// Per source (commands, client events): the current one-second window
+    /// (seconds since `epoch`) and the messages taken in it.
+    windows: [(u64, u64); 2],
     epoch: Option<Instant>,
 }
 
@@ -656,18 +658,21 @@ impl TailState {
             .is_some_and(|until| until > Instant::now())
     }
 
-    /// Takes one of this second's messages; `false` (counted) when spent.
-    fn admit(&mut self) -> bool {
+    /// Takes one of this second's messages of a source (client events
+    /// and commands have a budget each, so a flood of one leaves room for
+    /// the other); `false` (counted) when spent.
+    fn admit(&mut self, client: bool) -> bool {
         let epoch = *self.epoch.get_or_insert_with(Instant::now);
         let second = epoch.elapsed().as_secs();
-        if self.window.0 != second {
-            self.window = (second, 0);
+        let window = &mut self.windows[usize::from(client)];
+        if window.0 != second {
+            *window = (second, 0);
         }
-        if self.window.1 >= TAIL_PER_SECOND {
+        if window.1 >= TAIL_PER_SECOND {
             self.skipped += 1;
             return false;
         }
-        self.window.1 += 1;
+        window.1 += 1;
         true
     }
 
@@ -904,7 +909,7 @@ async fn watch(frontend: &Frontend) -> redis::RedisResult<()> {
                 };
                 let with_payloads = {
                     let mut tail = dashboard.tail();
-                    if !tail.admit() {
+                    if !tail.admit(message.get_channel_name() == keys.tail()) {
                         continue;
                     }
                     tail.payloads()
@@ -1259,9 +1264,13 @@ mod tests {
     #[test]
     fn the_tail_keeps_the_budget_and_the_last_entries() {
         let mut tail = TailState::default();
-        let taken = (0..TAIL_PER_SECOND * 2).filter(|_| tail.admit()).count() as u64;
+        let taken = (0..TAIL_PER_SECOND * 2)
+            .filter(|_| tail.admit(false))
+            .count() as u64;
         // Within a second, or across two at most.
         assert!((TAIL_PER_SECOND..=TAIL_PER_SECOND * 2).contains(&taken));
+        // Commands spent their budget; client events have theirs.
+        assert!(tail.admit(true));
         let entry = decode_message(
             &Keys::new("p"),
             "p:all",
