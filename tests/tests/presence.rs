@@ -373,3 +373,88 @@ async fn the_admin_api_lists_sockets_rooms_and_users() {
     let (_, body) = frontend.api("GET", "/api/v1/users", None).await;
     assert_eq!(body["users"], json!([{ "user": "ann", "sockets": 2 }]));
 }
+
+#[tokio::test]
+async fn the_api_description_names_the_admin_listener() {
+    let cluster = Cluster::builder("presence-openapi")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 1)
+        .start()
+        .await;
+    let frontend = cluster.start_frontend().await;
+    let spec = http(&frontend.admin_addr(), "GET", "/openapi.json", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(spec.status, 200);
+    let spec: Value = serde_json::from_slice(&spec.body).unwrap();
+    assert_eq!(spec["servers"], json!([{ "url": frontend.admin_url() }]));
+    for path in [
+        "/api/v1/sockets",
+        "/api/v1/sockets/{sid}",
+        "/api/v1/rooms",
+        "/api/v1/users",
+    ] {
+        assert!(spec["paths"][path]["get"].is_object(), "{path} described");
+    }
+    // No bare object anywhere: every object says what it holds.
+    fn check(value: &Value, at: &str) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type") == Some(&json!("object")) {
+                    assert!(
+                        map.contains_key("properties") || map.contains_key("additionalProperties"),
+                        "bare object at {at}"
+                    );
+                }
+                for (key, inner) in map {
+                    check(inner, &format!("{at}/{key}"));
+                }
+            }
+            Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    check(inner, &format!("{at}/{i}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    check(&spec, "");
+    // Every 200 has a body described by a schema.
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let ok = &operation["responses"]["200"]["content"]["application/json"]["schema"];
+            assert!(ok.is_object(), "{method} {path}: 200 without a schema");
+        }
+    }
+    let docs = http(&frontend.admin_addr(), "GET", "/docs", &[], b"")
+        .await
+        .unwrap();
+    let page = docs.text();
+    assert!(page.contains(&format!(
+        "curl -sS -X POST {}/api/v1/publish",
+        frontend.admin_url()
+    )));
+    assert!(!page.contains("{{ADMIN_URL}}") && !page.contains("8081"));
+    // A Host header that is not a plain host falls back to the listener's
+    // address: nothing from it reaches the page.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(frontend.admin_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /docs HTTP/1.1\r\nHost: x\"><script>alert(1)</script>\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(!raw.contains("<script>alert"), "{raw}");
+    assert!(raw.contains(&format!(
+        "curl -sS -X POST {}/api/v1/publish",
+        frontend.admin_url()
+    )));
+}
