@@ -365,6 +365,8 @@ impl History {
                 track.deliveries_rate = 0.0;
                 if next != NodeState::Draining {
                     track.connections = 0;
+                    track.room_count = 0;
+                    track.users = 0;
                 }
             }
         }
