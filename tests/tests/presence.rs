@@ -458,3 +458,156 @@ async fn the_api_description_names_the_admin_listener() {
         frontend.admin_url()
     )));
 }
+
+/// The SDK's cluster-wide selection calls, from handlers of the test app:
+/// `fetch_sockets`, `sockets_join`, `sockets_leave`, `disconnect_sockets`.
+#[tokio::test]
+async fn the_sdk_fetches_and_commands_sockets_on_every_io_node() {
+    let cluster = Cluster::builder("presence-sdk").io_nodes(3).start().await;
+    let urls = cluster.io_urls();
+    // Three red sockets, one per io-node; two others; one in /other.
+    let mut red = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        red.push(connect(url, "/", json!({ "rooms": ["red"], "data": { "n": n } })).await);
+    }
+    let (_g0, green) = connect(&urls[0], "/", json!({ "rooms": ["green"] })).await;
+    let (_p, plain) = connect(&urls[2], "/", json!({})).await;
+    let (_o, other) = connect(&urls[1], "/other", json!({ "rooms": ["red"] })).await;
+    let red_ids: BTreeSet<String> = red.iter().map(|(_, s)| s.id().to_owned()).collect();
+
+    async fn call(socket: &Socket, event: &str, arg: Value) -> Value {
+        let answer = socket.emit_with_ack(event, vec![arg], WAIT).await.unwrap();
+        answer.args.into_iter().next().unwrap_or(Value::Null)
+    }
+    fn ids(answer: &Value) -> BTreeSet<String> {
+        answer["sockets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no sockets: {answer}"))
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    // fetch_sockets: a room's members on every io-node, with their snapshot.
+    let fetched = eventually(WAIT, "the red sockets fetched", || async {
+        let answer = call(&plain, "fetch", json!({ "room": "red" })).await;
+        (ids(&answer) == red_ids).then_some(answer)
+    })
+    .await;
+    for socket in fetched["sockets"].as_array().unwrap() {
+        let n = socket["data"]["n"].as_u64().unwrap() as usize;
+        assert_eq!(socket["id"], red[n].1.id());
+        assert_eq!(socket["node"], format!("io{n}"));
+        assert_eq!(socket["nsp"], "/");
+        assert_eq!(socket["rooms"], json!(["red"]));
+        assert_eq!(socket["user"], Value::Null);
+        assert!(
+            socket["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+    }
+    // The whole namespace, except a room; one socket by id; /other apart.
+    let everyone: BTreeSet<String> = red_ids
+        .iter()
+        .cloned()
+        .chain([green.id().to_owned(), plain.id().to_owned()])
+        .collect();
+    assert_eq!(ids(&call(&plain, "fetch", json!({})).await), everyone);
+    let not_red: BTreeSet<String> = [green.id().to_owned(), plain.id().to_owned()].into();
+    assert_eq!(
+        ids(&call(&plain, "fetch", json!({ "except": "red" })).await),
+        not_red
+    );
+    let one = call(&plain, "fetch", json!({ "sid": red[1].1.id() })).await;
+    assert_eq!(ids(&one), BTreeSet::from([red[1].1.id().to_owned()]));
+    assert_eq!(
+        ids(&call(&other, "fetch", json!({ "room": "red" })).await),
+        BTreeSet::from([other.id().to_owned()])
+    );
+    assert!(ids(&call(&plain, "fetch", json!({ "sid": "io1.gone" })).await).is_empty());
+    // A timeout too short to read Redis: a clear error.
+    let late = call(&plain, "fetch", json!({ "timeoutMs": 0 })).await;
+    assert!(
+        late["error"].as_str().unwrap().contains("unfinished"),
+        "{late}"
+    );
+
+    // sockets_join: once it answers, an emit to the room reaches every
+    // socket told, on every io-node.
+    let joined = call(
+        &plain,
+        "socketsJoin",
+        json!({ "room": "red", "rooms": ["blue"] }),
+    )
+    .await;
+    assert_eq!(joined, json!({ "count": 3 }));
+    let sent = call(
+        &plain,
+        "toRoom",
+        json!({ "rooms": ["blue"], "event": "sky", "data": 1 }),
+    )
+    .await;
+    assert_eq!(sent, json!(true));
+    for (_, socket) in &red {
+        assert_eq!(iocluster_tests::next_named(socket, "sky").await, json!(1));
+    }
+    eventually(WAIT, "the blue members fetched", || async {
+        (ids(&call(&plain, "fetch", json!({ "room": "blue" })).await) == red_ids).then_some(())
+    })
+    .await;
+    // sockets_leave: the room empties.
+    let left = call(
+        &plain,
+        "socketsLeave",
+        json!({ "room": "blue", "rooms": ["blue"] }),
+    )
+    .await;
+    assert_eq!(left, json!({ "count": 3 }));
+    eventually(WAIT, "blue empty", || async {
+        ids(&call(&plain, "fetch", json!({ "room": "blue" })).await)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let state = red[0].1.emit_with_ack("state", vec![], WAIT).await.unwrap();
+    assert_eq!(state.args[0]["rooms"], json!(["red"]));
+
+    // disconnect_sockets: the red sockets are disconnected by the server,
+    // the others stay.
+    let kicked = call(&plain, "disconnectSockets", json!({ "room": "red" })).await;
+    assert_eq!(kicked, json!({ "count": 3 }));
+    for (_, socket) in &red {
+        eventually(WAIT, "a red socket disconnected", || async {
+            match socket.recv().await {
+                Some(iocluster_client::Received::Disconnected) | None => Some(()),
+                Some(iocluster_client::Received::Event(_)) => None,
+            }
+        })
+        .await;
+    }
+    eventually(WAIT, "only the others left", || async {
+        (ids(&call(&plain, "fetch", json!({})).await) == not_red).then_some(())
+    })
+    .await;
+    let reasons = cluster.disconnect_reasons().await;
+    for sid in &red_ids {
+        assert!(
+            reasons.contains(&format!("{sid} server namespace disconnect")),
+            "{sid}: {reasons:?}"
+        );
+    }
+    // Nothing matched: nothing to do.
+    let none = call(
+        &plain,
+        "disconnectSockets",
+        json!({ "room": "nobody-here" }),
+    )
+    .await;
+    assert_eq!(none, json!({ "count": 0 }));
+    assert_eq!(
+        call(&green, "state", json!(null)).await["rooms"],
+        json!(["green"])
+    );
+}

@@ -73,6 +73,8 @@ pub(crate) struct Ctx {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
     pub join_timeout: Duration,
+    /// Reads presence from the ledgers (its own Redis connection).
+    pub(crate) presence: crate::presence::Reader,
 }
 
 impl Ctx {
@@ -81,6 +83,7 @@ impl Ctx {
         keys: Keys,
         publisher: mpsc::Sender<Publish>,
         join_timeout: Duration,
+        redis_url: String,
     ) -> Ctx {
         Ctx {
             app_id,
@@ -89,6 +92,7 @@ impl Ctx {
             pending: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             join_timeout,
+            presence: crate::presence::Reader::new(redis_url),
         }
     }
 
@@ -111,7 +115,7 @@ impl Ctx {
     }
 
     /// A token for a request whose reply comes on this app-node's channel.
-    fn expect_reply(&self) -> (ReplyTo, oneshot::Receiver<Reply>) {
+    pub(crate) fn expect_reply(&self) -> (ReplyTo, oneshot::Receiver<Reply>) {
         let id = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending().insert(id, sender);
@@ -124,7 +128,7 @@ impl Ctx {
         )
     }
 
-    async fn await_reply(
+    pub(crate) async fn await_reply(
         &self,
         token: u64,
         receiver: oneshot::Receiver<Reply>,
@@ -138,6 +142,11 @@ impl Ctx {
                 Err(EmitError::Timeout(timeout))
             }
         }
+    }
+
+    /// Stops waiting for the reply of `token`.
+    pub(crate) fn forget_reply(&self, token: u64) {
+        self.pending().remove(&token);
     }
 
     /// Routes a reply from an io-node to whoever waits for it.
@@ -167,15 +176,19 @@ fn to_bins(payload: &Payload) -> Vec<ByteBuf> {
 
 /// A set of clients of one namespace to emit to, like Socket.IO's
 /// `io.to(room).except(other)`. With no room and no socket named, it is
-/// every client of the namespace.
+/// every client of the namespace. The same selection can be fetched,
+/// made to join or leave rooms, or disconnected, cluster-wide
+/// (`fetch_sockets`, `sockets_join`, ... in `crate::presence`).
 #[derive(Clone)]
 pub struct Emitter {
-    ctx: Arc<Ctx>,
-    nsp: String,
-    rooms: Vec<String>,
-    sids: Vec<String>,
-    except_rooms: Vec<String>,
-    except_sids: Vec<String>,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) nsp: String,
+    pub(crate) rooms: Vec<String>,
+    pub(crate) sids: Vec<String>,
+    pub(crate) except_rooms: Vec<String>,
+    pub(crate) except_sids: Vec<String>,
+    /// Bounds presence operations (`crate::presence`); `None`: the default.
+    pub(crate) presence_timeout: Option<Duration>,
 }
 
 impl Emitter {
@@ -187,6 +200,7 @@ impl Emitter {
             sids: Vec::new(),
             except_rooms: Vec::new(),
             except_sids: Vec::new(),
+            presence_timeout: None,
         }
     }
 
