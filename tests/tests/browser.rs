@@ -1,44 +1,86 @@
 //! Real browser tests: Debian's Chromium, headless, driven by playwright-core
-//! from `tests/js`. The dashboard renders the live cluster and publishes; the
+//! from `tests/js`. The dashboard shows and acts on the live cluster; the
 //! chat page fails over to another io-node when its own is killed.
 
-use iocluster_tests::{Cluster, next_event, node_scenario, socket_on};
+use iocluster_tests::{Cluster, node_scenario};
 use serde_json::json;
 
+/// Every view of the dashboard with real data: two io-nodes, an app-node,
+/// two clients in rooms (started by the scenario, which also kills `io1`).
 #[tokio::test]
-async fn the_dashboard_shows_the_cluster_and_publishes() {
+async fn the_dashboard_shows_and_acts_on_the_cluster() {
     // A browser starting on two cores can starve every other process for
     // longer than the tests' usual 400 ms pong deadline.
     let cluster = Cluster::builder("browser-dashboard")
+        .app_nodes("iocluster-test-app", 1)
         .heartbeat(2_000, 10_000)
         .start()
         .await;
     let frontend = cluster.start_frontend().await;
-    let (_client, reader) = socket_on(&cluster.io[1].url(), Some(json!({ "rooms": ["news"] })))
-        .await
-        .unwrap();
-    let screenshot = cluster.logs().join("dashboard.png");
+    let shots = cluster.logs().join("dashboard");
     let result = node_scenario(
         "browser-dashboard.mjs",
         &[
             format!("--admin={}/", frontend.admin_url()),
             format!("--key={}", frontend.api_key),
-            "--expect=io0,io1".to_owned(),
-            "--room=news".to_owned(),
-            format!("--screenshot={}", screenshot.display()),
+            format!("--urls={}", cluster.io_urls().join(",")),
+            format!("--pids=io1:{}", cluster.io[1].process.pid()),
+            format!("--shots={}", shots.display()),
         ],
     )
     .await;
     assert_eq!(result["emptyBeforeKey"], true, "{result}");
-    assert_eq!(result["connections"], 1, "{result}");
-    assert_eq!(result["roomListed"], true, "{result}");
-    assert_eq!(result["keyInPage"], false, "{result}");
-    assert!(
-        result["screenshotBytes"].as_u64().unwrap() > 20_000,
-        "the screenshot shows a rendered page: {result}"
+    assert_eq!(result["connections"], 2, "{result}");
+    assert_eq!(
+        result["published"],
+        json!(["from the dashboard"]),
+        "{result}"
     );
-    let event = next_event(&reader, "breaking").await;
-    assert_eq!(event.args, vec![json!("from the dashboard")]);
+    let tail = result["tailRow"].as_str().unwrap();
+    assert!(tail.contains("echo") && tail.contains("client"), "{result}");
+    assert_eq!(result["payloadHidden"], true, "{result}");
+    assert_eq!(result["payloadShown"], true, "{result}");
+    let detail = &result["detail"];
+    assert!(
+        detail["rooms"].as_str().unwrap().contains("lobby"),
+        "{result}"
+    );
+    assert!(
+        detail["data"].as_str().unwrap().contains("alice"),
+        "{result}"
+    );
+    assert!(detail["node"].as_str().unwrap().contains("io0"), "{result}");
+    assert_eq!(result["joined"], true, "{result}");
+    assert_eq!(result["direct"], json!(["hi alice"]), "{result}");
+    assert_eq!(
+        result["disconnectReason"], "io server disconnect",
+        "{result}"
+    );
+    assert_eq!(result["detailGone"], true, "{result}");
+    assert_eq!(result["roomPublished"], json!(["hello room"]), "{result}");
+    assert_eq!(result["lapsed"], "io1", "{result}");
+    assert_eq!(result["keyInPage"], false, "{result}");
+    for (view, overflow) in result["overflow"].as_object().unwrap() {
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{view} is wider than the screen: {result}"
+        );
+    }
+    assert_eq!(result["overflow"].as_object().unwrap().len(), 10);
+    for name in ["overview-desktop", "events-phone", "socket-detail-desktop"] {
+        let size = std::fs::metadata(shots.join(format!("{name}.png")))
+            .unwrap()
+            .len();
+        assert!(size > 20_000, "{name}.png shows a rendered page");
+    }
+    // The application saw the operator's disconnect.
+    let reasons = cluster.disconnect_reasons().await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.ends_with("server namespace disconnect")),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]

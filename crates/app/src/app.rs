@@ -56,6 +56,7 @@ impl App {
             Keys::new(config.prefix.clone()),
             publisher,
             config.join_timeout,
+            config.redis.clone(),
         ));
         App {
             config,

@@ -29,6 +29,9 @@
 //!   the ordered publisher, replies, leases, hand-back of a dead app-node's
 //!   events, and shutdown in that order backwards.
 //! - `socket`: [`Socket`], [`Emitter`] and [`Ack`], which turn into commands.
+//! - `presence`: cluster-wide `fetch_sockets`, `sockets_join`,
+//!   `sockets_leave` and `disconnect_sockets` on any [`Emitter`] selection,
+//!   read from the io-nodes' ledgers; [`RemoteSocket`].
 //! - `payload`: [`Payload`], event arguments as JSON text plus attachments,
 //!   and [`FromPayload`] for typed handler arguments.
 //! - [`config`]: [`AppConfig`], the shared flags [`AppArgs`], logging.
@@ -38,6 +41,7 @@ pub mod config;
 mod error;
 mod namespace;
 mod payload;
+mod presence;
 mod runtime;
 mod socket;
 
@@ -47,6 +51,7 @@ pub use error::AppError;
 pub use iocluster_protocol::envelope::Handshake;
 pub use namespace::{Namespace, Reject};
 pub use payload::{FromPayload, Payload, PayloadError};
+pub use presence::{DEFAULT_TIMEOUT as PRESENCE_TIMEOUT, PresenceError, RemoteSocket};
 pub use socket::{Ack, EmitError, Emitter, Socket};
 
 /// Resolves on SIGINT or SIGTERM: pass it to [`App::run`].

@@ -90,6 +90,8 @@ pub(crate) struct Ctx {
     /// (`<window ms>:<packets>`) and the flush script's mark for their
     /// retained emits.
     recovery: std::sync::RwLock<HashMap<String, (String, Vec<u8>)>>,
+    /// Reads presence from the ledgers (its own Redis connection).
+    pub(crate) presence: crate::presence::Reader,
 }
 
 impl Ctx {
@@ -98,6 +100,7 @@ impl Ctx {
         keys: Keys,
         publisher: mpsc::Sender<Publish>,
         join_timeout: Duration,
+        redis_url: String,
     ) -> Ctx {
         Ctx {
             app_id,
@@ -107,6 +110,7 @@ impl Ctx {
             next_token: AtomicU64::new(1),
             join_timeout,
             recovery: std::sync::RwLock::default(),
+            presence: crate::presence::Reader::new(redis_url),
         }
     }
 
@@ -168,7 +172,7 @@ impl Ctx {
     }
 
     /// A token for a request whose reply comes on this app-node's channel.
-    fn expect_reply(&self) -> (ReplyTo, oneshot::Receiver<Reply>) {
+    pub(crate) fn expect_reply(&self) -> (ReplyTo, oneshot::Receiver<Reply>) {
         let id = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending().insert(id, sender);
@@ -181,7 +185,7 @@ impl Ctx {
         )
     }
 
-    async fn await_reply(
+    pub(crate) async fn await_reply(
         &self,
         token: u64,
         receiver: oneshot::Receiver<Reply>,
@@ -195,6 +199,11 @@ impl Ctx {
                 Err(EmitError::Timeout(timeout))
             }
         }
+    }
+
+    /// Stops waiting for the reply of `token`.
+    pub(crate) fn forget_reply(&self, token: u64) {
+        self.pending().remove(&token);
     }
 
     /// Routes a reply from an io-node to whoever waits for it.
@@ -224,15 +233,19 @@ fn to_bins(payload: &Payload) -> Vec<ByteBuf> {
 
 /// A set of clients of one namespace to emit to, like Socket.IO's
 /// `io.to(room).except(other)`. With no room and no socket named, it is
-/// every client of the namespace.
+/// every client of the namespace. The same selection can be fetched,
+/// made to join or leave rooms, or disconnected, cluster-wide
+/// (`fetch_sockets`, `sockets_join`, ... in `crate::presence`).
 #[derive(Clone)]
 pub struct Emitter {
-    ctx: Arc<Ctx>,
-    nsp: String,
-    rooms: Vec<String>,
-    sids: Vec<String>,
-    except_rooms: Vec<String>,
-    except_sids: Vec<String>,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) nsp: String,
+    pub(crate) rooms: Vec<String>,
+    pub(crate) sids: Vec<String>,
+    pub(crate) except_rooms: Vec<String>,
+    pub(crate) except_sids: Vec<String>,
+    /// Bounds presence operations (`crate::presence`); `None`: the default.
+    pub(crate) presence_timeout: Option<Duration>,
 }
 
 impl Emitter {
@@ -244,6 +257,7 @@ impl Emitter {
             sids: Vec::new(),
             except_rooms: Vec::new(),
             except_sids: Vec::new(),
+            presence_timeout: None,
         }
     }
 

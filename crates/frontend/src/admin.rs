@@ -23,7 +23,7 @@ use crate::registry;
 /// Most recipients (or exclusions) of each kind in one request.
 const MAX_LIST: usize = 1000;
 /// Longest namespace, room, event name.
-const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = 256;
 /// Event names a Socket.IO client reserves for itself.
 const RESERVED_EVENTS: [&str; 6] = [
     "connect",
@@ -42,7 +42,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -50,7 +54,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> ApiError {
+    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 }
@@ -135,7 +139,7 @@ fn root() -> String {
     "/".to_owned()
 }
 
-fn check_nsp(nsp: &str) -> Result<(), ApiError> {
+pub(crate) fn check_nsp(nsp: &str) -> Result<(), ApiError> {
     if !nsp.starts_with('/') || nsp.contains(',') || nsp.len() > MAX_NAME {
         return Err(ApiError::invalid(format!(
             "namespace {nsp:?} must start with / and contain no comma"
@@ -407,7 +411,8 @@ pub async fn delete_user(
 
 /// `GET /api/v1/cluster`
 pub async fn cluster(State(frontend): State<Arc<Frontend>>) -> ApiResult {
-    let view = registry::cluster_view(&mut frontend.redis(), &frontend.keys).await?;
+    let mut view = registry::cluster_view(&mut frontend.redis(), &frontend.keys).await?;
+    frontend.dashboard.add_rates(&mut view);
     Ok(Json(view).into_response())
 }
 

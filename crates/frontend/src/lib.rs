@@ -7,23 +7,31 @@
 //!   live io-node and fails over), `/socket.io.min.js` (the client bundle,
 //!   from npm at set-up time).
 //! - Admin listener (loopback by default): the bearer-key HTTP API
-//!   ([`admin`]), `/openapi.json`, `/docs` and the live dashboard at `/`.
+//!   ([`admin`]: publish, credentials, cluster view, client actions;
+//!   [`presence`]: connected sockets, rooms and users, read from the
+//!   io-nodes' ledgers; [`dashboard`]: the dashboard's history and event
+//!   tail), `/openapi.json` and `/docs` (both naming the listener's own
+//!   address) and the live dashboard at `/`.
 //!
-//! It keeps no state: everything comes from the Redis registry the nodes
-//! maintain, and everything it does goes out as the same commands app-nodes
-//! publish.
+//! It keeps no state but the dashboard's, in memory (a few minutes of
+//! samples, the last tail entries): everything comes from the Redis registry
+//! the nodes maintain, and everything it does goes out as the same commands
+//! app-nodes publish.
 
 pub mod admin;
 pub mod config;
+pub mod dashboard;
+pub mod presence;
 pub mod registry;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use iocluster_protocol::envelope::Command;
@@ -43,7 +51,14 @@ const OPENAPI_JSON: &str = include_str!("../../../frontend/admin/openapi.json");
 pub struct Frontend {
     pub config: Config,
     pub keys: Keys,
+    /// The admin listener's address, for the API description when a
+    /// request has no usable `Host` header.
+    pub admin_addr: SocketAddr,
     redis: redis::aio::ConnectionManager,
+    /// For the dashboard's tail subscription (opened only while watched).
+    client: redis::Client,
+    /// The history sampler's and the event tail's state.
+    pub dashboard: dashboard::Dashboard,
     /// The last reading of the live io-nodes, and when it was taken.
     nodes: tokio::sync::Mutex<Option<(Instant, Arc<Vec<registry::LiveNode>>)>>,
 }
@@ -158,13 +173,17 @@ pub async fn run(
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");
     }
+    let stop = CancellationToken::new();
     let frontend = Arc::new(Frontend {
         keys: Keys::new(config.prefix.clone()),
+        admin_addr: admin.local_addr()?,
         config,
         redis,
+        client,
+        dashboard: dashboard::Dashboard::new(stop.child_token()),
         nodes: tokio::sync::Mutex::new(None),
     });
-    let stop = CancellationToken::new();
+    let sampler = tokio::spawn(dashboard::sample(frontend.clone()));
     tracing::info!(
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
@@ -186,6 +205,7 @@ pub async fn run(
     stop.cancel();
     let _ = public.await;
     let _ = admin.await;
+    let _ = sampler.await;
     ops_stop.cancel();
     if let Some(ops) = ops {
         let _ = ops.await;
@@ -214,7 +234,13 @@ pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
             axum::routing::put(admin::put_user).delete(admin::delete_user),
         )
         .route("/api/v1/cluster", get(admin::cluster))
+        .route("/api/v1/sockets", get(presence::sockets))
+        .route("/api/v1/sockets/{sid}", get(presence::socket))
+        .route("/api/v1/rooms", get(presence::rooms))
+        .route("/api/v1/users", get(presence::users))
         .route("/api/v1/clients/{sid}/{action}", post(admin::client_action))
+        .route("/api/v1/history", get(dashboard::history))
+        .route("/api/v1/tail", get(dashboard::tail))
         .route_layer(axum::middleware::from_fn_with_state(
             frontend.clone(),
             admin::require_key,
@@ -222,15 +248,66 @@ pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
         .layer(DefaultBodyLimit::max(frontend.config.max_body_bytes));
     Router::new()
         .route("/", get(|| async { html(DASHBOARD_HTML) }))
-        .route("/docs", get(|| async { html(DOCS_HTML) }))
-        .route(
-            "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
-        )
+        .route("/docs", get(docs))
+        .route("/openapi.json", get(openapi))
         .merge(api)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .with_state(frontend)
+}
+
+/// The admin listener's URL as the client reached it: `http://` and the
+/// request's `Host` when it is a plain host name or address (with a port),
+/// else the address the listener is bound to.
+fn admin_url(frontend: &Frontend, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host.len() <= 255
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    match host {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{}", frontend.admin_addr),
+    }
+}
+
+/// `/openapi.json` with `servers` naming this listener.
+async fn openapi(State(frontend): State<Arc<Frontend>>, headers: HeaderMap) -> Response {
+    let mut spec: serde_json::Value = match serde_json::from_str(OPENAPI_JSON) {
+        Ok(spec) => spec,
+        Err(error) => {
+            tracing::error!(%error, "the built-in openapi.json does not parse");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    spec["servers"] = serde_json::json!([{ "url": admin_url(&frontend, &headers) }]);
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        spec.to_string(),
+    )
+        .into_response()
+}
+
+/// `/docs` with its examples on this listener's address (`admin_url` lets
+/// through no character that means anything in HTML).
+async fn docs(State(frontend): State<Arc<Frontend>>, headers: HeaderMap) -> Response {
+    let page = DOCS_HTML.replace("{{ADMIN_URL}}", &admin_url(&frontend, &headers));
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 fn html(body: &'static str) -> Response {

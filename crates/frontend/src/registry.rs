@@ -64,6 +64,8 @@ pub struct IoNodeView {
     pub connections: u64,
     pub lease_left_ms: u64,
     pub started: u64,
+    /// When the node last wrote its details and totals (ms, its clock).
+    pub updated: u64,
     pub namespaces: BTreeMap<String, u64>,
     /// Its largest rooms, `<nsp>,<room>` → members here.
     pub rooms: BTreeMap<String, u64>,
@@ -72,6 +74,10 @@ pub struct IoNodeView {
     /// Running totals: events queued, frames delivered.
     pub events: u64,
     pub deliveries: u64,
+    /// Rates over the node's last two writes of its totals (filled in from
+    /// the dashboard's samples; 0 until two were seen).
+    pub events_per_second: f64,
+    pub deliveries_per_second: f64,
 }
 
 async fn io_nodes(
@@ -117,12 +123,15 @@ async fn io_nodes(
                 connections: number(&fields, "connections"),
                 lease_left_ms: (lease as u64).saturating_sub(now),
                 started: number(&fields, "started"),
+                updated: number(&fields, "updated"),
                 namespaces: json_counts(&fields, "namespaces"),
                 rooms: json_counts(&fields, "rooms"),
                 room_count: number(&fields, "room_count"),
                 users: number(&fields, "users"),
                 events: number(&fields, "events"),
                 deliveries: number(&fields, "deliveries"),
+                events_per_second: 0.0,
+                deliveries_per_second: 0.0,
                 id,
             })
         })
@@ -164,9 +173,12 @@ pub struct ClusterView {
     pub users: u64,
     pub queue_depth: u64,
     pub inflight: u64,
-    /// Running totals over the live io-nodes (poll twice for rates).
+    /// Running totals over the live io-nodes.
     pub events: u64,
     pub deliveries: u64,
+    /// The sum of the live io-nodes' rates.
+    pub events_per_second: f64,
+    pub deliveries_per_second: f64,
 }
 
 pub async fn cluster_view(
@@ -242,6 +254,8 @@ pub async fn cluster_view(
         namespaces,
         rooms,
         queue_depth,
+        events_per_second: 0.0,
+        deliveries_per_second: 0.0,
     })
 }
 

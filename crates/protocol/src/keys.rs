@@ -153,6 +153,18 @@ impl Keys {
         rest.split_once(',')
     }
 
+    /// Channel: sampled copies of the client events io-nodes queue, while
+    /// [`Keys::tail_on`] exists (docs/PROTOCOL.md, "The event tail").
+    pub fn tail(&self) -> String {
+        self.join(&["tail"])
+    }
+
+    /// String with a short TTL: set by a frontend while an operator watches
+    /// the event tail; io-nodes publish on [`Keys::tail`] only while it exists.
+    pub fn tail_on(&self) -> String {
+        self.join(&["tail", "on"])
+    }
+
     /// Channel: replies for one app-node.
     pub fn app_channel(&self, app: &str) -> String {
         self.join(&["a", app])
@@ -175,6 +187,8 @@ mod tests {
         assert_eq!(keys.ledgers(), "ioc:ledgers");
         assert_eq!(keys.reaped("n1"), "ioc:reaped:n1");
         assert_eq!(keys.app_channel("a1"), "ioc:a:a1");
+        assert_eq!(keys.tail(), "ioc:tail");
+        assert_eq!(keys.tail_on(), "ioc:tail:on");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - [`scripts`]: the Lua scripts of the Redis protocol (the SDK's queue
 //!   take, flush and hand-back; the io-node's ledger), as docs/PROTOCOL.md
 //!   shows them.
+//! - [`presence`]: connected sockets read from the io-nodes' ledgers
+//!   (decoding, filters, bounded paging and tallies), for the admin API and
+//!   the SDK alike.
 //! - [`ids`]: session / socket ids, which carry the id of the io-node that owns them
 //!   so a command for one client can be routed without a lookup.
 //!
@@ -23,5 +26,6 @@ pub mod envelope;
 pub mod ids;
 pub mod keys;
 pub mod recovery;
+pub mod presence;
 pub mod scripts;
 pub mod socketio;

@@ -12,7 +12,11 @@
 //! `{event, data}`, `slow` (ms; ack: app id), `state` (ack: `{rooms, data}`),
 //! `append` (n: appends n to the socket data list), `ask` `{event, data}` (emits
 //! with ack to the client; acks with the client's answer), `flood` ({room,
-//! count, size}: that many `blob` events to the room), `kick`, `close`.
+//! count, size}: that many `blob` events to the room), `kick`, `close`;
+//! presence, cluster-wide, on a selection `{room, sid, except, timeoutMs}`
+//! of the socket's namespace: `fetch` (ack: `{sockets}`), `socketsJoin` /
+//! `socketsLeave` (`rooms`), `disconnectSockets` (`close`) (ack: `{count}`;
+//! failures ack `{error}`).
 //! Every handled event is counted in `test:handled` (hash field = app id) and
 //! every message event's `seq` recorded per socket; disconnects go to the
 //! list `test:disconnects` as `sid reason`; sockets met for the first time
@@ -62,6 +66,40 @@ struct ToRoom {
     event: String,
     data: Value,
     except: Option<String>,
+}
+
+/// A presence selection: `room` (else the whole namespace), `sid`,
+/// `except` (a room), a `timeoutMs`; `rooms` and `close` for the actions.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Select {
+    room: Option<String>,
+    sid: Option<String>,
+    except: Option<String>,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    close: bool,
+}
+
+impl Select {
+    fn emitter(&self, socket: &Socket) -> iocluster_app::Emitter {
+        let mut emitter = socket.of(socket.nsp());
+        if let Some(room) = &self.room {
+            emitter = emitter.to(room.clone());
+        }
+        if let Some(sid) = &self.sid {
+            emitter = emitter.to_socket(sid.clone());
+        }
+        if let Some(except) = &self.except {
+            emitter = emitter.except(except.clone());
+        }
+        if let Some(ms) = self.timeout_ms {
+            emitter = emitter.timeout(Duration::from_millis(ms));
+        }
+        emitter
+    }
 }
 
 #[derive(Deserialize)]
@@ -230,6 +268,46 @@ fn setup(ns: &mut iocluster_app::Namespace, counters: Counters) {
                         }
                     }
                     reply(json!(true));
+                }
+                "fetch" => {
+                    // {room?, sid?, except?, timeoutMs?}: the sockets of this
+                    // namespace, on every io-node (presence).
+                    let select: Select = payload.arg(0).ok().flatten().unwrap_or_default();
+                    let emitter = select.emitter(&socket);
+                    match emitter.fetch_sockets().await {
+                        Ok(sockets) => {
+                            let list: Vec<Value> = sockets
+                                .iter()
+                                .map(|s| {
+                                    json!({
+                                        "id": s.id(),
+                                        "nsp": s.nsp(),
+                                        "node": s.node(),
+                                        "rooms": s.rooms(),
+                                        "user": s.user(),
+                                        "data": s.data::<Value>(),
+                                        "address": s.handshake().address,
+                                    })
+                                })
+                                .collect();
+                            reply(json!({ "sockets": list }));
+                        }
+                        Err(error) => reply(json!({ "error": error.to_string() })),
+                    }
+                }
+                "socketsJoin" | "socketsLeave" | "disconnectSockets" => {
+                    // {room?, sid?, except?, rooms, close, timeoutMs?}
+                    let select: Select = payload.arg(0).ok().flatten().unwrap_or_default();
+                    let emitter = select.emitter(&socket);
+                    let done = match name.as_str() {
+                        "socketsJoin" => emitter.sockets_join(select.rooms.clone()).await,
+                        "socketsLeave" => emitter.sockets_leave(select.rooms.clone()).await,
+                        _ => emitter.disconnect_sockets(select.close).await,
+                    };
+                    match done {
+                        Ok(count) => reply(json!({ "count": count })),
+                        Err(error) => reply(json!({ "error": error.to_string() })),
+                    }
                 }
                 "kick" => {
                     let _ = socket.disconnect();

@@ -14,7 +14,9 @@
 //!   stats, the reaping of dead io-nodes, redelivery of overdue events;
 //! - `namespaces`: the list of namespaces app-nodes serve, cached;
 //! - `ledger`: the scripts behind exactly-once disconnect events;
-//! - `auth`: admission by credentials (JWTs here, registered users in Redis).
+//! - `auth`: admission by credentials (JWTs here, registered users in Redis);
+//! - `tail`: sampled copies of queued events for the dashboard's event
+//!   tail, only while an operator watches.
 //!
 //! [`Bridge`] is the cheap handle the Socket.IO layer queues work on (it
 //! implements `sockets::Cluster`); [`Context`] is what the tasks work with.
@@ -25,6 +27,7 @@ mod namespaces;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 mod subscriber;
+mod tail;
 mod writer;
 
 use std::collections::HashSet;
@@ -77,6 +80,8 @@ pub(crate) struct Bridge {
     /// Recovered sockets whose missed emits are to be read, once their
     /// subscriptions are active (one per recovery, which admission bounds).
     replays: mpsc::UnboundedSender<Replay>,
+    /// Copies of queued events for the event tail (bounded, dropping).
+    tail: tail::Tail,
 }
 
 /// A recovered socket's log to read: socket, namespace, after which offset.
@@ -88,6 +93,7 @@ pub(crate) struct BridgeReceivers {
     ledger: mpsc::UnboundedReceiver<LedgerOp>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     replays: mpsc::UnboundedReceiver<Replay>,
+    tail: mpsc::Receiver<Bytes>,
 }
 
 pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
@@ -95,6 +101,7 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
     let (ledger, ledger_rx) = mpsc::unbounded_channel();
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (replays, replays_rx) = mpsc::unbounded_channel();
+    let (tail, tail_rx) = tail::Tail::new();
     (
         Bridge {
             outgoing,
@@ -105,18 +112,21 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
             written: Arc::default(),
             changes,
             replays,
+            tail,
         },
         BridgeReceivers {
             outgoing: outgoing_rx,
             ledger: ledger_rx,
             changes: changes_rx,
             replays: replays_rx,
+            tail: tail_rx,
         },
     )
 }
 
 impl sockets::Cluster for Bridge {
     fn push_event(&self, envelope: Bytes) -> Option<u64> {
+        self.tail.offer(&envelope);
         let number = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.outgoing
             .try_send(Outgoing::Event(envelope, number))
@@ -131,6 +141,9 @@ impl sockets::Cluster for Bridge {
     }
 
     fn ledger(&self, op: LedgerOp) {
+        if let LedgerOp::Announce(_, envelope) = &op {
+            self.tail.offer(envelope);
+        }
         let _ = self.ledger.send(op);
     }
 
@@ -254,6 +267,13 @@ pub(crate) fn spawn(
             context.clone(),
             redis.clone(),
             receivers.replays,
+            stop.clone(),
+        )),
+        tokio::spawn(tail::run(
+            context.bridge.tail.clone(),
+            receivers.tail,
+            redis.clone(),
+            context.keys.clone(),
             stop.clone(),
         )),
         tokio::spawn(registry::run(context, redis, stop)),
