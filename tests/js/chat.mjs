@@ -46,6 +46,7 @@ main(async () => {
   assert.deepEqual(await cid.timeout(5000).emitWithAck("join", "go"), { room: "go", ok: true });
   const both = await annSees.until("rust", ["ann", "bob"]);
   assert.equal(both.total, 2);
+  assert.equal(both.complete, true);
 
   const annGot = collect(ann, "message");
   const bobGot = collect(bob, "message");

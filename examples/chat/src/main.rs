@@ -11,7 +11,7 @@
 //! - connect with `auth: { nickname }` (1 to 32 characters), else refused;
 //! - `join` (room, ack) → the room hears `user joined` `{nickname, room}`;
 //!   ack `{room, ok: true}`; then the room, the newcomer included, hears
-//!   `members` `{room, members, total, version}` (see `members.rs`);
+//!   `members` `{room, members, total, complete, version}` (see `members.rs`);
 //! - `leave` (room) → the room hears `user left` `{nickname, room}`, then
 //!   `members`;
 //! - `message` `{room, text}` (ack) → everyone in the room, sender included,

@@ -16,7 +16,8 @@
 //! `version` and drop older ones. The hash expires [`TTL_SECONDS`] after its
 //! last change, which bounds what a room left behind by a wiped cluster can
 //! hold (a room whose members sit quiet that long forgets them: fine for a
-//! demo). Lists name at most [`MAX_LISTED`] sockets; `total` counts them all.
+//! demo). Lists name at most [`MAX_LISTED`] sockets (`complete` says whether
+//! that was all of them); `total` counts them all.
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
@@ -67,6 +68,9 @@ pub struct Members {
     pub members: Vec<String>,
     /// Sockets in the room, listed or not.
     pub total: u64,
+    /// Whether `members` names every socket's nickname (false past
+    /// [`MAX_LISTED`] sockets).
+    pub complete: bool,
     /// Grows with every change of this room; clients keep the highest.
     pub version: u64,
 }
@@ -74,12 +78,14 @@ pub struct Members {
 impl Members {
     /// The list from the script's reply: nicknames sorted, each once.
     fn new(room: &str, version: u64, total: u64, mut members: Vec<String>) -> Members {
+        let complete = members.len() as u64 >= total;
         members.sort();
         members.dedup();
         Members {
             room: room.to_owned(),
             members,
             total,
+            complete,
             version,
         }
     }
@@ -152,8 +158,16 @@ mod tests {
                 room: "rust".into(),
                 members: vec!["ann".into(), "cid".into()],
                 total: 3,
+                complete: true,
                 version: 7,
             }
         );
+    }
+
+    #[test]
+    fn a_list_cut_short_says_so() {
+        let members = Members::new("rust", 1, 500, vec!["ann".into(); MAX_LISTED]);
+        assert_eq!(members.members, vec!["ann".to_owned()]);
+        assert!(!members.complete);
     }
 }
