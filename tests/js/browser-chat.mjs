@@ -9,7 +9,7 @@
 // HTTP errors, favicon included). Then ann's io-node is killed
 // (--pids=id:pid,...) while her /config.json requests are held, so the page
 // sits in "reconnecting"; released, it reconnects to another io-node and
-// says so. Screenshots of login, typing, room, reconnecting and reconnected at
+// says so; bob leaves. Screenshots of login, typing, room, reconnecting and reconnected at
 // 1280x800 and 390x844 go to --shots=DIR.
 import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -199,8 +199,14 @@ main(async () => {
     await ann.click("#send button");
     await until(bob, () => window.chatState.messages.some((m) => m.text === "back again"), undefined, 30000);
 
+    // bob leaves: his page is back at the form, ann's list loses him.
+    await bob.click("#leave");
+    const left = { login: await visible(bob, "#login-form"), room: await visible(bob, "#room") };
+    await until(ann, () => JSON.stringify(window.chatState.members) === JSON.stringify(["ann"]), undefined, 30000);
+    left.annSaw = await ann.locator("#log .info").last().textContent();
+
     const icons = [...new Set(ann.icons.concat(bob.icons))];
-    return { icons, before, after, listed, typingShown, seen, phone, connections, problems: clean, first, second, reconnecting, reconnected, shots };
+    return { icons, before, after, listed, typingShown, seen, phone, connections, problems: clean, first, second, reconnecting, reconnected, left, shots };
   } finally {
     await browser.close();
   }

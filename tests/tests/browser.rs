@@ -105,7 +105,7 @@ async fn only_pages_of_allowed_origins_reach_an_io_node() {
 /// The demo chat page, two browsers on the chat app-node: one view at a
 /// time, one connection per Join, members, timestamps, typing, escaped user
 /// text, a phone-sized layout with nothing cut off, no failed request; then
-/// the reconnecting and reconnected states when its io-node dies. The
+/// the reconnecting and reconnected states when its io-node dies; Leave. The
 /// screenshots land in the test's log directory.
 #[tokio::test]
 async fn the_demo_chat_page_works_on_desktop_and_phone() {
@@ -216,6 +216,9 @@ async fn the_demo_chat_page_works_on_desktop_and_phone() {
         status.contains(result["second"].as_str().unwrap()),
         "{result}"
     );
+    assert_eq!(result["left"]["login"], true, "{result}");
+    assert_eq!(result["left"]["room"], false, "{result}");
+    assert_eq!(result["left"]["annSaw"], "bob <b> left", "{result}");
     for (shot, bytes) in result["shots"].as_object().unwrap() {
         assert!(
             bytes.as_u64().unwrap() > 10_000,
