@@ -143,3 +143,129 @@ async fn only_pages_of_allowed_origins_reach_an_io_node() {
         iocluster_tests::metric(&cluster.io[0].ops_addr(), "iocluster_origins_refused_total").await;
     assert!(refusals >= 2.0, "{result}");
 }
+
+/// The demo chat page, two browsers on the chat app-node: one view at a
+/// time, one connection per Join, members, timestamps, typing, escaped user
+/// text, a phone-sized layout with nothing cut off, no failed request; then
+/// the reconnecting and reconnected states when its io-node dies; Leave. The
+/// screenshots land in the test's log directory.
+#[tokio::test]
+async fn the_demo_chat_page_works_on_desktop_and_phone() {
+    let cluster = Cluster::builder("browser-chat")
+        .heartbeat(2_000, 10_000)
+        .io_args(&["--cors-origins", "*"])
+        .app_nodes("iocluster-example-chat", 2)
+        .start()
+        .await;
+    let frontend = cluster.start_frontend().await;
+    let pids = cluster
+        .io
+        .iter()
+        .map(|node| format!("{}:{}", node.id, node.process.pid()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let result = node_scenario(
+        "browser-chat.mjs",
+        &[
+            format!("--frontend={}/", frontend.url()),
+            format!("--pids={pids}"),
+            format!("--shots={}", cluster.logs().display()),
+        ],
+    )
+    .await;
+
+    // One view at a time.
+    for (key, shown) in [
+        ("login", true),
+        ("room", false),
+        ("log", false),
+        ("input", false),
+    ] {
+        assert_eq!(result["before"][key], shown, "before Join, {key}: {result}");
+    }
+    for (key, shown) in [
+        ("login", false),
+        ("room", true),
+        ("log", true),
+        ("input", true),
+    ] {
+        assert_eq!(result["after"][key], shown, "after Join, {key}: {result}");
+    }
+    // A double Join opens one connection.
+    for who in ["ann", "bob"] {
+        let connections = &result["connections"][who];
+        assert_eq!(connections["handshakes"], 1, "{who}: {result}");
+        assert_eq!(connections["configReads"], 1, "{who}: {result}");
+        assert_eq!(connections["connections"], 1, "{who}: {result}");
+    }
+    // Each sees both, and every message with its time, as text.
+    let both = json!(["ann", "bob <b>"]);
+    assert_eq!(result["listed"]["ann"], both, "{result}");
+    assert_eq!(result["listed"]["bob"], both, "{result}");
+    assert_eq!(result["typingShown"], "bob <b> is typing…", "{result}");
+    let hostile = r#"<img src=x onerror="window.pwned=1">"#;
+    for (who, other) in [("ann", "bob <b>"), ("bob", "ann")] {
+        let seen = &result["seen"][who];
+        assert_eq!(seen["pwned"], false, "{who}: {result}");
+        assert_eq!(seen["images"], 0, "{who}: {result}");
+        let messages = seen["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2, "{who}: {result}");
+        let texts: Vec<_> = messages
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            texts.contains(&hostile) && texts.contains(&"hello ann"),
+            "{who}: {result}"
+        );
+        for message in messages {
+            let time = message["time"].as_str().unwrap();
+            assert!(
+                time.len() >= 4 && time.contains(':'),
+                "a time of day: {result}"
+            );
+            assert!(
+                message["datetime"].as_str().unwrap().ends_with('Z'),
+                "{result}"
+            );
+            let mine = message["who"] != other;
+            assert_eq!(message["mine"], mine, "{who}: {result}");
+        }
+    }
+    // Nothing cut off on a phone.
+    for key in ["join", "input", "send", "status", "leave"] {
+        assert_eq!(result["phone"][key], true, "at 390 px, {key}: {result}");
+    }
+    assert_eq!(result["phone"]["overflowX"], false, "{result}");
+    assert_eq!(result["problems"], json!([]), "{result}");
+    assert_eq!(
+        result["icons"],
+        json!(["/favicon.svg 200 image/svg+xml"]),
+        "the icon, served: {result}"
+    );
+
+    // Failover, as the page shows it.
+    assert_ne!(result["first"], result["second"], "{result}");
+    assert_eq!(result["reconnecting"]["inputUsable"], true, "{result}");
+    assert_eq!(result["reconnecting"]["sendDisabled"], true, "{result}");
+    let banner = result["reconnecting"]["banner"].as_str().unwrap();
+    assert!(
+        banner.contains(result["first"].as_str().unwrap()),
+        "{result}"
+    );
+    let status = result["reconnected"]["status"].as_str().unwrap();
+    assert!(
+        status.contains(result["second"].as_str().unwrap()),
+        "{result}"
+    );
+    assert_eq!(result["left"]["login"], true, "{result}");
+    assert_eq!(result["left"]["room"], false, "{result}");
+    assert_eq!(result["left"]["annSaw"], "bob <b> left", "{result}");
+    for (shot, bytes) in result["shots"].as_object().unwrap() {
+        assert!(
+            bytes.as_u64().unwrap() > 10_000,
+            "{shot} shows a rendered page: {result}"
+        );
+    }
+    assert_eq!(result["shots"].as_object().unwrap().len(), 12, "{result}");
+}

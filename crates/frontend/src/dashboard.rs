@@ -1224,6 +1224,7 @@ mod tests {
             rooms: vec!["lobby".into()],
             sdata: None,
             handshake: StdArc::new(Handshake::default()),
+            recovered: false,
         };
         let mut item = event.encode();
         item.extend(event.encode());

@@ -10,16 +10,25 @@
 //! Protocol (namespace `/`):
 //! - connect with `auth: { nickname }` (1 to 32 characters), else refused;
 //! - `join` (room, ack) → the room hears `user joined` `{nickname, room}`;
-//!   ack `{room, ok: true}`;
-//! - `leave` (room) → the room hears `user left` `{nickname, room}`;
+//!   ack `{room, ok: true}`; then the room, the newcomer included, hears
+//!   `members` `{room, members, total, complete, version}` (see `members.rs`);
+//! - `leave` (room) → the room hears `user left` `{nickname, room}`, then
+//!   `members`;
 //! - `message` `{room, text}` (ack) → everyone in the room, sender included,
 //!   gets `message` `{room, nickname, text, at}`; ack `{ok}`;
 //! - `typing` `{room, typing}` → the rest of the room gets `typing`
 //!   `{room, nickname, typing}`;
-//! - on disconnect, every room the user was in hears `user left`.
+//! - on disconnect, every room the user was in hears `user left`, then
+//!   `members`.
+//!
+//! Member lists live in Redis under `<prefix>:chat:members:<room>` (the
+//! chat's own keys, beside the cluster's); everything else is stateless.
+
+mod members;
 
 use clap::Parser;
 use iocluster_app::{App, AppArgs, Reject, Socket};
+use members::Rooms;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -69,11 +78,23 @@ fn valid_room(room: &str) -> bool {
     !room.is_empty() && room.len() <= 64
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Tells `room` who is in it after a change (a failed change is logged: the
+/// lists catch up with the room's next change).
+fn announce(socket: &Socket, room: &str, change: redis::RedisResult<members::Members>) {
+    match change {
+        Ok(members) => {
+            let _ = socket.of("/").to(room.to_owned()).emit("members", &members);
+        }
+        Err(error) => tracing::warn!(%error, room, "cannot update the member list"),
+    }
+}
+
+/// Rooms of the chat (not the cluster's own `$` rooms).
+fn chat_rooms(socket: &Socket) -> impl Iterator<Item = String> {
+    socket
+        .rooms()
+        .into_iter()
+        .filter(|room| !room.starts_with('$'))
 }
 
 #[tokio::main]
@@ -81,9 +102,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.app.init_tracing();
     let config = args.app.config()?;
+    let client = iocluster_ops::redis_client(&config.redis)?;
+    iocluster_ops::wait_for_redis(&client, config.redis_start_timeout).await?;
+    let redis = client
+        .get_connection_manager_with_config(iocluster_ops::redis_manager_config(Some(
+            std::time::Duration::from_secs(10),
+        )))
+        .await?;
+    let rooms = Rooms::new(redis, &config.prefix);
+    let (on_join, on_leave, on_gone) = (rooms.clone(), rooms.clone(), rooms);
 
     let mut app = App::new(config);
-    app.namespace("/", |ns| {
+    app.namespace("/", move |ns| {
         ns.on_connection(|socket| async move {
             let Some(Auth { nickname }) = socket.auth::<Auth>() else {
                 return Err(Reject::new("nickname required"));
@@ -95,7 +125,9 @@ async fn main() -> anyhow::Result<()> {
             socket.set_data(&Profile { nickname }).map_err(|e| Reject::new(e.to_string()))?;
             Ok(())
         });
-        ns.on("join", |socket, room: String, ack| async move {
+        ns.on("join", move |socket, room: String, ack| {
+            let rooms = on_join.clone();
+            async move {
             if !valid_room(&room) {
                 if let Some(ack) = ack {
                     let _ = ack.send(&json!({ "room": room, "ok": false, "error": "invalid room" }));
@@ -109,15 +141,22 @@ async fn main() -> anyhow::Result<()> {
                 }
                 return;
             }
-            let _ = socket.to(room.clone()).emit("user joined", &json!({ "nickname": nickname(&socket), "room": room }));
+            let name = nickname(&socket);
+            let _ = socket.to(room.clone()).emit("user joined", &json!({ "nickname": name, "room": room }));
             if let Some(ack) = ack {
                 let _ = ack.send(&json!({ "room": room, "ok": true }));
             }
+            announce(&socket, &room, rooms.add(&room, socket.id(), &name).await);
+            }
         });
-        ns.on("leave", |socket, room: String, _ack| async move {
+        ns.on("leave", move |socket, room: String, _ack| {
+            let rooms = on_leave.clone();
+            async move {
             if socket.rooms().contains(&room) {
                 let _ = socket.leave(&room);
                 let _ = socket.to(room.clone()).emit("user left", &json!({ "nickname": nickname(&socket), "room": room }));
+                announce(&socket, &room, rooms.remove(&room, socket.id()).await);
+            }
             }
         });
         ns.on("message", |socket, message: Message, ack| async move {
@@ -125,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
             if ok {
                 let _ = socket.of("/").to(message.room.clone()).emit(
                     "message",
-                    &json!({ "room": message.room, "nickname": nickname(&socket), "text": message.text, "at": now_ms() }),
+                    &json!({ "room": message.room, "nickname": nickname(&socket), "text": message.text, "at": iocluster_ops::unix_ms() }),
                 );
             }
             if let Some(ack) = ack {
@@ -140,10 +179,14 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         });
-        ns.on_disconnect(|socket, _reason| async move {
+        ns.on_disconnect(move |socket, _reason| {
+            let rooms = on_gone.clone();
+            async move {
             let name = nickname(&socket);
-            for room in socket.rooms() {
+            for room in chat_rooms(&socket) {
                 let _ = socket.to(room.clone()).emit("user left", &json!({ "nickname": name, "room": room }));
+                announce(&socket, &room, rooms.remove(&room, socket.id()).await);
+            }
             }
         });
     });

@@ -26,6 +26,7 @@ fn entry(node: &str, sid: &str, nsp: &str, rooms: &[&str], address: &str) -> Ent
             secure: false,
             auth: Some("{\"userId\":\"ann\"}".into()),
         }),
+        recovered: false,
     };
     (sid.to_owned(), event.encode())
 }
