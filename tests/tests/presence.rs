@@ -527,12 +527,8 @@ async fn the_sdk_fetches_and_commands_sockets_on_every_io_node() {
         BTreeSet::from([other.id().to_owned()])
     );
     assert!(ids(&call(&plain, "fetch", json!({ "sid": "io1.gone" })).await).is_empty());
-    // A timeout too short to read Redis: a clear error.
-    let late = call(&plain, "fetch", json!({ "timeoutMs": 0 })).await;
-    assert!(
-        late["error"].as_str().unwrap().contains("unfinished"),
-        "{late}"
-    );
+    // (A zero timeout is not checked here: whether Redis answers before a
+    // zero-length timer fires is a race, and tests assert no timing.)
 
     // sockets_join: once it answers, an emit to the room reaches every
     // socket told, on every io-node.
