@@ -32,6 +32,8 @@
 //! - `payload`: [`Payload`], event arguments as JSON text plus attachments,
 //!   and [`FromPayload`] for typed handler arguments.
 //! - [`config`]: [`AppConfig`], the shared flags [`AppArgs`], logging.
+//! - `stats`: the metrics an app-node exports, described and present from
+//!   the start.
 
 mod app;
 pub mod config;
@@ -40,6 +42,7 @@ mod namespace;
 mod payload;
 mod runtime;
 mod socket;
+mod stats;
 
 pub use app::{App, Io};
 pub use config::{AppArgs, AppConfig};
