@@ -67,6 +67,7 @@ impl IntoResponse for ApiError {
 
 impl From<redis::RedisError> for ApiError {
     fn from(error: redis::RedisError) -> ApiError {
+        metrics::counter!("iocluster_redis_errors_total", "task" => "admin").increment(1);
         tracing::warn!(%error, "admin API: Redis failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +86,7 @@ pub async fn require_key(
     next: Next,
 ) -> Response {
     let Some(key) = &frontend.config.api_key else {
+        metrics::counter!("iocluster_admin_auth_refused_total").increment(1);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -99,6 +101,7 @@ pub async fn require_key(
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     if !credentials::same_secret(presented, &key.0) {
+        metrics::counter!("iocluster_admin_auth_refused_total").increment(1);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
