@@ -278,7 +278,7 @@ fn check_expr(where_: &str, expr: &str, all: &[Sample]) -> usize {
 /// only metrics (and label values) that live nodes export.
 #[tokio::test]
 async fn the_dashboard_and_alert_rules_use_only_metrics_nodes_export() {
-    let (_cluster, _frontend, expositions) = fresh_cluster("ops-dashboard").await;
+    let (cluster, _frontend, expositions) = fresh_cluster("ops-dashboard").await;
     let all: Vec<Sample> = expositions
         .values()
         .flat_map(|text| samples(text))
@@ -301,6 +301,7 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_nodes_export() {
     let mut ids = BTreeSet::new();
     let mut titles = BTreeSet::new();
     let mut used = 0;
+    let mut queries = Vec::new();
     for panel in panels {
         let id = panel["id"].as_u64().expect("every panel has an id");
         assert!(ids.insert(id), "panel id {id} twice");
@@ -318,6 +319,7 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_nodes_export() {
         for target in targets {
             let expr = target["expr"].as_str().expect("a PromQL expr");
             used += check_expr(&format!("panel {title:?}"), expr, &all);
+            queries.push(expr.replace("$__rate_interval", "5m"));
         }
     }
     // The panels the cluster's operators need.
@@ -372,17 +374,32 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_nodes_export() {
         }
     }
     assert!(names.len() >= 8, "{names:?}");
-    // With Prometheus's own checker at hand, its verdict too (PromQL syntax).
-    if let Ok(output) = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(root.join("deploy/prometheus/alerts.yml"))
-        .output()
-    {
-        assert!(
-            output.status.success(),
-            "promtool: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+    // With Prometheus's own checker at hand, its verdict too on the PromQL
+    // syntax: of the rules, and of the dashboard's queries as recording
+    // rules (Grafana's $__rate_interval as 5m).
+    let mut recorded = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (index, query) in queries.iter().enumerate() {
+        recorded.push_str(&format!(
+            "      - record: dashboard:query{index}\n        expr: {}\n",
+            serde_json::to_string(query).unwrap()
+        ));
+    }
+    let dashboard_rules = cluster.logs().join("dashboard-queries.yml");
+    std::fs::write(&dashboard_rules, recorded).unwrap();
+    for file in [root.join("deploy/prometheus/alerts.yml"), dashboard_rules] {
+        if let Ok(output) = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+        {
+            assert!(
+                output.status.success(),
+                "promtool on {}: {}{}",
+                file.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }
 
