@@ -13,7 +13,8 @@
 #   --app BIN         app-node binary (default iocluster-example-chat)
 #   --base-port P     first io-node port (default 3001); ops listeners from P+100
 #   --frontend        also start iocluster-frontend: pages on P+90, admin API on
-#                     P+91 (key: $IOCLUSTER_API_KEY, else generated, in DIR/cluster.env)
+#                     P+91 (key: $IOCLUSTER_API_KEY, else generated, in DIR/cluster.env),
+#                     its ops listener on P+92
 #   --release         build and run the release binaries
 #   --no-build        do not run cargo build first
 #   --dir DIR         state and logs (default target/cluster)
@@ -135,7 +136,7 @@ start_cluster() {
     local key=${IOCLUSTER_API_KEY:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
     IOCLUSTER_API_KEY=$key "$bin/iocluster-frontend" --redis "$redis" \
       --listen "127.0.0.1:$((base + 90))" --admin-listen "127.0.0.1:$((base + 91))" \
-      >"$dir/frontend.log" 2>&1 &
+      --ops-listen "127.0.0.1:$((base + 92))" >"$dir/frontend.log" 2>&1 &
     echo "$! iocluster-frontend" >>"$state"
     wait_port $((base + 90))
     {
@@ -154,7 +155,7 @@ start_cluster() {
     echo "  app-$i      $app   ops http://127.0.0.1:$((base + 200 + i - 1))/metrics   log $dir/app-$i.log"
   done
   if [ "$frontend" = 1 ]; then
-    echo "  frontend   http://127.0.0.1:$((base + 90))   (chat page, /config.json)   log $dir/frontend.log"
+    echo "  frontend   http://127.0.0.1:$((base + 90))   (chat page, /config.json)   ops http://127.0.0.1:$((base + 92))/metrics   log $dir/frontend.log"
     echo "  admin      http://127.0.0.1:$((base + 91))   (dashboard, /docs; API key in $dir/cluster.env)"
   fi
   echo "  state      $state (scripts/cluster.sh stop --dir $dir)"

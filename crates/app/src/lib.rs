@@ -35,6 +35,8 @@
 //! - `payload`: [`Payload`], event arguments as JSON text plus attachments,
 //!   and [`FromPayload`] for typed handler arguments.
 //! - [`config`]: [`AppConfig`], the shared flags [`AppArgs`], logging.
+//! - `stats`: the metrics an app-node exports, described and present from
+//!   the start.
 
 mod app;
 pub mod config;
@@ -44,6 +46,7 @@ mod payload;
 mod presence;
 mod runtime;
 mod socket;
+mod stats;
 
 pub use app::{App, Io};
 pub use config::{AppArgs, AppConfig};

@@ -6,6 +6,7 @@
 //!
 //! Results are one JSON object on stdout; progress goes to stderr; `--plot`
 //! writes an SVG (deliveries per second over time, latency percentiles).
+//! `chart` draws recorded figures of several runs as one SVG, for the docs.
 //!
 //! This file holds the flags and hands them to a scenario in `scenarios`.
 
@@ -105,6 +106,16 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Draw recorded figures (a JSON file: title, source, axes,
+    /// categories, one series of values per system) as an SVG line chart.
+    /// Sends no load; for the docs (docs/img/).
+    Chart {
+        /// The figures, e.g. docs/img/fanout-p99.json.
+        figures: PathBuf,
+        /// Where the SVG goes.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// N clients connect at once: time until all are admitted.
     ConnectStorm {
         #[arg(long, default_value_t = 1000)]
@@ -163,6 +174,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         Scenario::ConnectStorm { clients, transport } => {
             scenarios::connect_storm::run(targets, clients, transport).await?
         }
+        Scenario::Chart { .. } => unreachable!("drawn in main, without a runtime"),
     };
     if let Some(path) = &args.plot {
         plot::write(path, &result, &timeline, &latency)
@@ -172,6 +184,9 @@ async fn run(args: Args) -> anyhow::Result<Value> {
 }
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Scenario::Chart { figures, out } = &args.scenario {
+        return draw_chart(figures, out);
+    }
     warn_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,6 +195,17 @@ fn main() -> anyhow::Result<()> {
     println!("{result}");
     // Connections close with the process.
     std::process::exit(0);
+}
+
+/// `iocluster-bench chart`: recorded figures to an SVG.
+fn draw_chart(figures: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(figures)
+        .with_context(|| format!("reading {}", figures.display()))?;
+    let figures: plot::Figures = serde_json::from_str(&text)
+        .with_context(|| format!("invalid figures in {}", figures.display()))?;
+    let svg = plot::chart(&figures).map_err(anyhow::Error::msg)?;
+    std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
 
 /// Idle runs hold many sockets: say when the soft file limit is below the

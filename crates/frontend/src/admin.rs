@@ -71,6 +71,7 @@ impl IntoResponse for ApiError {
 
 impl From<redis::RedisError> for ApiError {
     fn from(error: redis::RedisError) -> ApiError {
+        metrics::counter!("iocluster_redis_errors_total", "task" => "admin").increment(1);
         tracing::warn!(%error, "admin API: Redis failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -89,6 +90,7 @@ pub async fn require_key(
     next: Next,
 ) -> Response {
     let Some(key) = &frontend.config.api_key else {
+        metrics::counter!("iocluster_admin_auth_refused_total").increment(1);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -103,6 +105,7 @@ pub async fn require_key(
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     if !credentials::same_secret(presented, &key.0) {
+        metrics::counter!("iocluster_admin_auth_refused_total").increment(1);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -489,10 +492,19 @@ pub async fn client_action(
     // Every open socket has an entry in its io-node's ledger (from its
     // connect until its disconnect is announced): none, no such socket.
     // A socket connected in the last few milliseconds may not have one yet.
-    let open: bool = redis::cmd("HEXISTS")
-        .arg(frontend.keys.ledger(node))
+    // A socket recovered on another io-node than its id names is in that
+    // node's ledger (`P:where` says which); the command still goes to the
+    // channel of the node its id names, which its holder listens to.
+    let mut redis = frontend.redis();
+    let holder: Option<String> = redis::cmd("HGET")
+        .arg(frontend.keys.located())
         .arg(&sid)
-        .query_async(&mut frontend.redis())
+        .query_async(&mut redis)
+        .await?;
+    let open: bool = redis::cmd("HEXISTS")
+        .arg(frontend.keys.ledger(holder.as_deref().unwrap_or(node)))
+        .arg(&sid)
+        .query_async(&mut redis)
         .await?;
     if !open {
         return Err(ApiError::new(

@@ -3,7 +3,7 @@
 //! anything binds.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -65,12 +65,14 @@ iocluster_ops::settings! {
     /// API refuses every request.
     #[setting(flag = "api-key", value_name = "KEY", env = IOCLUSTER_API_KEY, unset = "none")]
     api_key: Secret,
-    /// Directory of static pages served on the public listener.
-    #[setting(flag = "static-dir", value_name = "DIR", env = IOCLUSTER_STATIC_DIR, default = "frontend/static".into())]
+    /// Directory of static pages served on the public listener. A relative
+    /// path in a config file starts from the file's directory; on the
+    /// command line or in the environment, from the working directory.
+    #[setting(flag = "static-dir", value_name = "DIR", env = IOCLUSTER_STATIC_DIR, unset = "share/iocluster/static beside the binary's directory, else the source tree's frontend/static")]
     static_dir: PathBuf,
     /// The socket.io-client browser bundle (from npm), served as
-    /// /socket.io.min.js.
-    #[setting(flag = "client-bundle", value_name = "FILE", env = IOCLUSTER_CLIENT_BUNDLE, default = "frontend/node_modules/socket.io-client/dist/socket.io.min.js".into())]
+    /// /socket.io.min.js. Relative paths as for static_dir.
+    #[setting(flag = "client-bundle", value_name = "FILE", env = IOCLUSTER_CLIENT_BUNDLE, unset = "share/iocluster/socket.io.min.js beside the binary's directory, else the source tree's")]
     client_bundle: PathBuf,
     /// io-nodes listed when the registry has none, as id=url,id=url (a
     /// [[fallback_nodes]] table of id and url in TOML).
@@ -88,10 +90,118 @@ iocluster_ops::settings! {
     ops_listen: String,
 }
 
+/// Where the pages and the browser bundle are when no setting says: an
+/// installation's `share/iocluster/` beside the binary's directory
+/// (`/usr/local/bin/iocluster-frontend` → `/usr/local/share/iocluster/`,
+/// as `scripts/package-frontend.sh` lays them out), else the source tree
+/// the binary was built from (`cargo run`, the tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assets {
+    pub static_dir: PathBuf,
+    pub client_bundle: PathBuf,
+}
+
+impl Assets {
+    /// The installation layout under `prefix` (`/usr/local`, say).
+    pub fn installed(prefix: &Path) -> Assets {
+        let share = prefix.join("share").join("iocluster");
+        Assets {
+            static_dir: share.join("static"),
+            client_bundle: share.join("socket.io.min.js"),
+        }
+    }
+
+    /// The source tree this binary was built from, where `npm ci` in
+    /// `frontend/` puts the bundle.
+    pub fn source_tree() -> Assets {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate_dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(crate_dir);
+        let frontend = root.join("frontend");
+        Assets {
+            static_dir: frontend.join("static"),
+            client_bundle: frontend
+                .join("node_modules")
+                .join("socket.io-client")
+                .join("dist")
+                .join("socket.io.min.js"),
+        }
+    }
+
+    /// The installation beside `binary` if its pages are there, else the
+    /// source tree if its pages are there, else the installation (so that
+    /// the error names where they were expected).
+    pub fn find(binary: Option<&Path>) -> Assets {
+        let installed = binary
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .map(Assets::installed);
+        let source = Assets::source_tree();
+        match installed {
+            Some(installed) if installed.static_dir.is_dir() => installed,
+            _ if source.static_dir.is_dir() => source,
+            Some(installed) => installed,
+            None => source,
+        }
+    }
+}
+
 impl RawConfig {
-    /// Applies the defaults and checks every value.
+    /// The settings of a config file, its relative paths made relative to
+    /// the file's directory (so a frontend reads the same files whatever
+    /// its working directory).
+    pub fn from_config_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let mut file = RawConfig::from_file(path)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for setting in [&mut file.static_dir, &mut file.client_bundle] {
+            if let Some(value) = setting.as_mut()
+                && value.is_relative()
+            {
+                *value = dir.join(&*value);
+            }
+        }
+        Ok(file)
+    }
+
+    /// `self` (the flags) over the environment over the config file, if
+    /// any, with the file's relative paths taken from its directory.
+    pub fn load_from(
+        self,
+        config_file: Option<&Path>,
+        env: &(impl iocluster_ops::settings::Env + ?Sized),
+    ) -> Result<RawConfig, ConfigError> {
+        let file = match config_file {
+            Some(path) => RawConfig::from_config_file(path)?,
+            None => RawConfig::default(),
+        };
+        Ok(self.or(RawConfig::from_env(env)?).or(file))
+    }
+
+    /// Applies the defaults and checks every value; pages and bundle not
+    /// set are looked for beside this process's binary ([`Assets::find`]).
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let binary = std::env::current_exe().ok();
+        self.validate_for(binary.as_deref())
+    }
+
+    /// [`RawConfig::validate`] for a frontend whose binary is `binary`.
+    pub fn validate_for(self, binary: Option<&Path>) -> Result<Config, ConfigError> {
         let settings = self.with_defaults();
+        let assets = (settings.static_dir.is_none() || settings.client_bundle.is_none())
+            .then(|| Assets::find(binary));
+        let static_dir = match settings.static_dir {
+            Some(dir) => dir,
+            None => assets
+                .as_ref()
+                .map(|a| a.static_dir.clone())
+                .unwrap_or_default(),
+        };
+        let client_bundle = match settings.client_bundle {
+            Some(file) => file,
+            None => assets.map(|a| a.client_bundle).unwrap_or_default(),
+        };
         let (redis, prefix) = redis_and_prefix(settings.redis, settings.prefix)?;
         let listen = socket_addr(&settings.listen, "listen")?;
         let admin_listen = socket_addr(&settings.admin_listen, "admin_listen")?;
@@ -128,8 +238,8 @@ impl RawConfig {
             prefix,
             listen,
             admin_listen,
-            static_dir: settings.static_dir,
-            client_bundle: settings.client_bundle,
+            static_dir,
+            client_bundle,
             api_key: settings.api_key,
             fallback_nodes,
             max_body_bytes: positive(settings.max_body_bytes, "max_body_bytes")?,
@@ -247,9 +357,66 @@ mod tests {
         assert_eq!(config.max_body_bytes, 3, "file");
         assert_eq!(
             config.static_dir,
-            PathBuf::from("frontend/static"),
-            "default"
+            Assets::source_tree().static_dir,
+            "default, outside an installation"
         );
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_file_start_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("iocluster-frontend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("frontend.toml");
+        std::fs::write(
+            &file,
+            "static_dir = \"www\"\nclient_bundle = \"/opt/b/socket.io.min.js\"\n",
+        )
+        .unwrap();
+        let config = RawConfig::default()
+            .load_from(Some(&file), &[][..])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.static_dir, dir.join("www"));
+        assert_eq!(
+            config.client_bundle,
+            PathBuf::from("/opt/b/socket.io.min.js"),
+            "absolute paths stay"
+        );
+        // A flag's relative path is the working directory's, as in a shell.
+        let flags = RawConfig {
+            static_dir: Some("pages".into()),
+            ..RawConfig::default()
+        };
+        let config = flags
+            .load_from(Some(&file), &[][..])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.static_dir, PathBuf::from("pages"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_settings_the_pages_are_looked_for_beside_the_binary() {
+        let prefix = std::env::temp_dir().join(format!("iocluster-prefix-{}", std::process::id()));
+        let binary = prefix.join("bin").join("iocluster-frontend");
+        // Nothing installed there: the source tree's pages.
+        let config = RawConfig::default().validate_for(Some(&binary)).unwrap();
+        assert_eq!(config.static_dir, Assets::source_tree().static_dir);
+        // Installed: those.
+        std::fs::create_dir_all(prefix.join("share/iocluster/static")).unwrap();
+        let config = RawConfig::default().validate_for(Some(&binary)).unwrap();
+        assert_eq!(
+            config.static_dir,
+            prefix.join("share/iocluster/static"),
+            "{config:?}"
+        );
+        assert_eq!(
+            config.client_bundle,
+            prefix.join("share/iocluster/socket.io.min.js")
+        );
+        std::fs::remove_dir_all(&prefix).unwrap();
     }
 
     #[test]

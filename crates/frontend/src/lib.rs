@@ -13,6 +13,8 @@
 //!   tail), `/openapi.json` and `/docs` (both naming the listener's own
 //!   address) and the live dashboard at `/`.
 //!
+//! - `stats`: the metrics it exports on its ops listener.
+//!
 //! It keeps no state but the dashboard's, in memory (a few minutes of
 //! samples, the last tail entries): everything comes from the Redis registry
 //! the nodes maintain, and everything it does goes out as the same commands
@@ -23,6 +25,7 @@ pub mod config;
 pub mod dashboard;
 pub mod presence;
 pub mod registry;
+mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,8 +62,16 @@ pub struct Frontend {
     client: redis::Client,
     /// The history sampler's and the event tail's state.
     pub dashboard: dashboard::Dashboard,
-    /// The last reading of the live io-nodes, and when it was taken.
-    nodes: tokio::sync::Mutex<Option<(Instant, Arc<Vec<registry::LiveNode>>)>>,
+    /// The last reading of the live io-nodes, and the registry's outage.
+    nodes: tokio::sync::Mutex<Nodes>,
+}
+
+/// The last reading of the live io-nodes, and when it was taken; how the
+/// registry's Redis has been failing, if it has (one warn line per
+/// outage, not one per page load).
+struct Nodes {
+    reading: Option<(Instant, Arc<Vec<registry::LiveNode>>)>,
+    outage: iocluster_ops::Outage,
 }
 
 impl Frontend {
@@ -157,8 +168,9 @@ pub async fn run(
     let ops_stop = CancellationToken::new();
     let ops = match &config.ops_listen {
         Some(addr) => {
-            iocluster_ops::metrics_handle();
-            Some(iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?)
+            let ops = iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?;
+            stats::describe();
+            Some(ops)
         }
         None => None,
     };
@@ -181,7 +193,10 @@ pub async fn run(
         redis,
         client,
         dashboard: dashboard::Dashboard::new(stop.child_token()),
-        nodes: tokio::sync::Mutex::new(None),
+        nodes: tokio::sync::Mutex::new(Nodes {
+            reading: None,
+            outage: iocluster_ops::Outage::new("registry"),
+        }),
     });
     let sampler = tokio::spawn(dashboard::sample(frontend.clone()));
     tracing::info!(
@@ -245,7 +260,8 @@ pub fn admin_routes(frontend: Arc<Frontend>) -> Router {
             frontend.clone(),
             admin::require_key,
         ))
-        .layer(DefaultBodyLimit::max(frontend.config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(frontend.config.max_body_bytes))
+        .route_layer(axum::middleware::from_fn(stats::count_admin_request));
     Router::new()
         .route("/", get(|| async { html(DASHBOARD_HTML) }))
         .route("/docs", get(docs))
@@ -340,24 +356,30 @@ const NODES_TTL: Duration = Duration::from_millis(500);
 /// The live io-nodes (or the static list), from a reading at most
 /// [`NODES_TTL`] old; `None` when there is neither.
 async fn nodes(frontend: &Frontend) -> Option<Arc<Vec<registry::LiveNode>>> {
+    metrics::counter!("iocluster_config_requests_total").increment(1);
     let mut cached = frontend.nodes.lock().await;
-    if let Some((at, nodes)) = cached.as_ref()
+    if let Some((at, nodes)) = cached.reading.as_ref()
         && at.elapsed() < NODES_TTL
     {
         return Some(nodes.clone());
     }
     let fallback = &frontend.config.fallback_nodes;
-    match registry::live_nodes(&mut frontend.redis(), &frontend.keys, fallback).await {
-        Ok(nodes) => {
-            let nodes = Arc::new(nodes);
-            *cached = Some((Instant::now(), nodes.clone()));
-            Some(nodes)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the registry and no static list is configured");
-            None
-        }
+    let read = registry::live_nodes(&mut frontend.redis(), &frontend.keys, fallback).await;
+    if read.failed.is_none() {
+        cached.outage.recovered();
     }
+    if let Some(error) = &read.failed {
+        metrics::counter!("iocluster_redis_errors_total", "task" => "registry").increment(1);
+        let what = if read.nodes.is_some() {
+            "cannot read the registry; serving the static list"
+        } else {
+            "cannot read the registry and no static list is configured"
+        };
+        cached.outage.failed(what, error);
+    }
+    let nodes = Arc::new(read.nodes?);
+    cached.reading = Some((Instant::now(), nodes.clone()));
+    Some(nodes)
 }
 
 fn unavailable() -> Response {
@@ -405,10 +427,10 @@ async fn client_bundle(State(frontend): State<Arc<Frontend>>) -> Response {
         )
             .into_response(),
         Err(error) => {
-            tracing::warn!(%error, path = %frontend.config.client_bundle.display(), "socket.io-client bundle missing (run npm ci in frontend/)");
+            tracing::warn!(%error, path = %frontend.config.client_bundle.display(), "socket.io-client bundle missing (docs/DEPLOY.md)");
             (
                 StatusCode::NOT_FOUND,
-                "socket.io-client bundle missing: run `npm ci` in frontend/",
+                "socket.io-client bundle missing (see the frontend's log)",
             )
                 .into_response()
         }

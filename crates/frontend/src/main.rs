@@ -30,23 +30,28 @@ fn main() -> anyhow::Result<()> {
     args.log.init();
     let config = args
         .settings
-        .load(args.config.as_deref(), &ProcessEnv)
+        .load_from(args.config.as_deref(), &ProcessEnv)
         .and_then(RawConfig::validate)
         .context("invalid configuration")?;
-    // Relative paths are taken from the working directory: a frontend
-    // started elsewhere would serve nothing but 404s.
+    // A frontend without its pages or bundle would serve 404s: refuse to
+    // start instead, naming the path it looked at.
     if !config.static_dir.is_dir() {
         anyhow::bail!(
-            "static_dir {} is not a directory (relative paths start from the working directory; give an absolute path)",
+            "static_dir {} is not a directory: install the pages there (docs/DEPLOY.md) or set static_dir (in a config file, relative to the file)",
             config.static_dir.display()
         );
     }
     if !config.client_bundle.is_file() {
         anyhow::bail!(
-            "client_bundle {} is missing: run `npm ci` in frontend/ (on any machine) and point client_bundle at socket.io-client's dist/socket.io.min.js",
+            "client_bundle {} is missing: copy socket.io-client's dist/socket.io.min.js there from a machine that ran `npm ci` in frontend/ (docs/DEPLOY.md), or set client_bundle",
             config.client_bundle.display()
         );
     }
+    tracing::info!(
+        static_dir = %config.static_dir.display(),
+        client_bundle = %config.client_bundle.display(),
+        "serving pages and the browser bundle"
+    );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let public = tokio::net::TcpListener::bind(config.listen)

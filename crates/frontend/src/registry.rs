@@ -17,20 +17,33 @@ pub struct LiveNode {
     pub connections: u64,
 }
 
+/// What one reading of the registry gave browsers.
+#[derive(Debug)]
+pub struct Reading {
+    /// The io-nodes to offer; `None` when the registry could not be read
+    /// and no static list is configured.
+    pub nodes: Option<Vec<LiveNode>>,
+    /// Why the registry could not be read, if it could not (the caller
+    /// logs it, once per outage).
+    pub failed: Option<redis::RedisError>,
+}
+
 /// Live io-nodes (lease not lapsed, details present), least loaded first;
 /// the static list when the registry has none or cannot be read.
 pub async fn live_nodes(
     redis: &mut redis::aio::ConnectionManager,
     keys: &Keys,
     fallback: &[StaticNode],
-) -> redis::RedisResult<Vec<LiveNode>> {
-    let registered = match io_nodes(redis, keys).await {
-        Ok(nodes) => nodes,
-        Err(error) if !fallback.is_empty() => {
-            tracing::warn!(%error, "cannot read the registry; serving the static list");
-            Vec::new()
+) -> Reading {
+    let (registered, failed) = match io_nodes(redis, keys).await {
+        Ok(nodes) => (nodes, None),
+        Err(error) if !fallback.is_empty() => (Vec::new(), Some(error)),
+        Err(error) => {
+            return Reading {
+                nodes: None,
+                failed: Some(error),
+            };
         }
-        Err(error) => return Err(error),
     };
     let mut nodes: Vec<LiveNode> = if registered.is_empty() {
         fallback
@@ -52,7 +65,10 @@ pub async fn live_nodes(
             .collect()
     };
     nodes.sort_by(|a, b| a.connections.cmp(&b.connections).then(a.id.cmp(&b.id)));
-    Ok(nodes)
+    Reading {
+        nodes: Some(nodes),
+        failed,
+    }
 }
 
 /// An io-node with everything its registry entry says.

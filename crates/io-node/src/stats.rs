@@ -75,7 +75,7 @@ impl HotMetrics {
 /// recorder is installed (with an ops listener).
 pub(crate) fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    let counters: [(&str, &str); 20] = [
+    let counters: [(&str, &str); 22] = [
         (
             "iocluster_connections_opened_total",
             "Engine.IO sessions opened",
@@ -133,6 +133,14 @@ pub(crate) fn describe() {
             "Commands from app-nodes applied, by type",
         ),
         (
+            "iocluster_recoveries_total",
+            "Sockets recovered (connection state recovery)",
+        ),
+        (
+            "iocluster_recovery_replayed_total",
+            "Missed emits replayed to recovered sockets",
+        ),
+        (
             "iocluster_deliveries_total",
             "Frames written to clients' outboxes by emits",
         ),
@@ -182,6 +190,8 @@ pub(crate) fn describe() {
         "iocluster_throttled_packets_total",
         "iocluster_batched_events_total",
         "iocluster_redeliveries_total",
+        "iocluster_recoveries_total",
+        "iocluster_recovery_replayed_total",
         "iocluster_deliveries_total",
         "iocluster_pubsub_messages_total",
         "iocluster_pubsub_bytes_total",

@@ -5,7 +5,10 @@
 //! - `GET /health`: 200 while the process serves at all (liveness);
 //! - `GET /ready`: 200 when the node can do its job (Redis reachable, not
 //!   shutting down), else 503 (readiness: take it out of rotation);
-//! - `GET /metrics`: Prometheus text format, from the `metrics` facade.
+//! - `GET /metrics`: Prometheus text format, from the `metrics` facade,
+//!   with what every node exports alike: `iocluster_build_info` (version
+//!   and commit) and the process's CPU time, memory, open files and start
+//!   time (`process_*`, read from the OS at each scrape).
 //!
 //! Nodes record metrics with the `metrics` macros wherever they are; without
 //! an ops listener no recorder is installed and the macros cost next to
@@ -45,8 +48,23 @@ impl Readiness {
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The iocluster version every node reports (`iocluster_build_info`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binaries were built from, when the build said
+/// (`IOCLUSTER_GIT_COMMIT=$(git rev-parse HEAD) cargo build ...`, as
+/// `scripts/package-frontend.sh` does); `unknown` otherwise. Read from the
+/// environment at build time rather than by a build script running git, so
+/// that a commit does not rebuild every crate that depends on this one.
+pub const GIT_COMMIT: &str = match option_env!("IOCLUSTER_GIT_COMMIT") {
+    Some(commit) if !commit.is_empty() => commit,
+    _ => "unknown",
+};
+
 /// Installs the process-wide Prometheus recorder (once; later calls return
-/// the same handle). `None` if another recorder was installed first.
+/// the same handle), with what every node exports alike: the
+/// `iocluster_build_info` gauge and the `process_*` metrics. `None` if
+/// another recorder was installed first.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
@@ -58,7 +76,10 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .set_buckets(&buckets)
                 .and_then(|builder| builder.install_recorder());
             match recorder {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe_common();
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot install the metrics recorder");
                     None
@@ -66,6 +87,20 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Describes and sets what every node exports alike, once the recorder is
+/// installed.
+fn describe_common() {
+    metrics::describe_gauge!(
+        "iocluster_build_info",
+        "Always 1; the labels say which iocluster version and git commit this node runs"
+    );
+    metrics::gauge!("iocluster_build_info", "version" => VERSION, "commit" => GIT_COMMIT).set(1.0);
+    metrics::describe_gauge!("iocluster_queue_depth", "Events waiting in the event queue");
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
 }
 
 /// Reads the length of the event queue into the `iocluster_queue_depth`
@@ -102,6 +137,8 @@ pub fn router(readiness: Readiness, metrics: Option<PrometheusHandle>) -> Router
             "/metrics",
             get(move || {
                 let body = metrics.as_ref().map(|handle| {
+                    // CPU time, memory and open files as of this scrape.
+                    metrics_process::Collector::default().collect();
                     handle.run_upkeep();
                     handle.render()
                 });

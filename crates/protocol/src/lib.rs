@@ -25,7 +25,7 @@ pub mod engine;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
-pub mod recovery;
 pub mod presence;
+pub mod recovery;
 pub mod scripts;
 pub mod socketio;

@@ -164,7 +164,9 @@ impl Node {
         let ops_stop = CancellationToken::new();
         let ops = match &config.ops_listen {
             Some(addr) => {
-                Some(iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?)
+                let ops = iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?;
+                crate::stats::describe();
+                Some(ops)
             }
             None => None,
         };

@@ -159,6 +159,7 @@ async fn publish<S: Sink>(
                     break;
                 }
             }
+            metrics::counter!("iocluster_redis_errors_total", "task" => "publisher").increment(1);
             outage.failed("cannot publish", &error);
             backoff.wait().await;
         }

@@ -22,6 +22,7 @@ pub(super) async fn replies(
 ) {
     let channel = ctx.keys.app_channel(&ctx.app_id);
     let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+    let mut outage = iocluster_ops::Outage::new("replies");
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -33,7 +34,8 @@ pub(super) async fn replies(
             result = subscribed => match result {
                 Ok(pubsub) => pubsub,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot subscribe to the reply channel; retrying");
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "replies").increment(1);
+                    outage.failed("cannot subscribe to the reply channel", &error);
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = backoff.wait() => continue,
@@ -42,6 +44,7 @@ pub(super) async fn replies(
             }
         };
         backoff.reset();
+        outage.recovered();
         ready.cancel();
         let mut messages = pubsub.on_message();
         loop {

@@ -90,6 +90,8 @@ impl Taker {
             let batch: Vec<Vec<u8>> = match taken {
                 Ok(batch) => batch,
                 Err(error) => {
+                    metrics::counter!("iocluster_redis_errors_total", "task" => "taker")
+                        .increment(1);
                     outage.failed("cannot take events from the queue", &error);
                     tokio::select! {
                         () = backoff.wait() => continue,
