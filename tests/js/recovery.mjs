@@ -106,7 +106,14 @@ main(async () => {
   // Live traffic after the recovery, and the state the app-node sees.
   await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "live" });
   await b.timeout(5000).emitWithAck("toRoom", { sids: [aid], event: "gap", data: "direct" });
-  const after = await gaps(a, 7);
+  await gaps(a, 7);
+  // And once more: a socket recovered already recovers again.
+  const gone = waitFor(a, "disconnect", 5000);
+  a.io.engine.close();
+  await gone;
+  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "again" });
+  await connected(a);
+  const after = await gaps(a, 8);
   const state = await a.timeout(5000).emitWithAck("state");
   const result = {
     reasons,

@@ -42,7 +42,9 @@ async fn recovers(test: &str, mode: &str, transport: &str, target: &str) -> Valu
     assert_eq!(result["sameId"], json!([true, true]), "{result}");
     assert_eq!(
         result["a"],
-        json!(["pre", "room", "socket", "user", "all", "live", "direct"]),
+        json!([
+            "pre", "room", "socket", "user", "all", "live", "direct", "again"
+        ]),
         "{result}"
     );
     assert_eq!(result["c"], json!(["all"]), "{result}");
