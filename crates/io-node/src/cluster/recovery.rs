@@ -26,8 +26,12 @@ use crate::sockets::NamespaceRecovery;
 const LOG_PAGE: usize = 1000;
 /// Sessions announced per sweep script run.
 const SWEEP_BATCH: usize = 500;
-/// Between two claims of a session still held elsewhere.
-const CLAIM_RETRY: Duration = Duration::from_millis(100);
+/// Between two claims of a session still held elsewhere: from the first
+/// (a live holder releases it within milliseconds) doubling up to the last
+/// (a dead holder's sessions are parked only when its lease lapses, and a
+/// node that died leaves many clients claiming at once).
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(50);
+const CLAIM_RETRY_LAST: Duration = Duration::from_secs(1);
 
 pub(crate) struct Recovery {
     redis: redis::aio::ConnectionManager,
@@ -69,6 +73,7 @@ impl Recovery {
         let started = tokio::time::Instant::now();
         let mut redis = self.redis.clone();
         let mut released = false;
+        let mut retry = CLAIM_RETRY_FIRST;
         loop {
             let reply: redis::RedisResult<Vec<redis::Value>> = script
                 .key(self.keys.session(&sid))
@@ -108,7 +113,8 @@ impl Recovery {
                             .query_async(&mut redis)
                             .await;
                     }
-                    tokio::time::sleep(CLAIM_RETRY).await;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(CLAIM_RETRY_LAST);
                 }
                 Ok(_) => return None,
                 Err(error) => {
