@@ -15,7 +15,10 @@ fn available(program: &str) -> bool {
 
 #[tokio::test]
 async fn every_example_client_publishes() {
+    // Production-like heartbeats: starting the interpreters can starve the
+    // test's client of CPU for longer than the harness's short ones.
     let cluster = Cluster::builder("api-examples")
+        .heartbeat(2_000, 5_000)
         .io_nodes(1)
         .app_nodes("iocluster-test-app", 1)
         .start()
