@@ -519,8 +519,19 @@ impl Cluster {
         self.apps[index].process.kill();
         let id = self.apps[index].id.clone();
         let restarted = self.spawn_app(&id);
-        // Its previous life is still registered: wait for this one's /ready.
-        wait_http_ok(&restarted.ops_addr(), "/ready").await;
+        // Its previous life is still registered: wait for this one's /ready
+        // (generously: next to a whole test suite a start can be slow; the
+        // log says why if it never comes).
+        let log = self.logs.join(format!("{id}.log"));
+        let ready = http_ok_within(&restarted.ops_addr(), "/ready", Duration::from_secs(45)).await;
+        if !ready {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            panic!(
+                "restarted app-node {id} not ready; its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         self.apps[index] = restarted;
     }
 
@@ -687,14 +698,24 @@ impl ClusterBuilder {
 
 /// Polls until `GET path` answers 200.
 pub async fn wait_http_ok(addr: &str, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    assert!(
+        http_ok_within(addr, path, Duration::from_secs(15)).await,
+        "{addr}{path} never answered 200"
+    );
+}
+
+/// Polls until `GET path` answers 200; `false` if it did not within `wait`.
+pub async fn http_ok_within(addr: &str, path: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
     loop {
         if let Ok(response) = http(addr, "GET", path, &[], b"").await
             && response.status == 200
         {
-            return;
+            return true;
         }
-        assert!(Instant::now() < deadline, "{addr}{path} never answered 200");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
