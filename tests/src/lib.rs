@@ -163,7 +163,27 @@ impl RedisServer {
         server
     }
 
+    /// A replica of the server on `master`'s port.
+    pub async fn start_replica(logs: &Path, master: u16) -> RedisServer {
+        let port = free_port();
+        let dir = logs.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
+        let mut command = Self::command(port, &dir);
+        command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        let process = Process::spawn_appending(command, logs.join(format!("redis-{port}.log")));
+        let server = RedisServer { process, port, dir };
+        server.wait_ready().await;
+        server
+    }
+
     fn spawn(port: u16, dir: &Path, logs: &Path) -> Process {
+        Process::spawn_appending(
+            Self::command(port, dir),
+            logs.join(format!("redis-{port}.log")),
+        )
+    }
+
+    fn command(port: u16, dir: &Path) -> Command {
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -185,7 +205,7 @@ impl RedisServer {
         {
             panic!("redis-server is not installed: run scripts/test.sh, which installs it");
         }
-        Process::spawn_appending(command, logs.join(format!("redis-{port}.log")))
+        command
     }
 
     async fn wait_ready(&self) {
@@ -237,6 +257,96 @@ impl RedisServer {
             .to_path_buf();
         self.process = Self::spawn(self.port, &self.dir, &logs);
         self.wait_ready().await;
+    }
+}
+
+/// Three Sentinels watching a master (`mymaster`) and its one replica, all
+/// on loopback ports, with short failure detection (1 s).
+pub struct Sentinels {
+    pub replica: RedisServer,
+    ports: Vec<u16>,
+    _processes: Vec<Process>,
+}
+
+impl Sentinels {
+    /// Starts a replica of `master` and three Sentinels; returns once every
+    /// Sentinel knows the replica and the other two (a failover needs them).
+    pub async fn start(master: &RedisServer, logs: &Path) -> Sentinels {
+        let replica = RedisServer::start_replica(logs, master.port()).await;
+        let mut ports = Vec::new();
+        let mut processes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = logs.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 4000\n\
+                     sentinel parallel-syncs mymaster 1\n",
+                    dir = logs.display(),
+                    master = master.port(),
+                ),
+            )
+            .expect("cannot write a Sentinel config");
+            let mut command = Command::new("redis-server");
+            command.arg(&conf).arg("--sentinel");
+            processes.push(Process::spawn_appending(
+                command,
+                logs.join(format!("sentinel-{port}.log")),
+            ));
+            ports.push(port);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in &ports {
+            loop {
+                if Self::ready(*port).await {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Sentinel {port} never saw the replica and its peers"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Sentinels {
+            replica,
+            ports,
+            _processes: processes,
+        }
+    }
+
+    async fn ready(port: u16) -> bool {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+            return false;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let replicas: redis::RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg("mymaster")
+            .query_async(&mut connection)
+            .await;
+        let peers: redis::RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
+            .arg("sentinels")
+            .arg("mymaster")
+            .query_async(&mut connection)
+            .await;
+        matches!((replicas, peers), (Ok(r), Ok(p)) if !r.is_empty() && p.len() >= 2)
+    }
+
+    /// The URL nodes take: `redis+sentinel://…/mymaster`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+sentinel://{}/mymaster", hosts.join(","))
     }
 }
 
@@ -358,6 +468,8 @@ static PREFIXES: AtomicU32 = AtomicU32::new(0);
 /// Redis, io-nodes and app-nodes for one test.
 pub struct Cluster {
     pub redis: RedisServer,
+    /// With [`ClusterBuilder::sentinel`]: the nodes reach Redis through them.
+    pub sentinels: Option<Sentinels>,
     pub prefix: String,
     pub io: Vec<IoNode>,
     pub apps: Vec<AppNode>,
@@ -367,6 +479,7 @@ pub struct Cluster {
     app_args: Vec<String>,
     /// The io-nodes' ping interval and timeout, ms.
     heartbeat: (u64, u64),
+    lease_ms: u64,
 }
 
 /// How to start a [`Cluster`].
@@ -378,6 +491,8 @@ pub struct ClusterBuilder {
     io_args: Vec<String>,
     app_args: Vec<String>,
     heartbeat: (u64, u64),
+    lease_ms: u64,
+    sentinel: bool,
 }
 
 impl Cluster {
@@ -390,6 +505,8 @@ impl Cluster {
             app_nodes: 2,
             io_args: Vec::new(),
             app_args: Vec::new(),
+            lease_ms: LEASE_MS,
+            sentinel: false,
             heartbeat: (PING_INTERVAL_MS, PING_TIMEOUT_MS),
         }
     }
@@ -423,7 +540,11 @@ impl Cluster {
     /// Redis and prefix.
     fn node_command(&self, binary: &str) -> Command {
         let mut command = Command::new(bin(binary));
-        command.args(["--redis", &self.redis.url(), "--prefix", &self.prefix]);
+        let redis = match &self.sentinels {
+            Some(sentinels) => sentinels.url(),
+            None => self.redis.url(),
+        };
+        command.args(["--redis", &redis, "--prefix", &self.prefix]);
         command
     }
 
@@ -486,7 +607,7 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--ping-interval", &self.heartbeat.0.to_string()])
             .args(["--ping-timeout", &self.heartbeat.1.to_string()])
-            .args(["--lease", &LEASE_MS.to_string()])
+            .args(["--lease", &self.lease_ms.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .args(&self.io_args)
             .env("RUST_LOG", "info,iocluster_io_node=debug");
@@ -540,7 +661,7 @@ impl Cluster {
         let mut command = self.node_command(&self.app_binary);
         command
             .args(["--app-id", id])
-            .args(["--lease", &LEASE_MS.to_string()])
+            .args(["--lease", &self.lease_ms.to_string()])
             .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
             .args(&self.app_args)
             .env("RUST_LOG", "info,iocluster_app=debug");
@@ -665,6 +786,19 @@ impl ClusterBuilder {
         self
     }
 
+    /// Leases of io-nodes and app-nodes, ms (instead of [`LEASE_MS`]).
+    pub fn lease(mut self, ms: u64) -> Self {
+        self.lease_ms = ms;
+        self
+    }
+
+    /// A replica and three Sentinels next to the Redis; nodes get the
+    /// Sentinel URL.
+    pub fn sentinel(mut self) -> Self {
+        self.sentinel = true;
+        self
+    }
+
     /// Extra flags for every app-node.
     pub fn app_args(mut self, args: &[&str]) -> Self {
         self.app_args = args.iter().map(|s| s.to_string()).collect();
@@ -674,9 +808,15 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         let logs = log_dir(&self.test);
         let redis = RedisServer::start(&logs).await;
+        let sentinels = if self.sentinel {
+            Some(Sentinels::start(&redis, &logs).await)
+        } else {
+            None
+        };
         let n = PREFIXES.fetch_add(1, Ordering::Relaxed);
         let mut cluster = Cluster {
             redis,
+            sentinels,
             prefix: format!("t{}x{n}", std::process::id()),
             io: Vec::new(),
             apps: Vec::new(),
@@ -685,6 +825,7 @@ impl ClusterBuilder {
             io_args: self.io_args,
             app_args: self.app_args,
             heartbeat: self.heartbeat,
+            lease_ms: self.lease_ms,
         };
         for _ in 0..self.app_nodes {
             cluster.start_app().await;

@@ -64,7 +64,9 @@ iocluster_ops::settings! {
     /// App-node settings with their defaults applied, before validation.
     pub struct Settings;
 
-    /// Redis URL.
+    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for
+    /// TLS, or redis+sentinel://[user:password@]h1:26379,h2:26379/master[/db]
+    /// to follow the master that Sentinel names through failovers.
     #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
     redis: String,
     /// Prefix of every Redis key and channel; must match the io-nodes'.

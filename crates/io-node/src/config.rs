@@ -20,7 +20,9 @@ iocluster_ops::settings! {
     /// This node's id, 1 to 32 of [A-Za-z0-9_-]; its session ids start with it.
     #[setting(flag = "node-id", value_name = "ID", env = IOCLUSTER_NODE_ID, unset = "random")]
     node_id: String,
-    /// Redis URL.
+    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for
+    /// TLS, or redis+sentinel://[user:password@]h1:26379,h2:26379/master[/db]
+    /// to follow the master that Sentinel names through failovers.
     #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
     redis: String,
     /// Prefix of every Redis key and channel; app-nodes must use the same.

@@ -15,6 +15,7 @@
 //! nothing.
 
 mod node;
+pub mod sentinel;
 pub mod settings;
 
 pub use node::{
@@ -98,6 +99,11 @@ fn describe_common() {
     );
     metrics::gauge!("iocluster_build_info", "version" => VERSION, "commit" => GIT_COMMIT).set(1.0);
     metrics::describe_gauge!("iocluster_queue_depth", "Events waiting in the event queue");
+    metrics::describe_counter!(
+        "iocluster_redis_failovers_total",
+        "Times the Sentinels named a new Redis master (redis+sentinel:// only)"
+    );
+    metrics::counter!("iocluster_redis_failovers_total").increment(0);
     let process = metrics_process::Collector::default();
     process.describe();
     process.collect();

@@ -31,8 +31,22 @@ pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 /// every node writes small pipelined commands and waits for their replies,
 /// so Nagle's algorithm would hold a write back until the previous one is
 /// acknowledged, up to the peer's delayed-ACK time (40 ms on Linux).
+///
+/// A Sentinel URL (`redis+sentinel://…`, see [`crate::sentinel`]) gets a
+/// client of the local forwarder to the current master (call it inside a
+/// Tokio runtime).
 pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
     use redis::IntoConnectionInfo;
+    if let Some(parsed) = crate::sentinel::parse(url) {
+        let parsed = parsed.map_err(|error| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "invalid Sentinel URL",
+                error,
+            ))
+        })?;
+        return redis_client(&crate::sentinel::local_url(url, &parsed)?);
+    }
     let info = url.into_connection_info()?;
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     redis::Client::open(info.set_tcp_settings(tcp))

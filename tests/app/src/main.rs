@@ -334,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.app.init_tracing();
     let config = args.app.config()?;
-    let client = redis::Client::open(config.redis.as_str())?;
+    let client = iocluster_ops::redis_client(config.redis.as_str())?;
     let counters = Counters {
         redis: client
             .get_connection_manager_with_config(iocluster_ops::redis_manager_config(Some(

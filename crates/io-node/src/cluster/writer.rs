@@ -184,6 +184,7 @@ pub(super) async fn run(
     let mut ops = Vec::new();
     let mut draining = false;
     let mut outage = iocluster_ops::Outage::new("writer");
+    let mut failovers = iocluster_ops::sentinel::failovers();
     loop {
         if !draining {
             tokio::select! {
@@ -235,7 +236,15 @@ pub(super) async fn run(
         let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
         if !known && !reaped && !registers {
             context.resync();
+        } else if iocluster_ops::sentinel::failovers() != failovers {
+            // A promoted replica may lack the old master's last writes
+            // (replication is asynchronous): write the ledger again and push
+            // again the events in flight, as after a Redis that lost its
+            // data (at-least-once; a handler may run twice).
+            tracing::info!("Redis failed over: writing the ledger and the events in flight again");
+            context.resync();
         }
+        failovers = iocluster_ops::sentinel::failovers();
         bridge.written.fetch_max(highest, Ordering::AcqRel);
         if registers {
             context.sockets.resync_done();

@@ -1,0 +1,250 @@
+//! Redis Sentinel: `--redis redis+sentinel://[user:password@]h1:26379,h2:26379/master-name[/db]`.
+//!
+//! The redis crate can ask Sentinels for the master, but its reconnecting
+//! connection (`ConnectionManager`) and pub/sub reconnect to the address they
+//! were made with. So a node with a Sentinel URL runs a small forwarder on
+//! 127.0.0.1 (a random port) and gives every Redis connection of the process
+//! that address: each connection made through it goes to the master the
+//! Sentinels name at that moment. A task asks them again every half second;
+//! when the master changed (a failover), every forwarded connection is closed,
+//! so every connection of the node reconnects, to the new master, and does
+//! what it does after any lost connection (subscriptions, leases, and the
+//! io-node's re-push of what may have been lost: see [`failovers`]).
+//!
+//! Passwords and the database go to the master (in the plain URL the node
+//! uses); Sentinels themselves are asked without authentication. TLS to
+//! Redis (`rediss+sentinel`) is not supported: the forwarder relays bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A parsed `redis+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    pub sentinels: Vec<String>,
+    pub master: String,
+    /// `user:password@` or `:password@`, as given, for the master.
+    pub credentials: Option<String>,
+    pub db: u32,
+}
+
+/// The scheme of a Sentinel URL.
+pub const SCHEME: &str = "redis+sentinel://";
+
+/// Reads a Sentinel URL; `None` if `url` is not one.
+pub fn parse(url: &str) -> Option<Result<SentinelUrl, String>> {
+    let rest = url.strip_prefix(SCHEME)?;
+    Some(parse_rest(rest))
+}
+
+fn parse_rest(rest: &str) -> Result<SentinelUrl, String> {
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => (Some(credentials.to_owned()), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest
+        .split_once('/')
+        .ok_or("a Sentinel URL names the master: redis+sentinel://host:port,.../master-name")?;
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            if host.contains(':') {
+                host.to_owned()
+            } else {
+                format!("{host}:26379")
+            }
+        })
+        .collect();
+    if sentinels.is_empty() {
+        return Err("no Sentinel address".into());
+    }
+    let (master, db) = match path.split_once('/') {
+        Some((master, db)) => (
+            master,
+            db.parse::<u32>()
+                .map_err(|_| format!("{db:?} is not a database number"))?,
+        ),
+        None => (path, 0),
+    };
+    if master.is_empty() {
+        return Err("no master name".into());
+    }
+    Ok(SentinelUrl {
+        sentinels,
+        master: master.to_owned(),
+        credentials,
+        db,
+    })
+}
+
+static FAILOVERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process saw the Sentinels name a new master. A node
+/// that keeps state in Redis compares it between writes: a promoted replica
+/// may lack the last writes acknowledged by the old master (replication is
+/// asynchronous), so after a change it writes its state again, as after a
+/// Redis that lost its data.
+pub fn failovers() -> u64 {
+    FAILOVERS.load(Ordering::Acquire)
+}
+
+/// Asks the Sentinels, in turn, for the master's address.
+async fn ask(url: &SentinelUrl) -> Option<String> {
+    for sentinel in &url.sentinels {
+        let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else {
+            continue;
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&url.master)
+                .query_async::<Option<(String, u16)>>(&mut connection)
+                .await
+        })
+        .await;
+        if let Ok(Ok(Some((host, port)))) = asked {
+            return Some(format!("{host}:{port}"));
+        }
+    }
+    None
+}
+
+/// The plain URL the node's Redis clients use for a Sentinel URL: the
+/// forwarder's, started (inside a Tokio runtime) on the first call for that
+/// URL and shared by later ones.
+pub fn local_url(url: &str, parsed: &SentinelUrl) -> std::io::Result<String> {
+    static STARTED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut started = STARTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, local)) = started.iter().find(|(known, _)| known == url) {
+        return Ok(local.clone());
+    }
+    let local = start(parsed)?;
+    started.push((url.to_owned(), local.clone()));
+    Ok(local)
+}
+
+fn start(url: &SentinelUrl) -> std::io::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let listener = TcpListener::from_std(listener)?;
+    let (master_tx, master_rx) = watch::channel::<Option<String>>(None);
+    tokio::spawn(watch_master(url.clone(), master_tx));
+    tokio::spawn(accept(listener, master_rx));
+    let credentials = url
+        .credentials
+        .as_deref()
+        .map(|c| format!("{c}@"))
+        .unwrap_or_default();
+    tracing::info!(sentinels = ?url.sentinels, master = %url.master, forwarder = %local, "Redis through Sentinel");
+    Ok(format!("redis://{credentials}{local}/{}", url.db))
+}
+
+/// Keeps the master's address current; a change closes every forwarded
+/// connection (their tasks watch the same channel).
+async fn watch_master(url: SentinelUrl, master: watch::Sender<Option<String>>) {
+    let mut unknown_logged = false;
+    loop {
+        match ask(&url).await {
+            Some(address) => {
+                unknown_logged = false;
+                let changed = master.borrow().as_deref() != Some(address.as_str());
+                if changed {
+                    let first = master.borrow().is_none();
+                    if !first {
+                        FAILOVERS.fetch_add(1, Ordering::AcqRel);
+                        metrics::counter!("iocluster_redis_failovers_total").increment(1);
+                    }
+                    tracing::info!(master = %address, "Sentinels name the Redis master");
+                    master.send_replace(Some(address));
+                }
+            }
+            None if !unknown_logged => {
+                unknown_logged = true;
+                tracing::warn!(sentinels = ?url.sentinels, "no Sentinel answers with the master; asking again");
+            }
+            None => {}
+        }
+        if master.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn accept(listener: TcpListener, master: watch::Receiver<Option<String>>) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = inbound.set_nodelay(true);
+        tokio::spawn(forward(inbound, master.clone()));
+    }
+}
+
+/// Relays one connection to the current master until either side closes or
+/// the master changes.
+async fn forward(mut inbound: TcpStream, mut master: watch::Receiver<Option<String>>) {
+    // Before the first answer from the Sentinels, wait a little for one.
+    let address = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(address) = master.borrow_and_update().clone() {
+                return Some(address);
+            }
+            if master.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(address) = address else { return };
+    let outbound = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&address)).await;
+    let Ok(Ok(mut outbound)) = outbound else {
+        return;
+    };
+    let _ = outbound.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = async {
+            loop {
+                if master.changed().await.is_err() {
+                    return;
+                }
+                if master.borrow().as_deref() != Some(address.as_str()) {
+                    return;
+                }
+            }
+        } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_are_read() {
+        let url = parse("redis+sentinel://a:1,b/mymaster").unwrap().unwrap();
+        assert_eq!(url.sentinels, ["a:1", "b:26379"]);
+        assert_eq!(url.master, "mymaster");
+        assert_eq!((url.credentials, url.db), (None, 0));
+        let url = parse("redis+sentinel://:secret@a:1/m/3").unwrap().unwrap();
+        assert_eq!(url.credentials.as_deref(), Some(":secret"));
+        assert_eq!(url.db, 3);
+        assert!(parse("redis://a:1").is_none());
+        assert!(parse("redis+sentinel://a:1").unwrap().is_err());
+        assert!(parse("redis+sentinel:///m").unwrap().is_err());
+        assert!(parse("redis+sentinel://a:1/").unwrap().is_err());
+        assert!(parse("redis+sentinel://a:1/m/x").unwrap().is_err());
+    }
+}

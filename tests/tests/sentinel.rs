@@ -1,0 +1,73 @@
+//! Redis behind Sentinel (`redis+sentinel://…`): a master, one replica and
+//! three Sentinels started by the test. The master is killed (SIGKILL) while
+//! clients emit acked events; the Sentinels promote the replica, every node
+//! follows it, no client is disconnected and every ack arrives; then the
+//! whole cross-node scenario (rooms, broadcasts, acks both ways) runs on the
+//! new master.
+
+use std::time::Instant;
+
+use iocluster_tests::Cluster;
+
+#[tokio::test]
+async fn a_master_killed_under_load_fails_over_and_loses_nothing() {
+    let mut cluster = Cluster::builder("sentinel-failover")
+        .sentinel()
+        // Longer than the failover (1 s to notice, then the election), so no
+        // node's lease lapses meanwhile.
+        .lease(8_000)
+        .heartbeat(2_000, 10_000)
+        .start()
+        .await;
+    // 12 clients, each 50 acked events of 60 ms one after another: the
+    // kill lands in the middle. load.mjs clients do not reconnect: a client
+    // disconnected by the failover would miss its acks.
+    let load = cluster.spawn_scenario(
+        "load.mjs",
+        &[
+            "--clients=12",
+            "--events=50",
+            "--slow=60",
+            "--ackTimeout=30000",
+        ],
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let killed = Instant::now();
+    cluster.redis.stop();
+    let result = load.await.expect("the load scenario panicked");
+    eprintln!(
+        "master killed: every ack in {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(result["acked"], 12 * 50, "{result}");
+    // The new master serves everything the cluster does.
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert!(report.get("admission").is_some(), "{report}");
+    // Every node found the new master.
+    let replica = &cluster.sentinels.as_ref().unwrap().replica;
+    let mut redis = replica.connection().await.unwrap();
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut redis).await.unwrap();
+    assert_eq!(
+        redis::from_redis_value::<String>(role[0].clone()).unwrap(),
+        "master"
+    );
+    let nodes: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}:nodes", cluster.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
+
+#[test]
+fn bad_sentinel_urls_are_refused_at_start() {
+    let output = std::process::Command::new(iocluster_tests::bin("iocluster-io-node"))
+        .args(["--redis", "redis+sentinel://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("master"), "{text}");
+}
