@@ -173,3 +173,31 @@ async fn the_browser_helper_recovers_its_session_on_another_io_node() {
         "{result}"
     );
 }
+
+/// Hundreds of clients of a killed io-node claim their sessions at once
+/// (while its lease runs out) and all recover, with every message sent
+/// meanwhile.
+#[tokio::test]
+async fn hundreds_of_clients_of_a_killed_io_node_all_recover() {
+    let cluster = cluster("recovery-many", 60_000).await;
+    let pid = cluster.io[0].process.pid().to_string();
+    let result = cluster
+        .scenario(
+            "recovery-many.mjs",
+            &["--clients=300", "--messages=3", &format!("--pid={pid}")],
+        )
+        .await;
+    eprintln!("{result}");
+    assert_eq!(result["recovered"], 300, "{result}");
+    assert_eq!(result["sameId"], 300, "{result}");
+    assert_eq!(result["complete"], 300, "{result}");
+    // The application saw no socket go with the node: the only disconnects
+    // are the clients closing at the end.
+    let disconnects = cluster.disconnect_reasons().await;
+    assert!(
+        disconnects
+            .iter()
+            .all(|line| line.ends_with(" client namespace disconnect")),
+        "{disconnects:?}"
+    );
+}
