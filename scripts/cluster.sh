@@ -15,6 +15,10 @@
 #   --frontend        also start iocluster-frontend: pages on P+90, admin API on
 #                     P+91 (key: $IOCLUSTER_API_KEY, else generated, in DIR/cluster.env),
 #                     its ops listener on P+92
+#   --recovery MS     connection state recovery window for the app-nodes
+#                     (default 120000: a client that loses its io-node comes
+#                     back to another with its socket, rooms and missed
+#                     messages; 0 turns it off, as in the SDK's default)
 #   --release         build and run the release binaries
 #   --no-build        do not run cargo build first
 #   --dir DIR         state and logs (default target/cluster)
@@ -27,13 +31,14 @@ source scripts/lib.sh
 
 command=${1:-}
 [ $# -gt 0 ] && shift
-io=2 apps=2 app=iocluster-example-chat base=3001 profile=debug build=1 dir=target/cluster frontend=0
+io=2 apps=2 app=iocluster-example-chat base=3001 profile=debug build=1 dir=target/cluster frontend=0 recovery=120000
 while [ $# -gt 0 ]; do
   case "$1" in
     --io) io=$2; shift 2 ;;
     --apps) apps=$2; shift 2 ;;
     --app) app=$2; shift 2 ;;
     --base-port) base=$2; shift 2 ;;
+    --recovery) recovery=$2; shift 2 ;;
     --release) profile=release; shift ;;
     --frontend) frontend=1; shift ;;
     --no-build) build=0; shift ;;
@@ -112,7 +117,8 @@ start_cluster() {
   local redis="redis://127.0.0.1:$redis_port"
 
   for i in $(seq 1 "$apps"); do
-    "$bin/$app" --redis "$redis" --app-id "app-$i" --ops-listen "127.0.0.1:$((base + 200 + i - 1))" \
+    IOCLUSTER_RECOVERY_MS=$recovery \
+      "$bin/$app" --redis "$redis" --app-id "app-$i" --ops-listen "127.0.0.1:$((base + 200 + i - 1))" \
       >"$dir/app-$i.log" 2>&1 &
     echo "$! $app" >>"$state"
   done
