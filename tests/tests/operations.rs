@@ -686,12 +686,15 @@ async fn app_nodes_and_frontends_started_before_redis_wait_or_exit() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (name, process, ops) in &mut patient {
         assert!(process.is_running(), "{name} still waits");
-        // Not ready (the frontend's ops listener answers 503; an app-node
-        // opens its own only once Redis answers).
-        let ready = http(&format!("127.0.0.1:{ops}"), "GET", "/ready", &[], b"").await;
-        assert_ne!(
+        // Alive (a liveness probe must not kill a node that waits) and not
+        // ready.
+        let addr = format!("127.0.0.1:{ops}");
+        let health = http(&addr, "GET", "/health", &[], b"").await;
+        assert_eq!(health.map(|r| r.status).ok(), Some(200), "{name} alive");
+        let ready = http(&addr, "GET", "/ready", &[], b"").await;
+        assert_eq!(
             ready.map(|r| r.status).ok(),
-            Some(200),
+            Some(503),
             "{name} not ready yet"
         );
         assert_eq!(

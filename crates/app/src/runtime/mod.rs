@@ -140,6 +140,19 @@ impl Node {
         publish_rx: mpsc::Receiver<Publish>,
     ) -> Result<Node, AppError> {
         let keys = ctx.keys.clone();
+        // The ops listener first: while the node waits for Redis, `/health`
+        // answers (a liveness probe must not kill a node that waits) and
+        // `/ready` says 503.
+        let readiness = iocluster_ops::Readiness::default();
+        let ops_stop = CancellationToken::new();
+        let ops = match &config.ops_listen {
+            Some(addr) => {
+                let ops = iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?;
+                crate::stats::describe();
+                Some(ops)
+            }
+            None => None,
+        };
         let client = iocluster_ops::redis_client(config.redis.as_str())?;
         iocluster_ops::wait_for_redis(&client, config.redis_start_timeout).await?;
         let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
@@ -160,16 +173,6 @@ impl Node {
         lease::heartbeat(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
         lease::hand_back_previous(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
 
-        let readiness = iocluster_ops::Readiness::default();
-        let ops_stop = CancellationToken::new();
-        let ops = match &config.ops_listen {
-            Some(addr) => {
-                let ops = iocluster_ops::serve(addr, readiness.clone(), ops_stop.clone()).await?;
-                crate::stats::describe();
-                Some(ops)
-            }
-            None => None,
-        };
         let publisher = Publisher::spawn(
             RedisSink {
                 redis: redis.clone(),
