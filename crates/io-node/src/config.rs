@@ -56,7 +56,15 @@ iocluster_ops::settings! {
     /// in bytes.
     #[setting(flag = "max-payload", value_name = "BYTES", env = IOCLUSTER_MAX_PAYLOAD, default = 1_000_000)]
     max_payload: usize,
-    /// Most binary attachments one Socket.IO packet may carry.
+    /// The Socket.IO parser clients use: default (JSON text, binary as
+    /// attachments) or msgpack (socket.io-msgpack-parser, what Node's
+    /// Socket.IO and socketioxide offer as `parser`). App-nodes are not
+    /// concerned. A client of the other parser is refused with a connect
+    /// error it can read (and a warn line here).
+    #[setting(flag = "parser", value_name = "PARSER", env = IOCLUSTER_PARSER, default = "default".into())]
+    parser: String,
+    /// Most binary attachments one Socket.IO packet may carry (with the
+    /// msgpack parser: binary values in one packet).
     #[setting(flag = "max-attachments", value_name = "N", env = IOCLUSTER_MAX_ATTACHMENTS, default = 10)]
     max_attachments: usize,
     /// Frames queued for one client before it counts as too slow and is
@@ -238,6 +246,16 @@ impl RawConfig {
             admission_timeout: millis(settings.admission_timeout_ms, "admission_timeout_ms")?,
             max_payload: positive(settings.max_payload, "max_payload")?,
             max_attachments: settings.max_attachments,
+            parser: match settings.parser.as_str() {
+                "default" => Parser::Default,
+                "msgpack" => Parser::Msgpack,
+                other => {
+                    return Err(ConfigError::Invalid(
+                        "parser",
+                        format!("{other:?}: use default or msgpack"),
+                    ));
+                }
+            },
             outbox_capacity: positive(settings.outbox_capacity, "outbox_capacity")?,
             max_pending_events: positive(settings.max_pending_events, "max_pending_events")?,
             event_batch: positive(settings.event_batch, "event_batch")?,
@@ -325,6 +343,8 @@ pub struct Config {
     pub max_payload: usize,
     /// Most binary attachments of one packet ([`RawConfig::max_attachments`]).
     pub max_attachments: usize,
+    /// The Socket.IO parser clients use ([`RawConfig::parser`]).
+    pub parser: Parser,
     /// Frames queued for one client before it is disconnected as too slow
     /// ([`RawConfig::outbox_capacity`]).
     pub outbox_capacity: usize,
@@ -452,6 +472,15 @@ fn random_node_id() -> String {
 pub(crate) const ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// The Socket.IO parser an io-node's clients use ([`RawConfig::parser`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parser {
+    /// JSON text packets, binary values as attachments.
+    Default,
+    /// socket.io-msgpack-parser: one MessagePack binary message a packet.
+    Msgpack,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,7 +553,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 37);
+        assert_eq!(RawConfig::SETTINGS.len(), 38);
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl HotMetrics {
 /// recorder is installed (with an ops listener).
 pub(crate) fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    let counters: [(&str, &str); 22] = [
+    let counters: [(&str, &str); 23] = [
         (
             "iocluster_connections_opened_total",
             "Engine.IO sessions opened",
@@ -131,6 +131,10 @@ pub(crate) fn describe() {
         (
             "iocluster_commands_total",
             "Commands from app-nodes applied, by type",
+        ),
+        (
+            "iocluster_wrong_parser_total",
+            "Clients refused for speaking the other Socket.IO parser",
         ),
         (
             "iocluster_recoveries_total",
@@ -192,6 +196,7 @@ pub(crate) fn describe() {
         "iocluster_redeliveries_total",
         "iocluster_recoveries_total",
         "iocluster_recovery_replayed_total",
+        "iocluster_wrong_parser_total",
         "iocluster_deliveries_total",
         "iocluster_pubsub_messages_total",
         "iocluster_pubsub_bytes_total",

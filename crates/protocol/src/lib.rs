@@ -25,6 +25,7 @@ pub mod engine;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
+pub mod msgpack_parser;
 pub mod presence;
 pub mod recovery;
 pub mod scripts;

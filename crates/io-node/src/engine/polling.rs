@@ -63,6 +63,7 @@ fn write_polling_frame(body: &mut String, frame: &Frame) -> Option<CloseReason> 
                 engine::write_polling_binary(body, attachment);
             }
         }
+        Frame::Binary(bytes, _) => engine::write_polling_binary(body, bytes),
         Frame::CloseAfter(reason) => return Some(*reason),
     }
     None

@@ -39,6 +39,9 @@ pub(crate) enum Frame {
     /// in the next write (or polling response), so that a client reading
     /// one message at a time has it alone (a namespace's CONNECT).
     Alone(Utf8Bytes),
+    /// A binary packet (a Socket.IO packet of the msgpack parser); with
+    /// `alone`, it ends the write it goes in, as [`Frame::Alone`].
+    Binary(Bytes, bool),
     /// Not a packet: the session closes once everything queued before it
     /// is written (see [`Session::close_after_queued`]).
     CloseAfter(CloseReason),
@@ -65,7 +68,10 @@ impl Frame {
 
     /// Whether nothing may follow this frame in the same write.
     pub(crate) fn ends_write(&self) -> bool {
-        matches!(self, Frame::Alone(_) | Frame::CloseAfter(_))
+        matches!(
+            self,
+            Frame::Alone(_) | Frame::Binary(_, true) | Frame::CloseAfter(_)
+        )
     }
 
     /// A text packet as `protocol` wrote it, with the attachments that
@@ -82,7 +88,16 @@ impl Frame {
     pub(crate) fn as_text(&self) -> &str {
         match self {
             Frame::Text(text) | Frame::WithBinary(text, _) | Frame::Alone(text) => text.as_str(),
-            Frame::CloseAfter(_) => "",
+            Frame::Binary(..) | Frame::CloseAfter(_) => "",
+        }
+    }
+
+    /// The bytes of a binary packet.
+    #[cfg(test)]
+    pub(crate) fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Binary(bytes, _) => Some(bytes),
+            _ => None,
         }
     }
 }

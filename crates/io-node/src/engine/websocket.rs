@@ -461,6 +461,7 @@ fn encode_frame(out: &mut Vec<u8>, frame: &Frame) -> Option<CloseReason> {
                 encode_data_frame(out, Data::Binary, attachment);
             }
         }
+        Frame::Binary(bytes, _) => encode_data_frame(out, Data::Binary, bytes),
         Frame::CloseAfter(reason) => return Some(*reason),
     }
     None

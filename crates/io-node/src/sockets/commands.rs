@@ -32,6 +32,7 @@ impl Sockets {
                     return;
                 };
                 let frame = packet_frame(
+                    self.settings.parser,
                     PacketKind::Ack,
                     &ack.nsp,
                     Some(ack.id),
@@ -97,7 +98,13 @@ impl Sockets {
         for socket in sockets {
             let mut state = socket.lock();
             if matches!(state.phase, Phase::Connected) {
-                let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
+                let frame = text_frame(
+                    self.settings.parser,
+                    PacketKind::Disconnect,
+                    &socket.nsp,
+                    None,
+                    "",
+                );
                 socket.deliver(&mut state, frame, self.settings.outbox_capacity);
             }
         }
@@ -110,7 +117,13 @@ impl Sockets {
         {
             let mut state = socket.lock();
             if matches!(state.phase, Phase::Connected) {
-                let frame = text_frame(PacketKind::Disconnect, &socket.nsp, None, "");
+                let frame = text_frame(
+                    self.settings.parser,
+                    PacketKind::Disconnect,
+                    &socket.nsp,
+                    None,
+                    "",
+                );
                 socket.deliver(&mut state, frame, self.settings.outbox_capacity);
             }
         }
@@ -170,6 +183,7 @@ impl Sockets {
                     let payload =
                         socketio::connect_error_payload(&reject.message, reject.data.as_deref());
                     socket.session.send(text_frame(
+                        self.settings.parser,
                         PacketKind::ConnectError,
                         &socket.nsp,
                         None,
@@ -189,7 +203,9 @@ impl Sockets {
             }
             (None, false) => {
                 state.phase = Phase::Connected;
-                socket.session.send(connect_frame(socket));
+                socket
+                    .session
+                    .send(connect_frame(self.settings.parser, socket));
                 for frame in buffered {
                     socket.session.send(frame);
                 }
@@ -284,6 +300,7 @@ impl Sockets {
                     _ => std::borrow::Cow::Borrowed(emit.data.as_str()),
                 };
                 let frame = packet_frame(
+                    self.settings.parser,
                     PacketKind::Event,
                     &emit.nsp,
                     None,
@@ -307,6 +324,7 @@ impl Sockets {
                     state.next_ack += 1;
                     state.acks.insert(id, reply_to.clone());
                     let frame = packet_frame(
+                        self.settings.parser,
                         PacketKind::Event,
                         &emit.nsp,
                         Some(id),

@@ -186,6 +186,8 @@ pub(crate) trait Cluster: Send + Sync {
     fn replay(&self, sid: Arc<str>, nsp: Arc<str>, after: Option<String>);
 }
 
+pub(crate) use crate::config::Parser;
+
 /// The settings the rules use.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -200,6 +202,7 @@ pub(crate) struct Settings {
     pub outbox_capacity: usize,
     /// Most binary attachments one packet may carry.
     pub max_attachments: usize,
+    pub parser: Parser,
 }
 
 impl From<&crate::config::Config> for Settings {
@@ -211,6 +214,7 @@ impl From<&crate::config::Config> for Settings {
             event_batch: config.event_batch,
             outbox_capacity: config.outbox_capacity,
             max_attachments: config.max_attachments,
+            parser: config.parser,
         }
     }
 }
@@ -366,38 +370,59 @@ impl Sockets {
 /// The CONNECT that admits a socket, in a write of its own: a client that
 /// reads one message and only then listens for the next still gets the
 /// first emit of its connection handler.
-fn connect_frame(socket: &Socket) -> Frame {
+fn connect_frame(parser: Parser, socket: &Socket) -> Frame {
     let payload = match &socket.recovery {
         Some(recovery) => {
             iocluster_protocol::socketio::connect_payload_with_pid(&socket.id, &recovery.pid)
         }
         None => iocluster_protocol::socketio::connect_payload(&socket.id),
     };
-    Frame::alone(iocluster_protocol::socketio::engine_message(
-        PacketKind::Connect,
-        &socket.nsp,
-        0,
-        None,
-        &payload,
+    match parser {
+        Parser::Default => Frame::alone(iocluster_protocol::socketio::engine_message(
+            PacketKind::Connect,
+            &socket.nsp,
+            0,
+            None,
+            &payload,
+        )),
+        Parser::Msgpack => Frame::Binary(
+            msgpack(PacketKind::Connect, &socket.nsp, None, &payload, &[]),
+            true,
+        ),
+    }
+}
+
+/// One packet of the msgpack parser.
+fn msgpack(kind: PacketKind, nsp: &str, id: Option<u64>, data: &str, bin: &[Bytes]) -> Bytes {
+    Bytes::from(iocluster_protocol::msgpack_parser::encode(
+        kind, nsp, id, data, bin,
     ))
 }
 
-/// A text frame carrying one Socket.IO packet.
-fn text_frame(kind: PacketKind, nsp: &str, id: Option<u64>, data: &str) -> Frame {
-    Frame::text(iocluster_protocol::socketio::engine_message(
-        kind, nsp, 0, id, data,
-    ))
+/// A frame carrying one Socket.IO packet without binary data.
+fn text_frame(parser: Parser, kind: PacketKind, nsp: &str, id: Option<u64>, data: &str) -> Frame {
+    match parser {
+        Parser::Default => Frame::text(iocluster_protocol::socketio::engine_message(
+            kind, nsp, 0, id, data,
+        )),
+        Parser::Msgpack => Frame::Binary(msgpack(kind, nsp, id, data, &[]), false),
+    }
 }
 
 /// A frame carrying one Socket.IO packet and its attachments, if any
 /// (shared by every recipient of a broadcast).
 fn packet_frame(
+    parser: Parser,
     kind: PacketKind,
     nsp: &str,
     id: Option<u64>,
     data: &str,
     bin: Option<&Arc<[Bytes]>>,
 ) -> Frame {
+    if parser == Parser::Msgpack {
+        let bin: &[Bytes] = bin.map_or(&[], |bin| &bin[..]);
+        return Frame::Binary(msgpack(kind, nsp, id, data, bin), false);
+    }
     let count = bin.map_or(0, |bin| bin.len());
     let text = iocluster_protocol::socketio::engine_message(kind, nsp, count, id, data);
     match bin {

@@ -6,15 +6,23 @@ use std::sync::Arc;
 
 use iocluster_protocol::envelope::{AckReply, EventKind, Reply};
 use iocluster_protocol::ids;
+use iocluster_protocol::msgpack_parser;
 use iocluster_protocol::socketio::{self, PacketKind};
 use serde_bytes::ByteBuf;
 
 use super::socket::{Phase, Queued, Socket};
 use super::{
-    LedgerOp, NamespaceRecovery, PartialPacket, Session, Sockets, connect_frame, read, text_frame,
-    write,
+    LedgerOp, NamespaceRecovery, Parser, PartialPacket, Session, Sockets, connect_frame, read,
+    text_frame, write,
 };
 use crate::engine::{CloseReason, Message};
+
+/// What a client of the default parser is told by a msgpack io-node.
+pub(crate) const WRONG_PARSER_MSGPACK: &str =
+    "this server uses socket.io-msgpack-parser: connect with the parser option set to it";
+/// What a client of socket.io-msgpack-parser is told by a default io-node.
+pub(crate) const WRONG_PARSER_DEFAULT: &str =
+    "this server uses the default Socket.IO parser, not socket.io-msgpack-parser";
 
 /// A namespace CONNECT that needs answers only Redis has (is the namespace
 /// served, is the credential registered) before [`Sockets::connect`].
@@ -47,10 +55,76 @@ impl Sockets {
         session: &Arc<Session>,
         message: Message<'_>,
     ) -> Result<Option<ConnectRequest>, CloseReason> {
-        match message {
-            Message::Text(text) => self.on_text(session, text),
-            Message::Binary(bytes) => self.on_attachment(session, bytes),
+        match (message, self.settings.parser) {
+            (Message::Text(text), Parser::Default) => self.on_text(session, text),
+            (Message::Binary(bytes), Parser::Default) => self.on_attachment(session, bytes),
+            (Message::Binary(bytes), Parser::Msgpack) => self.on_msgpack(session, &bytes),
+            (Message::Text(text), Parser::Msgpack) => {
+                // A client of the default parser: its CONNECT gets an error
+                // it can read (final for socket.io-client: no retry loop).
+                let connect = socketio::decode(text, self.settings.max_attachments)
+                    .ok()
+                    .filter(|packet| packet.kind == PacketKind::Connect);
+                let Some(packet) = connect else {
+                    return Err(CloseReason::ParseError);
+                };
+                tracing::warn!(sid = %session.sid, "a client of the default Socket.IO parser: this io-node speaks socket.io-msgpack-parser (parser = \"msgpack\")");
+                metrics::counter!("iocluster_wrong_parser_total").increment(1);
+                let payload = socketio::connect_error_payload(WRONG_PARSER_MSGPACK, None);
+                session.send(text_frame(
+                    Parser::Default,
+                    PacketKind::ConnectError,
+                    packet.nsp,
+                    None,
+                    &payload,
+                ));
+                Ok(None)
+            }
         }
+    }
+
+    /// A packet of socket.io-msgpack-parser.
+    fn on_msgpack(
+        &self,
+        session: &Arc<Session>,
+        bytes: &[u8],
+    ) -> Result<Option<ConnectRequest>, CloseReason> {
+        let packet =
+            msgpack_parser::decode(bytes, self.settings.max_attachments).map_err(|error| {
+                tracing::debug!(sid = %session.sid, %error, "invalid msgpack Socket.IO packet");
+                CloseReason::ParseError
+            })?;
+        let bin = packet.bin.into_iter().map(ByteBuf::from).collect();
+        self.on_packet(
+            session,
+            packet.kind,
+            &packet.nsp,
+            packet.id,
+            &packet.data,
+            bin,
+        )
+    }
+
+    /// A binary message when no attachment is awaited: a client of the
+    /// msgpack parser connecting gets an error it can read; anything else
+    /// closes the session.
+    fn unexpected_binary(&self, session: &Arc<Session>, bytes: &[u8]) -> CloseReason {
+        if let Ok(packet) = msgpack_parser::decode(bytes, self.settings.max_attachments)
+            && packet.kind == PacketKind::Connect
+        {
+            tracing::warn!(sid = %session.sid, "a client of socket.io-msgpack-parser: this io-node speaks the default Socket.IO parser (parser = \"default\")");
+            metrics::counter!("iocluster_wrong_parser_total").increment(1);
+            let payload = socketio::connect_error_payload(WRONG_PARSER_DEFAULT, None);
+            session.send(text_frame(
+                Parser::Msgpack,
+                PacketKind::ConnectError,
+                &packet.nsp,
+                None,
+                &payload,
+            ));
+            return CloseReason::TransportClose;
+        }
+        CloseReason::ParseError
     }
 
     fn on_text(
@@ -96,7 +170,14 @@ impl Sockets {
     ) -> Result<Option<ConnectRequest>, CloseReason> {
         let complete = {
             let mut client = session.client();
-            let partial = client.partial.as_mut().ok_or(CloseReason::ParseError)?;
+            let Some(partial) = client.partial.as_mut() else {
+                drop(client);
+                return match self.unexpected_binary(session, &bytes) {
+                    // Answered; the client closes its connection itself.
+                    CloseReason::TransportClose => Ok(None),
+                    reason => Err(reason),
+                };
+            };
             partial.bin.push(ByteBuf::from(bytes));
             if partial.bin.len() == partial.expected {
                 client.partial.take()
@@ -217,13 +298,25 @@ impl Sockets {
         let user = match admission {
             Admission::UnknownNamespace => {
                 let payload = socketio::connect_error_payload("Invalid namespace", None);
-                session.send(text_frame(PacketKind::ConnectError, &nsp, None, &payload));
+                session.send(text_frame(
+                    self.settings.parser,
+                    PacketKind::ConnectError,
+                    &nsp,
+                    None,
+                    &payload,
+                ));
                 return None;
             }
             Admission::Unauthorized => {
                 metrics::counter!("iocluster_auth_refused_total").increment(1);
                 let payload = socketio::connect_error_payload("Unauthorized", None);
-                session.send(text_frame(PacketKind::ConnectError, &nsp, None, &payload));
+                session.send(text_frame(
+                    self.settings.parser,
+                    PacketKind::ConnectError,
+                    &nsp,
+                    None,
+                    &payload,
+                ));
                 return None;
             }
             Admission::ByApp => None,
@@ -283,7 +376,7 @@ impl Sockets {
             // user made after the client saw it reaches it.
             self.join_locked(&socket, &mut state, vec![ids::user_room(&user)]);
             state.phase = Phase::Connected;
-            let connect = connect_frame(&socket);
+            let connect = connect_frame(self.settings.parser, &socket);
             let session = socket.session.clone();
             self.cluster.when_subscribed(Box::new(move || {
                 session.send(connect);

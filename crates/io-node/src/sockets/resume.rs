@@ -154,7 +154,9 @@ impl Sockets {
             socket.session.close(CloseReason::TransportError);
             return;
         };
-        socket.session.send(connect_frame(&socket));
+        socket
+            .session
+            .send(connect_frame(self.settings.parser, &socket));
         let mut last: Option<Offset> = None;
         let mut seen = HashSet::new();
         let mut replayed = 0u64;
@@ -172,6 +174,7 @@ impl Sockets {
             }
             let data = recovery::with_offset(&emit.data, &offset.to_string());
             socket.session.send(packet_frame(
+                self.settings.parser,
                 PacketKind::Event,
                 &socket.nsp,
                 None,

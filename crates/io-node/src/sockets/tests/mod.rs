@@ -13,6 +13,7 @@ mod admission;
 mod binary;
 mod disconnects;
 mod fanout;
+mod msgpack;
 mod order;
 mod recovery;
 mod resume;
@@ -123,6 +124,7 @@ pub(super) fn settings() -> Settings {
         event_batch: 32,
         outbox_capacity: 1024,
         max_attachments: 10,
+        parser: crate::sockets::Parser::Default,
     }
 }
 
