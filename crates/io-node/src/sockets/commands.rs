@@ -96,17 +96,7 @@ impl Sockets {
         let session = socket.session.clone();
         let sockets: Vec<Arc<Socket>> = session.client().sockets.iter().cloned().collect();
         for socket in sockets {
-            let mut state = socket.lock();
-            if matches!(state.phase, Phase::Connected) {
-                let frame = text_frame(
-                    self.settings.parser,
-                    PacketKind::Disconnect,
-                    &socket.nsp,
-                    None,
-                    "",
-                );
-                socket.deliver(&mut state, frame, self.settings.outbox_capacity);
-            }
+            self.send_disconnect(&socket);
         }
         session.close_after_queued(CloseReason::ForcedClose);
     }
@@ -114,21 +104,24 @@ impl Sockets {
     /// Disconnects a socket from the server side (the client gets DISCONNECT
     /// and does not reconnect on its own).
     fn server_disconnect(&self, socket: &Arc<Socket>) {
-        {
-            let mut state = socket.lock();
-            if matches!(state.phase, Phase::Connected) {
-                let frame = text_frame(
-                    self.settings.parser,
-                    PacketKind::Disconnect,
-                    &socket.nsp,
-                    None,
-                    "",
-                );
-                socket.deliver(&mut state, frame, self.settings.outbox_capacity);
-            }
-        }
+        self.send_disconnect(socket);
         socket.session.client().sockets.remove(&socket.nsp);
         self.close_socket(socket, "server namespace disconnect");
+    }
+
+    /// A Socket.IO DISCONNECT for an admitted socket's namespace.
+    fn send_disconnect(&self, socket: &Socket) {
+        let mut state = socket.lock();
+        if matches!(state.phase, Phase::Connected) {
+            let frame = text_frame(
+                self.settings.parser,
+                PacketKind::Disconnect,
+                &socket.nsp,
+                None,
+                "",
+            );
+            socket.deliver(&mut state, frame, self.settings.outbox_capacity);
+        }
     }
 
     fn done(&self, done: envelope::Done) {

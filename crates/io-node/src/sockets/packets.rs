@@ -62,23 +62,13 @@ impl Sockets {
             (Message::Text(text), Parser::Msgpack) => {
                 // A client of the default parser: its CONNECT gets an error
                 // it can read (final for socket.io-client: no retry loop).
-                let connect = socketio::decode(text, self.settings.max_attachments)
-                    .ok()
-                    .filter(|packet| packet.kind == PacketKind::Connect);
-                let Some(packet) = connect else {
-                    return Err(CloseReason::ParseError);
-                };
-                tracing::warn!(sid = %session.sid, "a client of the default Socket.IO parser: this io-node speaks socket.io-msgpack-parser (parser = \"msgpack\")");
-                metrics::counter!("iocluster_wrong_parser_total").increment(1);
-                let payload = socketio::connect_error_payload(WRONG_PARSER_MSGPACK, None);
-                session.send(text_frame(
-                    Parser::Default,
-                    PacketKind::ConnectError,
-                    packet.nsp,
-                    None,
-                    &payload,
-                ));
-                Ok(None)
+                match socketio::decode(text, self.settings.max_attachments) {
+                    Ok(packet) if packet.kind == PacketKind::Connect => {
+                        refuse_other_parser(session, Parser::Default, packet.nsp);
+                        Ok(None)
+                    }
+                    _ => Err(CloseReason::ParseError),
+                }
             }
         }
     }
@@ -112,16 +102,7 @@ impl Sockets {
         if let Ok(packet) = msgpack_parser::decode(bytes, self.settings.max_attachments)
             && packet.kind == PacketKind::Connect
         {
-            tracing::warn!(sid = %session.sid, "a client of socket.io-msgpack-parser: this io-node speaks the default Socket.IO parser (parser = \"default\")");
-            metrics::counter!("iocluster_wrong_parser_total").increment(1);
-            let payload = socketio::connect_error_payload(WRONG_PARSER_DEFAULT, None);
-            session.send(text_frame(
-                Parser::Msgpack,
-                PacketKind::ConnectError,
-                &packet.nsp,
-                None,
-                &payload,
-            ));
+            refuse_other_parser(session, Parser::Msgpack, &packet.nsp);
             return CloseReason::TransportClose;
         }
         CloseReason::ParseError
@@ -329,45 +310,10 @@ impl Sockets {
             Some(user) => Some(verified_auth(&auth, user)),
             None => (!auth.is_empty()).then_some(auth),
         };
-        // Without `auth` the socket shares the session's handshake.
-        let handshake = match &auth {
-            Some(auth) => match session.handshake.with_auth(auth.clone()) {
-                Ok(handshake) => handshake,
-                Err(error) => {
-                    // Our own encoding: cannot happen, but never admit a
-                    // socket whose app-nodes would not see its `auth`.
-                    tracing::error!(%error, "cannot add auth to the handshake");
-                    session.close(CloseReason::ParseError);
-                    return None;
-                }
-            },
-            None => session.handshake.clone(),
-        };
-        // Sockets of a namespace share its name.
-        let nsp: Arc<str> = read(&self.registry)
-            .namespaces
-            .get_key_value(nsp.as_str())
-            .map_or_else(|| nsp.as_str().into(), |(known, _)| known.clone());
         let sid: Arc<str> = ids::make(self.node_id(), &crate::engine::random_token(20)).into();
         let recovery = recovery.map(|recovery| recovery.for_socket(&sid));
-        let socket = Arc::new(Socket::new(
-            sid,
-            nsp.clone(),
-            session.clone(),
-            handshake,
-            recovery,
-        ));
-        {
-            let mut client = session.client();
-            if session.is_closed() || client.sockets.contains(&nsp) {
-                return None;
-            }
-            client.sockets.insert(nsp.clone(), socket.clone());
-        }
-        session.attach();
-        write(&self.registry)
-            .sockets
-            .insert(socket.id.clone(), socket.clone());
+        let socket = self.open_socket(session, &nsp, auth.as_deref(), sid, recovery)?;
+        let nsp = socket.nsp.clone();
         let mut state = socket.lock();
         if let Some(user) = user {
             // Admitted here: CONNECT in the user's room; the connect event
@@ -400,6 +346,58 @@ impl Sockets {
         drop(state);
         tracing::debug!(sid = %session.sid, socket = %socket.id, nsp = %nsp, "connect event queued");
         pending.then_some(socket)
+    }
+
+    /// Creates a socket of `session` in `nsp` and registers it (in the
+    /// session and the registry): admitted or recovered, the same steps.
+    /// `None`, having done nothing, when the session closed or already has a
+    /// socket there.
+    pub(super) fn open_socket(
+        &self,
+        session: &Arc<Session>,
+        nsp: &str,
+        auth: Option<&str>,
+        sid: Arc<str>,
+        recovery: Option<super::socket::SocketRecovery>,
+    ) -> Option<Arc<Socket>> {
+        // Without `auth` the socket shares the session's handshake.
+        let handshake = match auth {
+            Some(auth) => match session.handshake.with_auth(auth.to_owned()) {
+                Ok(handshake) => handshake,
+                Err(error) => {
+                    // Our own encoding: cannot happen, but never admit a
+                    // socket whose app-nodes would not see its `auth`.
+                    tracing::error!(%error, "cannot add auth to the handshake");
+                    session.close(CloseReason::ParseError);
+                    return None;
+                }
+            },
+            None => session.handshake.clone(),
+        };
+        // Sockets of a namespace share its name.
+        let nsp: Arc<str> = read(&self.registry)
+            .namespaces
+            .get_key_value(nsp)
+            .map_or_else(|| nsp.into(), |(known, _)| known.clone());
+        let socket = Arc::new(Socket::new(
+            sid,
+            nsp.clone(),
+            session.clone(),
+            handshake,
+            recovery,
+        ));
+        {
+            let mut client = session.client();
+            if session.is_closed() || client.sockets.contains(&nsp) {
+                return None;
+            }
+            client.sockets.insert(nsp, socket.clone());
+        }
+        session.attach();
+        write(&self.registry)
+            .sockets
+            .insert(socket.id.clone(), socket.clone());
+        Some(socket)
     }
 
     /// No app-node decided on the socket's connection in time (none runs,
@@ -439,6 +437,26 @@ impl Sockets {
             .or_default()
             .insert(socket.id.clone(), socket.clone());
     }
+}
+
+/// A client that speaks `parser`, not this node's, asked to connect to
+/// `nsp`: it gets a CONNECT_ERROR in its own parser, naming the one to use
+/// (final for socket.io-client: no retry loop), and the node says so.
+fn refuse_other_parser(session: &Session, parser: Parser, nsp: &str) {
+    let message = match parser {
+        Parser::Default => WRONG_PARSER_MSGPACK,
+        Parser::Msgpack => WRONG_PARSER_DEFAULT,
+    };
+    tracing::warn!(sid = %session.sid, client_parser = ?parser, "a client of the other Socket.IO parser refused: {message}");
+    metrics::counter!("iocluster_wrong_parser_total").increment(1);
+    let payload = socketio::connect_error_payload(message, None);
+    session.send(text_frame(
+        parser,
+        PacketKind::ConnectError,
+        nsp,
+        None,
+        &payload,
+    ));
 }
 
 /// A CONNECT `auth` payload whose credential the io-node verified, as the

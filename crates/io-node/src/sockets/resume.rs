@@ -58,36 +58,13 @@ impl Sockets {
             return false;
         }
         let auth = (!auth.is_empty()).then_some(auth);
-        let handshake = match &auth {
-            Some(auth) => match session.handshake.with_auth(auth.clone()) {
-                Ok(handshake) => handshake,
-                Err(_) => return false,
-            },
-            None => session.handshake.clone(),
-        };
-        let nsp: Arc<str> = read(&self.registry)
-            .namespaces
-            .get_key_value(nsp.as_str())
-            .map_or_else(|| nsp.as_str().into(), |(known, _)| known.clone());
         let sid: Arc<str> = previous.sid.as_str().into();
-        let socket = Arc::new(Socket::new(
-            sid.clone(),
-            nsp.clone(),
-            session.clone(),
-            handshake,
-            Some(recovery.for_socket(&sid)),
-        ));
-        {
-            let mut client = session.client();
-            if session.is_closed() || client.sockets.contains(&nsp) {
-                return false;
-            }
-            client.sockets.insert(nsp.clone(), socket.clone());
-        }
-        session.attach();
-        write(&self.registry)
-            .sockets
-            .insert(sid.clone(), socket.clone());
+        let recovery = Some(recovery.for_socket(&sid));
+        let Some(socket) = self.open_socket(session, &nsp, auth.as_deref(), sid.clone(), recovery)
+        else {
+            return false;
+        };
+        let nsp = socket.nsp.clone();
         let mut state = socket.lock();
         state.phase = Phase::Connected;
         state.held = Some(Vec::new());
