@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iocluster_protocol::envelope::{self, Command, Handshake};
-use iocluster_protocol::keys::Keys;
-use iocluster_protocol::presence::{self, Filter, ScanStep, SocketInfo, SocketScan};
+use iocluster_protocol::presence::{Filter, SocketInfo, SocketScan};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -85,42 +84,7 @@ impl Reader {
     }
 }
 
-async fn live_nodes(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
-    let (ledgers, leased): (Vec<String>, Vec<String>) = redis::pipe()
-        .cmd("SMEMBERS")
-        .arg(keys.ledgers())
-        .cmd("ZRANGE")
-        .arg(keys.nodes())
-        .arg(iocluster_ops::unix_ms())
-        .arg("+inf")
-        .arg("BYSCORE")
-        .query_async(redis)
-        .await?;
-    Ok(presence::live_ledger_nodes(ledgers, &leased))
-}
-
-async fn hscan(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-    step: &ScanStep<'_>,
-) -> redis::RedisResult<(u64, Vec<presence::Entry>)> {
-    type Raw = (u64, Vec<(Vec<u8>, Vec<u8>)>);
-    let (next, entries): Raw = redis::cmd("HSCAN")
-        .arg(keys.ledger(step.node))
-        .arg(step.cursor)
-        .arg("COUNT")
-        .arg(step.count)
-        .query_async(redis)
-        .await?;
-    let entries = entries
-        .into_iter()
-        .filter_map(|(field, value)| Some((String::from_utf8(field).ok()?, value)))
-        .collect();
-    Ok((next, entries))
-}
+use iocluster_ops::presence::{hscan, live_nodes};
 
 /// Reads the sockets `filter` selects, a page at a time, handing each page
 /// to `each`; a socket appears once.

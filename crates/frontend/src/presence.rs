@@ -18,11 +18,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use iocluster_protocol::ids;
 use iocluster_protocol::presence::{
-    self, Cursor, Filter, PAGE_BUDGET, ScanStep, SocketInfo, SocketScan, TALLY_BUDGET, Tally,
-    TallyOf,
+    self, Cursor, Filter, PAGE_BUDGET, SocketInfo, SocketScan, TALLY_BUDGET, Tally, TallyOf,
 };
-use iocluster_protocol::{ids, keys::Keys};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,45 +35,7 @@ pub const MAX_LIMIT: usize = 500;
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The io-nodes whose ledgers to read: listed in `P:ledgers` and leased.
-async fn live_nodes(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
-    let (ledgers, leased): (Vec<String>, Vec<String>) = redis::pipe()
-        .cmd("SMEMBERS")
-        .arg(keys.ledgers())
-        .cmd("ZRANGE")
-        .arg(keys.nodes())
-        .arg(iocluster_ops::unix_ms())
-        .arg("+inf")
-        .arg("BYSCORE")
-        .query_async(redis)
-        .await?;
-    Ok(presence::live_ledger_nodes(ledgers, &leased))
-}
-
-/// One `HSCAN` of a ledger; fields that are not UTF-8 are left out (no
-/// io-node writes them).
-async fn hscan(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-    step: &ScanStep<'_>,
-) -> redis::RedisResult<(u64, Vec<presence::Entry>)> {
-    type Raw = (u64, Vec<(Vec<u8>, Vec<u8>)>);
-    let (next, entries): Raw = redis::cmd("HSCAN")
-        .arg(keys.ledger(step.node))
-        .arg(step.cursor)
-        .arg("COUNT")
-        .arg(step.count)
-        .query_async(redis)
-        .await?;
-    let entries = entries
-        .into_iter()
-        .filter_map(|(field, value)| Some((String::from_utf8(field).ok()?, value)))
-        .collect();
-    Ok((next, entries))
-}
+use iocluster_ops::presence::{hscan, live_nodes};
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query

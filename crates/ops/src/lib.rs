@@ -15,6 +15,7 @@
 //! nothing.
 
 mod node;
+pub mod presence;
 pub mod sentinel;
 pub mod settings;
 
