@@ -1,7 +1,8 @@
 // The browser helper /iocluster.js (run here in Node, with the stock
 // socket.io-client) fails over when its io-node is killed (--pids=id:pid,...)
 // and, keeping one socket, recovers its session on the new io-node: same
-// id, still in its room, and what was sent to the room meanwhile arrives.
+// id, still in its room, and what was sent to the room meanwhile (by an
+// app-node and through the admin API) arrives.
 import { io } from "socket.io-client";
 import { main, args, sleep, waitFor } from "./lib.mjs";
 import "../../frontend/iocluster.js";
@@ -41,10 +42,17 @@ main(async () => {
   process.kill(Number(pids[first]), "SIGKILL");
   await until(() => conn.state !== "connected");
   await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "while away" });
+  // And through the admin API, which keeps retained emits in the log too.
+  const published = await fetch(`${args.admin}/api/v1/publish`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${args.key}`, "content-type": "application/json" },
+    body: JSON.stringify({ event: "gap", args: ["from the api"], to: { rooms: ["r"] } }),
+  });
+  if (!published.ok) throw new Error(`publish: ${published.status} ${await published.text()}`);
   const second = await until(() => conn.state === "connected" && conn.node !== first && conn.node);
-  await until(() => got.length >= 2);
-  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "after" });
   await until(() => got.length >= 3);
+  await b.timeout(5000).emitWithAck("toRoom", { rooms: ["r"], event: "gap", data: "after" });
+  await until(() => got.length >= 4);
   await sleep(300);
   const result = {
     first,

@@ -159,6 +159,8 @@ async fn the_browser_helper_recovers_its_session_on_another_io_node() {
             "recovery-helper.mjs",
             &[
                 &format!("--frontend={}", frontend.url()),
+                &format!("--admin={}", frontend.admin_url()),
+                &format!("--key={}", frontend.api_key),
                 &format!("--pids={pids}"),
             ],
         )
@@ -169,7 +171,7 @@ async fn the_browser_helper_recovers_its_session_on_another_io_node() {
     assert_eq!(result["recovered"], json!(true), "{result}");
     assert_eq!(
         result["got"],
-        json!(["before", "while away", "after"]),
+        json!(["before", "while away", "from the api", "after"]),
         "{result}"
     );
 }
