@@ -511,6 +511,16 @@ impl Cluster {
         }
     }
 
+    /// `id:pid` of every io-node, comma-separated: how scenarios that kill
+    /// an io-node themselves are told which process is which.
+    pub fn io_pids(&self) -> String {
+        self.io
+            .iter()
+            .map(|node| format!("{}:{}", node.id, node.process.pid()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn io_urls(&self) -> Vec<String> {
         self.io.iter().map(IoNode::url).collect()
     }

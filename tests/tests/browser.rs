@@ -93,12 +93,7 @@ async fn the_browser_helper_fails_over_when_its_io_node_dies() {
         .start()
         .await;
     let frontend = cluster.start_frontend().await;
-    let pids = cluster
-        .io
-        .iter()
-        .map(|node| format!("{}:{}", node.id, node.process.pid()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = cluster.io_pids();
     let result = node_scenario(
         "browser-failover.mjs",
         &[
@@ -158,12 +153,7 @@ async fn the_demo_chat_page_works_on_desktop_and_phone() {
         .start()
         .await;
     let frontend = cluster.start_frontend().await;
-    let pids = cluster
-        .io
-        .iter()
-        .map(|node| format!("{}:{}", node.id, node.process.pid()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = cluster.io_pids();
     let result = node_scenario(
         "browser-chat.mjs",
         &[

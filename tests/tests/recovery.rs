@@ -148,12 +148,7 @@ async fn a_client_back_too_late_gets_a_new_session() {
 async fn the_browser_helper_recovers_its_session_on_another_io_node() {
     let cluster = cluster("recovery-helper", 60_000).await;
     let frontend = cluster.start_frontend().await;
-    let pids = cluster
-        .io
-        .iter()
-        .map(|node| format!("{}:{}", node.id, node.process.pid()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = cluster.io_pids();
     let result = cluster
         .scenario(
             "recovery-helper.mjs",

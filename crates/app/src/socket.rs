@@ -52,7 +52,7 @@ pub(crate) enum Publish {
     /// recovery: added to its namespace's log first (see the flush script),
     /// `mark` saying which log and how much it keeps.
     Retained {
-        mark: Vec<u8>,
+        mark: Arc<[u8]>,
         channel: String,
         payload: Vec<u8>,
     },
@@ -78,6 +78,10 @@ impl Publish {
     }
 }
 
+/// A namespace's recovery setting as `P:recovery` says it, and the flush
+/// script's mark for its retained emits.
+type Retention = (String, Arc<[u8]>);
+
 /// State shared by every handle of one app-node.
 pub(crate) struct Ctx {
     pub app_id: String,
@@ -89,7 +93,8 @@ pub(crate) struct Ctx {
     /// Namespaces with connection state recovery: their `P:recovery` value
     /// (`<window ms>:<packets>`) and the flush script's mark for their
     /// retained emits.
-    recovery: std::sync::RwLock<HashMap<String, (String, Vec<u8>)>>,
+    /// Shared, not copied, by each retained emit.
+    recovery: std::sync::RwLock<HashMap<String, Retention>>,
     /// Reads presence from the ledgers (its own Redis connection).
     pub(crate) presence: crate::presence::Reader,
 }
@@ -130,7 +135,10 @@ impl Ctx {
         // minute more), so a client back in time never finds it gone.
         let ttl_ms = window_ms + 60_000;
         let mark = iocluster_protocol::recovery::mark(packets, ttl_ms, &self.keys.log(nsp));
-        recovery.insert(nsp.to_owned(), (format!("{window_ms}:{packets}"), mark));
+        recovery.insert(
+            nsp.to_owned(),
+            (format!("{window_ms}:{packets}"), mark.into()),
+        );
     }
 
     /// What `P:recovery` says of `nsp`: `<window ms>:<packets>`, empty when
@@ -145,7 +153,7 @@ impl Ctx {
     }
 
     /// The flush script's mark for an emit retained in `nsp`'s log.
-    fn retention_mark(&self, nsp: &str) -> Option<Vec<u8>> {
+    fn retention_mark(&self, nsp: &str) -> Option<Arc<[u8]>> {
         self.recovery
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
