@@ -95,6 +95,14 @@ pub async fn run(
         config.namespace_memory,
     ));
     let readiness = iocluster_ops::Readiness::default();
+    let peers = Arc::new(cluster::peers::ClusterPeers::new(
+        config.node_id.clone(),
+        keys.clone(),
+        bridge.clone(),
+        redis.clone(),
+    ));
+    engine.relays().set_peers(peers.clone());
+    let (relay_in, relay_inbound) = tokio::sync::mpsc::unbounded_channel();
     let context = cluster::Context {
         config: config.clone(),
         keys,
@@ -103,6 +111,8 @@ pub async fn run(
         bridge,
         namespaces: namespaces.clone(),
         readiness: readiness.clone(),
+        peers,
+        relay_in,
     };
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
     let recovery = cluster::recovery::Recovery::new(
@@ -135,6 +145,7 @@ pub async fn run(
         None => None,
     };
     let watch = tokio::spawn(engine::watch::watch(node.clone(), closed, tasks.clone()));
+    let relay = tokio::spawn(engine::relay::serve(node.clone(), relay_inbound));
     let cluster_tasks = cluster::spawn(
         context.clone(),
         client,
@@ -185,6 +196,7 @@ pub async fn run(
     }
     // Closing stops reading from the clients: nothing more is accepted.
     engine.close_all(CloseReason::ServerShutdown);
+    engine.relays().close_links();
     // The watch task cleans up each closed session, queueing its sockets'
     // disconnect events behind the events their clients sent before.
     if tokio::time::timeout_at(deadline, engine.until_empty())
@@ -208,6 +220,7 @@ pub async fn run(
     serving.cancel();
     tasks.cancel();
     let _ = tokio::time::timeout_at(deadline, watch).await;
+    relay.abort();
     drain.cancel();
     for task in cluster_tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {

@@ -75,7 +75,7 @@ impl HotMetrics {
 /// recorder is installed (with an ops listener).
 pub(crate) fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    let counters: [(&str, &str); 23] = [
+    let counters: [(&str, &str); 25] = [
         (
             "iocluster_connections_opened_total",
             "Engine.IO sessions opened",
@@ -115,6 +115,14 @@ pub(crate) fn describe() {
         (
             "iocluster_throttled_packets_total",
             "Packets over max_packets_per_second (the client is slowed)",
+        ),
+        (
+            "iocluster_relayed_total",
+            "Requests and WebSockets for sessions another io-node holds, relayed to it, by kind",
+        ),
+        (
+            "iocluster_relay_failures_total",
+            "Relayed requests that got no answer (owner gone or silent): answered 400",
         ),
         (
             "iocluster_events_out_total",
@@ -192,6 +200,7 @@ pub(crate) fn describe() {
         "iocluster_auth_refused_total",
         "iocluster_tls_handshake_failures_total",
         "iocluster_throttled_packets_total",
+        "iocluster_relay_failures_total",
         "iocluster_batched_events_total",
         "iocluster_redeliveries_total",
         "iocluster_recoveries_total",
@@ -206,6 +215,9 @@ pub(crate) fn describe() {
     for reason in crate::engine::CloseReason::ALL {
         metrics::counter!("iocluster_connections_closed_total", "reason" => reason.as_str())
             .increment(0);
+    }
+    for kind in ["poll", "post", "websocket"] {
+        metrics::counter!("iocluster_relayed_total", "kind" => kind).increment(0);
     }
     for task in ["writer", "registry", "subscriber"] {
         metrics::counter!("iocluster_redis_errors_total", "task" => task).increment(0);

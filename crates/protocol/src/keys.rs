@@ -130,6 +130,13 @@ impl Keys {
         self.join(&["n", node])
     }
 
+    /// Channel: relay envelopes for one io-node: requests for the sessions
+    /// it holds, and answers to the requests it relayed
+    /// ([`crate::envelope::relay`]).
+    pub fn relay_channel(&self, node: &str) -> String {
+        self.join(&["relay", node])
+    }
+
     /// Channel: commands for every io-node (emits to a whole namespace).
     pub fn all_channel(&self) -> String {
         self.join(&["all"])

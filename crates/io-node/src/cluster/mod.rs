@@ -15,6 +15,8 @@
 //! - `namespaces`: the list of namespaces app-nodes serve, cached;
 //! - `ledger`: the scripts behind exactly-once disconnect events;
 //! - `auth`: admission by credentials (JWTs here, registered users in Redis);
+//! - `peers`: the other io-nodes, for relaying the sessions they hold
+//!   (relay channels, the live-node set);
 //! - `tail`: sampled copies of queued events for the dashboard's event
 //!   tail, only while an operator watches.
 //!
@@ -24,6 +26,7 @@
 pub(crate) mod auth;
 pub(crate) mod ledger;
 mod namespaces;
+pub(crate) mod peers;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 mod subscriber;
@@ -213,6 +216,10 @@ pub(crate) struct Context {
     pub bridge: Bridge,
     pub namespaces: Arc<Namespaces>,
     pub readiness: iocluster_ops::Readiness,
+    /// The other io-nodes, for the engine's relay.
+    pub peers: peers::SharedPeers,
+    /// Relay envelopes for this node, to the engine's relay task.
+    pub relay_in: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl Context {

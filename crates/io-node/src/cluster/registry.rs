@@ -163,6 +163,14 @@ pub(super) async fn run(
                     continue;
                 }
             }
+            match context.peers.refresh(&mut redis).await {
+                Ok(lost) => {
+                    for node in lost {
+                        context.engine.relays().owner_lost(&node);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
+            }
             iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
             if let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await {
                 tracing::warn!(%error, "cannot check for lost io-nodes");

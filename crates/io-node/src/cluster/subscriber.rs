@@ -41,7 +41,12 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let mut channels = vec![keys.node_channel(context.node_id()), keys.all_channel()];
+        let relay_channel = keys.relay_channel(context.node_id());
+        let mut channels = vec![
+            keys.node_channel(context.node_id()),
+            keys.all_channel(),
+            relay_channel.clone(),
+        ];
         channels.extend(context.sockets.room_channels());
         if let Err(error) = sink.subscribe(&channels).await {
             outage.failed("cannot subscribe", &error);
@@ -56,6 +61,9 @@ pub(super) async fn run(
             // lost, `done`s among them: push those events again rather than
             // leave their sockets waiting.
             context.sockets.redeliver(Duration::ZERO);
+            // Relay envelopes may be lost too: what was relayed fails, and
+            // clients reconnect rather than miss a frame.
+            context.engine.relays().reset();
         }
         resubscribed = true;
         loop {
@@ -71,6 +79,10 @@ pub(super) async fn run(
                     let payload = message.get_payload_bytes();
                     messages.increment(1);
                     bytes.increment(payload.len() as u64);
+                    if message.get_channel_name() == relay_channel {
+                        let _ = context.relay_in.send(payload.to_vec());
+                        continue;
+                    }
                     for command in Command::decode_all(payload) {
                         match command {
                             Ok(command) => context.sockets.apply(command),

@@ -96,6 +96,9 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
         }
         (false, None, _) => error(TransportError::BadHandshakeMethod),
         (false, Some(sid), _) => {
+            if let Some(owner) = engine.relays().foreign_owner(&sid) {
+                return super::relay::relay_polling(&*handler, owner, &sid, request).await;
+            }
             // A closed session is gone for the client, even before the
             // watch task has cleaned it up.
             let Some(session) = engine.session(&sid).filter(|session| !session.is_closed()) else {
@@ -115,6 +118,21 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
                 || !websocket::is_websocket_upgrade(request.headers())
             {
                 return error(TransportError::BadRequest);
+            }
+            if let Some(sid) = &sid
+                && let Some(owner) = engine.relays().foreign_owner(sid)
+            {
+                // Another node holds the session: the WebSocket is relayed
+                // to it (unless it is gone).
+                if !engine.relays().is_live(owner).await {
+                    return error(TransportError::UnknownSid);
+                }
+                return websocket::upgrade_relayed(
+                    handler.clone(),
+                    request,
+                    owner.into(),
+                    sid.as_str().into(),
+                );
             }
             let session = match sid {
                 Some(sid) => {

@@ -14,12 +14,15 @@
 //!   handshake's capture of the request.
 //! - `polling`, `websocket`: the transports.
 //! - `limits`: the per-connection packet-rate token bucket.
+//! - [`relay`]: serving a session another io-node holds (and serving ours
+//!   for others), through the cluster's `Peers` port.
 
 mod budget;
 mod cors;
 mod http;
 pub(crate) mod limits;
 mod polling;
+pub(crate) mod relay;
 mod responses;
 pub(crate) mod session;
 pub(crate) mod watch;
@@ -106,6 +109,8 @@ pub(crate) struct Engine<C> {
     draining: AtomicBool,
     /// Woken when the last session leaves (see [`Engine::until_empty`]).
     empty: tokio::sync::Notify,
+    /// Requests and WebSockets relayed to and from other io-nodes.
+    relays: relay::Relays,
 }
 
 impl<C: Default + Send + 'static> Engine<C> {
@@ -135,12 +140,17 @@ impl<C: Default + Send + 'static> Engine<C> {
             watch,
             draining: AtomicBool::new(false),
             empty: tokio::sync::Notify::new(),
+            relays: relay::Relays::default(),
         };
         (engine, closed)
     }
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub(crate) fn relays(&self) -> &relay::Relays {
+        &self.relays
     }
 
     pub(crate) fn watch(&self) -> &Watch {

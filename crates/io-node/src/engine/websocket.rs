@@ -104,21 +104,7 @@ pub(super) fn upgrade<H: Handler>(
                 return;
             }
         };
-        // tungstenite reserves its whole read buffer per connection (128 KiB
-        // by default): idle connections must stay small.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(WS_WRITE_BUFFER)
-            .max_message_size(Some(max_payload))
-            .max_frame_size(Some(max_payload));
-        let ws: Ws = Box::new(
-            Box::pin(WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            ))
-            .await,
-        );
+        let ws = server_ws(upgraded, max_payload).await;
         match (existing, handshake.zip(ticket)) {
             (Some(session), _) => {
                 let span =
@@ -135,6 +121,166 @@ pub(super) fn upgrade<H: Handler>(
         }
     });
     switching_protocols(accept)
+}
+
+/// The server side of an upgraded connection.
+async fn server_ws(upgraded: hyper::upgrade::Upgraded, max_payload: usize) -> Ws {
+    // tungstenite reserves its whole read buffer per connection (128 KiB
+    // by default): idle connections must stay small.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_message_size(Some(max_payload))
+        .max_frame_size(Some(max_payload));
+    Box::new(
+        Box::pin(WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(config),
+        ))
+        .await,
+    )
+}
+
+/// A WebSocket for a session another io-node holds: accepted here, probed
+/// through the owner, then relayed to it (see `super::relay`).
+pub(super) fn upgrade_relayed<H: Handler>(
+    handler: Arc<H>,
+    mut request: Request,
+    owner: Arc<str>,
+    sid: Arc<str>,
+) -> Response {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error(TransportError::BadRequest);
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let max_payload = handler.engine().config.max_payload;
+    let span = tracing::debug_span!("relayed", %sid, %owner, transport = "websocket");
+    tokio::spawn(
+        async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let ws = server_ws(upgraded, max_payload).await;
+            run_relayed(handler, ws, owner, sid).await;
+        }
+        .instrument(span),
+    );
+    switching_protocols(accept)
+}
+
+/// The probe and the `upgrade` of a relayed WebSocket, then its traffic
+/// until either side closes. The client gets as long as a heartbeat to
+/// send each.
+async fn run_relayed<H: Handler>(handler: Arc<H>, mut ws: Ws, owner: Arc<str>, sid: Arc<str>) {
+    let engine = handler.engine();
+    let patience = engine.config.ping_interval + engine.config.ping_timeout;
+    let mut probed = false;
+    loop {
+        let message = match tokio::time::timeout(patience, ws.next()).await {
+            Ok(message) => message,
+            Err(_) => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => break,
+        };
+        match engine::decode_text(text.as_str()) {
+            Ok(engine::Packet::Ping("probe")) if !probed => {
+                if !super::relay::probe(engine, &owner, &sid).await {
+                    break;
+                }
+                let pong = Message::Text(Utf8Bytes::from_static(engine::PROBE_PONG));
+                if Box::pin(ws.send(pong)).await.is_err() {
+                    return;
+                }
+                probed = true;
+            }
+            Ok(engine::Packet::Upgrade) if probed => {
+                let Some((id, down)) = engine.relays().open_link(&owner, &sid) else {
+                    break;
+                };
+                tracing::debug!("upgraded to a WebSocket relayed to the owner");
+                let reason = serve_relayed(&*handler, &mut ws, &owner, id, down).await;
+                engine.relays().unlink(&owner, id, reason);
+                break;
+            }
+            _ => break,
+        }
+    }
+    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, SinkExt::close(&mut ws))).await;
+}
+
+/// Moves a relayed WebSocket's traffic: what the client sends goes `up` to
+/// the owner (within the packet rate, and not while the owner holds), what
+/// comes `down` is written. Returns why it ended.
+async fn serve_relayed<H: Handler>(
+    handler: &H,
+    ws: &mut Ws,
+    owner: &str,
+    id: u64,
+    mut down: tokio::sync::mpsc::UnboundedReceiver<super::relay::Downward>,
+) -> CloseReason {
+    use super::relay::Downward;
+    use iocluster_protocol::envelope::relay::Packet;
+    let engine = handler.engine();
+    let relays = engine.relays();
+    let mut limiter = RateLimiter::new(engine.config.max_packets_per_second);
+    let mut throttled: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut held = false;
+    let backlog = engine.config.outbox_capacity;
+    loop {
+        let reading = !held && throttled.is_none();
+        tokio::select! {
+            message = ws.next(), if reading => {
+                let packet = match message {
+                    Some(Ok(Message::Text(text))) => Packet::Text(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(bytes))) => Packet::Binary(bytes.to_vec().into()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => return CloseReason::TransportClose,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "relayed WebSocket read failed");
+                        return CloseReason::TransportError;
+                    }
+                };
+                if !relays.up(owner, id, vec![packet]) {
+                    return CloseReason::Overloaded;
+                }
+                if let Some(wait) = limiter.take() {
+                    metrics::counter!("iocluster_throttled_packets_total").increment(1);
+                    throttled = Some(Box::pin(tokio::time::sleep(wait)));
+                }
+            }
+            () = async { throttled.as_mut().expect("set").as_mut().await }, if throttled.is_some() => {
+                throttled = None;
+            }
+            from_owner = down.recv() => match from_owner {
+                Some(Downward::Packets(packets)) => {
+                    // The owner sends as fast as the session's frames come:
+                    // a client that reads slower than that is cut off, as a
+                    // full outbox cuts off a direct one.
+                    if down.len() > backlog {
+                        return CloseReason::SlowClient;
+                    }
+                    let mut out = Vec::new();
+                    for packet in &packets {
+                        match packet {
+                            Packet::Text(text) => encode_data_frame(&mut out, Data::Text, text.as_bytes()),
+                            Packet::Binary(bytes) => encode_data_frame(&mut out, Data::Binary, bytes),
+                        }
+                    }
+                    if let Err(error) = write_out(ws, &out, true).await {
+                        tracing::debug!(%error, "relayed WebSocket write failed");
+                        return CloseReason::TransportError;
+                    }
+                }
+                Some(Downward::Hold(paused)) => held = paused,
+                Some(Downward::Close) | None => return CloseReason::ServerShutdown,
+            },
+        }
+    }
 }
 
 /// One WebSocket, read and written by one task: not split into halves,

@@ -341,7 +341,9 @@ fn decode_from<'de, T: Tagged, R: rmp_serde::decode::ReadSlice<'de>>(
 }
 
 /// Reads the body element as `T`, failing when it is missing.
-fn element<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: &mut A) -> Result<T, A::Error> {
+pub(super) fn element<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+    seq: &mut A,
+) -> Result<T, A::Error> {
     seq.next_element()?
         .ok_or_else(|| de::Error::custom("envelope has no body"))
 }

@@ -9,6 +9,8 @@
 //!
 //! - [`Event`] (`"event"`): io-node to the event queue, one per client packet.
 //! - [`Command`]: app-node to io-nodes over pub/sub.
+//! - [`relay::Relay`]: io-node to io-node, serving a session another node
+//!   holds.
 //! - [`Reply`]: io-node to one app-node's own channel (join confirmations, and
 //!   acknowledgements a client sent for an emit that asked for one).
 
@@ -20,6 +22,7 @@
 
 mod decode;
 mod encode;
+pub mod relay;
 
 #[cfg(test)]
 mod documented_examples;

@@ -1,0 +1,102 @@
+//! The other io-nodes, for the engine's relay (`engine::relay`): relay
+//! envelopes go out on the owner's relay channel through the writer, and
+//! whether a node lives is read from the live-node set (`P:nodes`), kept
+//! here as of the last registry beat and looked up in Redis for a node not
+//! seen then (one that just started).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use iocluster_protocol::envelope::relay::Relay;
+use iocluster_protocol::keys::Keys;
+
+use super::Bridge;
+use crate::clock::unix_ms;
+use crate::engine::relay::Peers;
+use crate::sockets::Cluster as _;
+
+pub(crate) struct ClusterPeers {
+    node: String,
+    keys: Keys,
+    bridge: Bridge,
+    redis: redis::aio::ConnectionManager,
+    /// The io-nodes whose lease ran at the last beat.
+    live: RwLock<HashSet<String>>,
+}
+
+impl ClusterPeers {
+    pub(crate) fn new(
+        node: String,
+        keys: Keys,
+        bridge: Bridge,
+        redis: redis::aio::ConnectionManager,
+    ) -> ClusterPeers {
+        ClusterPeers {
+            node,
+            keys,
+            bridge,
+            redis,
+            live: RwLock::default(),
+        }
+    }
+
+    /// Reads the live set again; returns the nodes that left it since the
+    /// last read (their relayed requests and links fail).
+    pub(crate) async fn refresh(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+    ) -> redis::RedisResult<Vec<String>> {
+        let live: HashSet<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg(unix_ms())
+            .arg("+inf")
+            .query_async(redis)
+            .await?;
+        let mut known = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lost = known.difference(&live).cloned().collect();
+        *known = live;
+        Ok(lost)
+    }
+
+    fn known_live(&self, node: &str) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(node)
+    }
+}
+
+impl Peers for ClusterPeers {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn send(&self, node: &str, relay: &Relay) -> bool {
+        self.bridge
+            .publish(self.keys.relay_channel(node), relay.encode())
+    }
+
+    fn is_live<'a>(&'a self, node: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            if self.known_live(node) {
+                return true;
+            }
+            let mut redis = self.redis.clone();
+            let lease: Option<f64> = redis::cmd("ZSCORE")
+                .arg(self.keys.nodes())
+                .arg(node)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(None);
+            lease.is_some_and(|until| until > unix_ms() as f64)
+        })
+    }
+}
+
+/// Shared by the registry (which refreshes it) and the engine.
+pub(crate) type SharedPeers = Arc<ClusterPeers>;
