@@ -1,10 +1,12 @@
-//! The MessagePack envelopes read from Redis (events, commands, replies):
+//! The MessagePack envelopes read from Redis (events, commands, replies,
+//! relay envelopes between io-nodes):
 //! decoding never panics, and what decodes survives encode → decode. A
 //! pub/sub message of several commands decodes to what each decodes to alone;
 //! events decode as serde decodes them, and a queue item of several events
 //! re-encodes to the same events.
 #![no_main]
 
+use iocluster_protocol::envelope::relay::Relay;
 use iocluster_protocol::envelope::{Command, Event, Reply};
 use libfuzzer_sys::fuzz_target;
 
@@ -28,5 +30,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(reply) = Reply::decode(data) {
         assert_eq!(Reply::decode(&reply.encode()).ok().as_ref(), Some(&reply));
+    }
+    if let Ok(relay) = Relay::decode(data) {
+        assert_eq!(Relay::decode(&relay.encode()).ok().as_ref(), Some(&relay));
     }
 });

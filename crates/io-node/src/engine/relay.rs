@@ -404,6 +404,9 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
         Relay::Poll(request) => {
             let key: (Arc<str>, u64) = (request.from.as_str().into(), request.id);
             let task_handler = handler.clone();
+            // Held while the task starts, so that a poll answered at once
+            // (its removal waits for this) leaves nothing behind.
+            let mut served = lock(&relays.served);
             let task = tokio::spawn(async move {
                 let response = owner_poll(&*task_handler, &request.sid).await;
                 let relays = &task_handler.engine().relays;
@@ -411,7 +414,7 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
                 lock(&relays.served).remove(&key);
                 answer(relays, &request.from, request.id, response).await;
             });
-            lock(&relays.served).insert(key, Served::Poll(task.abort_handle()));
+            served.insert(key, Served::Poll(task.abort_handle()));
         }
         Relay::Post(post) => {
             let handler = handler.clone();

@@ -270,8 +270,12 @@ mod tests {
             id: 7,
             sid: "io-1.abc".into(),
         });
-        let expected: &[u8] = b"\x93\x01\xa4poll\x83\xa4from\xa4io-2\xa2id\x07\xa3sid\xa8io-1.abc";
-        assert_eq!(poll.encode(), expected);
+        let hex: Vec<String> = poll.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "93 01 a4 70 6f 6c 6c 83 a4 66 72 6f 6d a4 69 6f 2d 32 a2 69 64 07 a3 73 69 64 \
+             a8 69 6f 2d 31 2e 61 62 63"
+        );
     }
 
     #[test]
