@@ -6,6 +6,7 @@
 #   scripts/bench.sh SCENARIO [--rounds N] [--systems iocluster,node] [-- SCENARIO ARGS]
 #   scripts/bench.sh fanout --rounds 3 -- --subscribers 2000 --rate 20 --seconds 10
 #   scripts/bench.sh echo -- --clients 100 --seconds 10
+#   scripts/bench.sh polling-echo --systems iocluster -- --clients 100 --affinity off
 #   scripts/bench.sh idle -- --connections 10000 --seconds 5
 #   scripts/bench.sh idle --systems iocluster --processes 6 --generators 6 --sources 8 \
 #     -- --connections 100000 --seconds 10
@@ -22,6 +23,11 @@
 # operator runs several processes on one machine (docs/DEPLOY.md), where one
 # thread per CPU in each would oversubscribe the cores. --threads 0 leaves
 # tokio's default, one per CPU in every process.
+#
+# polling-echo is echo over HTTP long-polling; its --affinity on (default)
+# sends all of a client's requests to one server, --affinity off each
+# request to the next server in turn (no sticky sessions): iocluster only.
+# raw has no long-polling.
 #
 # Systems (2 server processes each unless --processes, one Redis):
 #   iocluster  2 io-nodes + 2 iocluster-bench-app app-nodes (release build)
@@ -60,6 +66,28 @@ bench_args=("$@")
 if [ "$generators" -gt 1 ] && [ "$scenario" != idle ]; then
   echo "--generators applies to idle runs only (other results cannot be merged)" >&2; exit 2
 fi
+if [ "$scenario" = polling-echo ]; then
+  # Which systems can serve it: raw has no long-polling, and without
+  # affinity a session's requests reach every server, which only iocluster
+  # answers.
+  affinity=on prev=""
+  for a in "${bench_args[@]}"; do
+    if [ "$prev" = --affinity ]; then affinity=$a; fi
+    case "$a" in --affinity=*) affinity=${a#--affinity=} ;; esac
+    prev=$a
+  done
+  IFS=, read -r -a wanted <<<"$systems"
+  for system in "${wanted[@]}"; do
+    case "$system" in
+      raw) echo "polling-echo: raw has no long-polling" >&2; exit 2 ;;
+      iocluster|iocluster-base) ;;
+      *) if [ "$affinity" != on ]; then
+           echo "polling-echo --affinity $affinity: $system needs sticky sessions; only iocluster answers a session on any server" >&2
+           exit 2
+         fi ;;
+    esac
+  done
+fi
 if [ -z "$threads" ]; then
   threads=$(( $(nproc) / processes ))
   [ "$threads" -ge 1 ] || threads=1
@@ -74,8 +102,10 @@ if [ "$sources" -gt 0 ]; then
 fi
 
 ensure_redis
-ensure_node
-npm_install bench/peers/node
+if [[ ",$systems," == *,node,* ]]; then
+  ensure_node
+  npm_install bench/peers/node
+fi
 step "cargo build --release (io-node, bench app-node, load generator)"
 cargo build --release -p iocluster-io-node -p iocluster-bench-app -p iocluster-bench
 for peer in raw socketioxide; do
@@ -217,7 +247,7 @@ run_generators() {
     pids_gen+=($!)
   done
   load_ticks=""
-  if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ]; then
+  if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ] || [ "$scenario" = polling-echo ]; then
     # CPU from the moment the load starts: setup (connects, joins) excluded.
     wait_marker LOAD-START "$run_dir/bench-1.err" "${pids_gen[0]}"
     load_ticks=$(sum_over cpu_ticks "${all[@]}")
@@ -299,7 +329,7 @@ if received:
     line["io_nodes_received"] = received
 print(json.dumps(line))
 PY
-    tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("delivered","lost","deliveries_per_s","round_trips_per_s","connected","seconds_until_all")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
+    tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("affinity","delivered","lost","errors","deliveries_per_s","round_trips_per_s","connected","seconds_until_all")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
     stop_all
   done
 done
@@ -321,7 +351,7 @@ def med(values):
 def metrics(runs):
     out = {}
     res = [r["result"] for r in runs]
-    for key in ("sent", "deliveries_per_s", "round_trips_per_s", "delivered", "lost", "disconnected", "publishers_disconnected", "connected", "failed", "seconds_until_all"):
+    for key in ("sent", "deliveries_per_s", "round_trips_per_s", "http_requests_per_s", "delivered", "lost", "errors", "disconnected", "publishers_disconnected", "connected", "failed", "seconds_until_all"):
         if any(key in x for x in res):
             out[key] = med([x.get(key) for x in res])
     lat = [x.get("latency_ms") or x.get("connect_ms") for x in res]

@@ -1,6 +1,7 @@
 //! `iocluster-bench`: a load generator for any Socket.IO v4 server (Engine.IO
-//! v4 over WebSocket), so iocluster and its peers are measured on identical
-//! work. Every server under test implements the same contract:
+//! v4 over WebSocket, or HTTP long-polling for `polling-echo` and the
+//! long-polling connect storm), so iocluster and its peers are measured on
+//! identical work. Every server under test implements the same contract:
 //! `join` (room, ack), `echo` (args, ack with the same args), `bcast`
 //! ({room, payload}) → `tick` (payload) to everyone in the room.
 //!
@@ -21,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use crate::polling::Affinity;
 use crate::scenarios::Targets;
 use crate::scenarios::connect_storm::Transport;
 
@@ -99,6 +101,22 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Request/ack round trips (`echo`) over HTTP long-polling, one in
+    /// flight per client: a long-poll GET always waiting, the echoes and
+    /// pongs POSTed beside it.
+    PollingEcho {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// `on`: all of a client's requests go to its own server (clients
+        /// spread round robin over --urls), as behind a sticky balancer.
+        /// `off`: each request goes to the next server in turn, as behind a
+        /// round-robin balancer without affinity (the servers must answer
+        /// any session's requests).
+        #[arg(long, value_enum, default_value_t = Affinity::On)]
+        affinity: Affinity,
+    },
     /// Hold N idle connections (the run script samples server memory).
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -167,6 +185,11 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         Scenario::Echo { clients, seconds } => {
             scenarios::echo::run(targets, concurrency, clients, seconds).await?
         }
+        Scenario::PollingEcho {
+            clients,
+            seconds,
+            affinity,
+        } => scenarios::polling_echo::run(targets, concurrency, clients, seconds, affinity).await?,
         Scenario::Idle {
             connections,
             seconds,

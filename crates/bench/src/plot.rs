@@ -357,9 +357,19 @@ fn axis(svg: &mut String, x: f64, label: &str) {
 
 fn summary_line(result: &Value) -> String {
     let mut parts = Vec::new();
-    for key in ["delivered", "lost", "round_trips", "connected", "failed"] {
-        if let Some(v) = result.get(key) {
-            parts.push(format!("{key} {v}"));
+    for key in [
+        "affinity",
+        "delivered",
+        "lost",
+        "round_trips",
+        "connected",
+        "failed",
+        "errors",
+    ] {
+        match result.get(key) {
+            Some(Value::String(v)) => parts.push(format!("{key} {v}")),
+            Some(v) => parts.push(format!("{key} {v}")),
+            None => {}
         }
     }
     parts.join(", ")

@@ -29,9 +29,9 @@ pub async fn run(
                 // Whatever keeps the connection open until the end.
                 let held: Box<dyn std::any::Any + Send> = match transport {
                     Transport::Websocket => Box::new(connect(&targets, i).await?),
-                    Transport::Polling => Box::new(
-                        polling::Polling::connect(targets.url(i), targets.source(i)).await?,
-                    ),
+                    Transport::Polling => {
+                        Box::new(polling::connect(targets.url(i), targets.source(i)).await?)
+                    }
                 };
                 anyhow::Ok((t.elapsed().as_micros() as u64, held))
             })

@@ -8,6 +8,7 @@ pub mod connect_storm;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod polling_echo;
 pub mod rooms;
 
 use std::sync::Arc;
