@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod proxy;
+pub use proxy::RoundRobinProxy;
+
 /// Timings short enough for tests, long enough for a loaded 2-core machine.
 pub const PING_INTERVAL_MS: u64 = 400;
 pub const PING_TIMEOUT_MS: u64 = 400;
@@ -722,6 +725,13 @@ impl Cluster {
         tokio::spawn(async move { node_scenario(&script, &args).await })
     }
 
+    /// Starts a [`LiveScenario`] with the io-node URLs (and `extra` args).
+    pub fn live_scenario(&self, script: &str, extra: &[&str]) -> LiveScenario {
+        let mut args: Vec<String> = vec![format!("--urls={}", self.io_urls().join(","))];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        LiveScenario::spawn(script, &args, &self.logs)
+    }
+
     /// `sid reason` of every disconnect event the test app handled.
     pub async fn disconnect_reasons(&self) -> Vec<String> {
         let mut redis = self.redis().await;
@@ -958,22 +968,55 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
 /// Runs `node tests/js/<script> <args>`, requires success, and returns the
 /// JSON on the last line of its output.
 pub async fn node_scenario(script: &str, args: &[String]) -> serde_json::Value {
+    let js = js_dir();
+    let mut command = tokio::process::Command::new("node");
+    command.arg(js.join(script)).args(args).current_dir(&js);
+    run_scenario(script, command).await
+}
+
+/// The python of `tests/py/.venv`, where scripts/test.sh installs
+/// `tests/py/requirements.txt` (python-socketio and its client extras).
+pub fn python() -> PathBuf {
+    let python = workspace_root()
+        .join("tests")
+        .join("py")
+        .join(".venv")
+        .join("bin")
+        .join("python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh (or source scripts/lib.sh; ensure_python)",
+        python.display()
+    );
+    python
+}
+
+/// Runs `tests/py/<script> <args>` with [`python`], requires success, and
+/// returns the JSON on the last line of its output.
+pub async fn python_scenario(script: &str, args: &[String]) -> serde_json::Value {
+    let py = workspace_root().join("tests").join("py");
+    let mut command = tokio::process::Command::new(python());
+    command.arg(py.join(script)).args(args).current_dir(&py);
+    run_scenario(script, command).await
+}
+
+fn js_dir() -> PathBuf {
     let js = workspace_root().join("tests").join("js");
     assert!(
         js.join("node_modules").join("socket.io-client").exists(),
         "tests/js/node_modules is missing: run scripts/test.sh (or npm ci in tests/js)"
     );
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(js.join(script))
-            .args(args)
-            .current_dir(&js)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{script} ran past 120 s"))
-    .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    js
+}
+
+/// Limit of one scenario run.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
+
+async fn run_scenario(script: &str, mut command: tokio::process::Command) -> serde_json::Value {
+    let output = tokio::time::timeout(SCENARIO_LIMIT, command.kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} ran past {} s", SCENARIO_LIMIT.as_secs()))
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -981,6 +1024,10 @@ pub async fn node_scenario(script: &str, args: &[String]) -> serde_json::Value {
         "{script} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    last_json(script, &stdout)
+}
+
+fn last_json(script: &str, stdout: &str) -> serde_json::Value {
     let last = stdout
         .lines()
         .rev()
@@ -988,6 +1035,107 @@ pub async fn node_scenario(script: &str, args: &[String]) -> serde_json::Value {
         .unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{script} printed no JSON last ({e}):\n{stdout}"))
+}
+
+/// A `tests/js` scenario that talks with the test while it runs: it prints
+/// JSON lines ([`LiveScenario::next_json`]) and reads JSON lines on its
+/// standard input ([`LiveScenario::send`]), so the test can act on the
+/// cluster at the moment the scenario is ready for it. Its standard error
+/// goes to `<logs>/<script>.stderr`; it is killed if dropped.
+pub struct LiveScenario {
+    script: String,
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    printed: Vec<String>,
+    stderr: PathBuf,
+}
+
+impl LiveScenario {
+    fn spawn(script: &str, args: &[String], logs: &Path) -> LiveScenario {
+        use tokio::io::AsyncBufReadExt;
+        let js = js_dir();
+        let stderr = logs.join(format!("{script}.stderr"));
+        let file = std::fs::File::create(&stderr).expect("cannot create the scenario's log");
+        let mut child = tokio::process::Command::new("node")
+            .arg(js.join(script))
+            .args(args)
+            .current_dir(&js)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        LiveScenario {
+            script: script.to_owned(),
+            child,
+            stdin,
+            stdout,
+            printed: Vec::new(),
+            stderr,
+        }
+    }
+
+    fn failure(&self, what: &str) -> String {
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!(
+            "{}: {what}; it printed:\n{}\n{stderr}",
+            self.script,
+            self.printed.join("\n")
+        )
+    }
+
+    /// The next line it prints that is a JSON object; panics if it ends or
+    /// prints none within `wait`.
+    pub async fn next_json(&mut self, wait: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let line = match tokio::time::timeout_at(deadline, self.stdout.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(_) => panic!("{}", self.failure("ended before printing JSON")),
+                Err(_) => panic!("{}", self.failure("printed no JSON in time")),
+            };
+            self.printed.push(line.clone());
+            if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_str(&line) {
+                return value;
+            }
+        }
+    }
+
+    /// Writes `value` as one line on its standard input.
+    pub async fn send(&mut self, value: &serde_json::Value) {
+        let line = format!("{value}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{}", self.failure(&format!("cannot be written to: {e}"))));
+    }
+
+    /// Waits for it to end, requires success and returns the JSON it
+    /// printed last.
+    pub async fn finish(mut self) -> serde_json::Value {
+        let read = async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                self.printed.push(line);
+            }
+            self.child.wait().await
+        };
+        let status = tokio::time::timeout(SCENARIO_LIMIT, read).await;
+        let status = match status {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("{}", self.failure(&format!("cannot be waited for: {e}"))),
+            Err(_) => panic!("{}", self.failure("ran too long")),
+        };
+        assert!(
+            status.success(),
+            "{}",
+            self.failure(&format!("failed ({status})"))
+        );
+        last_json(&self.script, &self.printed.join("\n"))
+    }
 }
 
 /// A Rust client on `url`, connected to namespace `/` with `auth`.
