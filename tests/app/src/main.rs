@@ -7,7 +7,8 @@
 //! Namespaces `/` and `/other`. Connection: `auth.reject` refuses with that
 //! message (and `auth.rejectData`); `auth.rooms` are joined; `auth.data` becomes
 //! the socket's data; then `welcome` `{sid, app}` is emitted. Events:
-//! `echo` (emits `echo` back with the same arguments and attachments), `join`/`leave` (room; ack), `toRoom`
+//! `echo` (emits `echo` back with the same arguments and attachments), `ack`
+//! (acknowledged with the same arguments), `join`/`leave` (room; ack), `toRoom`
 //! `{rooms, sids, event, data, except}`, `broadcast` `{event, data}`, `all`
 //! `{event, data}`, `slow` (ms; ack: app id), `state` (ack: `{rooms, data}`),
 //! `append` (n: appends n to the socket data list), `ask` `{event, data}` (emits
@@ -181,6 +182,13 @@ fn setup(ns: &mut iocluster_app::Namespace, counters: Counters) {
         let c = c.clone();
         async move {
             c.handled().await;
+            if name == "ack" {
+                // Acknowledge with the very same arguments.
+                if let Some(ack) = ack {
+                    let _ = ack.send_payload(&payload);
+                }
+                return;
+            }
             let reply = move |value: Value| {
                 if let Some(ack) = ack {
                     let _ = ack.send(&value);
