@@ -48,6 +48,29 @@ ensure_php() {
   fi
 }
 
+# Python 3 (Debian's, when there is none) and a venv at tests/py/.venv with
+# tests/py/requirements.txt (python-socketio's client, pinned), for the
+# python client tests; the venv is remade only when the requirements change.
+ensure_python() {
+  local dir=tests/py
+  if ! command -v python3 >/dev/null; then
+    step "installing python3 and python3-venv (Debian packages)"
+    apt_install python3 python3-venv
+  fi
+  if [ ! -x "$dir/.venv/bin/python" ] || ! cmp -s "$dir/requirements.txt" "$dir/.venv/.iocluster-requirements"; then
+    step "python venv ($dir/.venv)"
+    rm -rf "$dir/.venv"
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    if ! python3 -m venv "$dir/.venv" >/dev/null 2>&1; then
+      rm -rf "$dir/.venv"
+      apt_install python3-venv
+      python3 -m venv "$dir/.venv"
+    fi
+    "$dir/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
+    cp "$dir/requirements.txt" "$dir/.venv/.iocluster-requirements"
+  fi
+}
+
 # npm ci in a folder, skipped when node_modules matches package-lock.json.
 npm_install() {
   local dir=$1
