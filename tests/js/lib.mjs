@@ -1,6 +1,7 @@
 // Helpers for the scenarios the Rust cluster tests run with the official
 // socket.io-client. A scenario prints one JSON line last and exits 0, or
 // prints the failure and exits 1.
+import readline from "node:readline";
 import { io } from "socket.io-client";
 
 export const args = Object.fromEntries(
@@ -56,6 +57,46 @@ export function collect(socket, event) {
   socket.on(event, (...rest) => got.push(rest));
   return got;
 }
+
+/** Collects every `event`'s first argument; `until(n, ms)` resolves once
+ * there are at least `n` (and rejects after `ms`). */
+export function recorder(socket, event) {
+  const got = [];
+  const waiters = [];
+  socket.on(event, (value) => {
+    got.push(value);
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (got.length >= waiters[i].n) waiters.splice(i, 1)[0].resolve();
+    }
+  });
+  got.until = (n, ms = 10000) =>
+    new Promise((resolve, reject) => {
+      if (got.length >= n) return resolve(got);
+      const timer = setTimeout(() => reject(new Error(`${got.length} of ${n} "${event}" events within ${ms} ms`)), ms);
+      waiters.push({
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(got);
+        },
+      });
+    });
+  return got;
+}
+
+/** The JSON lines the test writes on standard input, one per call
+ * (`LiveScenario::send` in tests/src/lib.rs). */
+export function inputLines() {
+  const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  return async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error("standard input closed");
+    return JSON.parse(value);
+  };
+}
+
+/** Prints `value` as one JSON line (for `LiveScenario::next_json`). */
+export const tell = (value) => console.log(JSON.stringify(value));
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
