@@ -63,6 +63,13 @@ iocluster_ops::settings! {
     /// error it can read (and a warn line here).
     #[setting(flag = "parser", value_name = "PARSER", env = IOCLUSTER_PARSER, default = "default".into())]
     parser: String,
+    /// Also serve Engine.IO v3 clients (socket.io-client 2.x, and the apps
+    /// pinned to it), as Node's `allowEIO3`: their handshake, heartbeat
+    /// (the client pings), polling payloads and binary framing, and their
+    /// implicit connection to namespace `/`. App-nodes see no difference.
+    /// Needs the default parser.
+    #[setting(flag = "allow-eio3", env = IOCLUSTER_ALLOW_EIO3, default = false)]
+    allow_eio3: bool,
     /// Most binary attachments one Socket.IO packet may carry (with the
     /// msgpack parser: binary values in one packet).
     #[setting(flag = "max-attachments", value_name = "N", env = IOCLUSTER_MAX_ATTACHMENTS, default = 10)]
@@ -231,6 +238,12 @@ impl RawConfig {
                 "must be at least 32 bytes".into(),
             ));
         }
+        if settings.allow_eio3 && settings.parser == "msgpack" {
+            return Err(ConfigError::Invalid(
+                "allow_eio3",
+                "socket.io-client 2.x has no msgpack parser: use parser = \"default\"".into(),
+            ));
+        }
         Ok(Config {
             public_url: settings
                 .public_url
@@ -256,6 +269,7 @@ impl RawConfig {
                     ));
                 }
             },
+            allow_eio3: settings.allow_eio3,
             outbox_capacity: positive(settings.outbox_capacity, "outbox_capacity")?,
             max_pending_events: positive(settings.max_pending_events, "max_pending_events")?,
             event_batch: positive(settings.event_batch, "event_batch")?,
@@ -343,6 +357,8 @@ pub struct Config {
     pub max_payload: usize,
     /// Most binary attachments of one packet ([`RawConfig::max_attachments`]).
     pub max_attachments: usize,
+    /// Serve Engine.IO v3 clients too ([`RawConfig::allow_eio3`]).
+    pub allow_eio3: bool,
     /// The Socket.IO parser clients use ([`RawConfig::parser`]).
     pub parser: Parser,
     /// Frames queued for one client before it is disconnected as too slow
@@ -553,7 +569,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 38);
+        assert_eq!(RawConfig::SETTINGS.len(), 39);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! the examples in that document honest.
 
 pub mod credentials;
+pub mod eio3;
 pub mod engine;
 pub mod envelope;
 pub mod ids;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
+use iocluster_protocol::eio3;
 use iocluster_protocol::engine::{self, TransportError};
 
 use super::responses::{capture_handshake, error, open_packet, text};
-use super::{Engine, Handler, polling, websocket};
+use super::{Handler, polling, websocket};
 
 /// The query parameters Engine.IO uses.
 struct EngineQuery {
@@ -69,9 +70,11 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
         return StatusCode::NO_CONTENT.into_response();
     }
     let (query, pairs) = parse_query(request.uri().query().unwrap_or(""));
-    if query.eio.as_deref() != Some(engine::PROTOCOL_VERSION) {
-        return error(TransportError::UnsupportedProtocolVersion);
-    }
+    let eio3 = match query.eio.as_deref() {
+        Some(engine::PROTOCOL_VERSION) => false,
+        Some(eio3::PROTOCOL_VERSION) if engine.config.allow_eio3 => true,
+        _ => return error(TransportError::UnsupportedProtocolVersion),
+    };
     let websocket = match query.transport.as_deref() {
         Some("polling") => false,
         Some("websocket") => true,
@@ -92,7 +95,9 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
     };
     match (websocket, query.sid, ticket) {
         (false, None, Some(ticket)) if request.method() == Method::GET => {
-            handshake_polling(engine, peer, &request, pairs, ticket)
+            let handshake = capture_handshake(&engine.config, peer, &request, pairs);
+            drop(request);
+            handshake_polling(&*handler, handshake, ticket, eio3).await
         }
         (false, None, _) => error(TransportError::BadHandshakeMethod),
         (false, Some(sid), _) => {
@@ -153,7 +158,7 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
                 }
                 None => None,
             };
-            websocket::upgrade(handler, peer, request, pairs, session, ticket)
+            websocket::upgrade(handler, peer, request, pairs, session, ticket, eio3)
         }
     }
 }
@@ -168,14 +173,20 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-fn handshake_polling<C: Default + Send + 'static>(
-    engine: &Engine<C>,
-    peer: SocketAddr,
-    request: &Request,
-    query: Vec<(String, String)>,
+async fn handshake_polling<H: Handler>(
+    handler: &H,
+    handshake: iocluster_protocol::envelope::EncodedHandshake,
     ticket: super::budget::Ticket,
+    eio3: bool,
 ) -> Response {
-    let handshake = capture_handshake(&engine.config, peer, request, query);
-    let session = engine.open_session(handshake, false, ticket);
-    text(open_packet(engine, &session.sid, &["websocket"]))
+    let engine = handler.engine();
+    let session = engine.open_session(handshake, false, ticket, eio3);
+    let open = open_packet(engine, &session.sid, &["websocket"]);
+    if !eio3 {
+        return text(open);
+    }
+    let mut payload = String::with_capacity(open.len() + 8);
+    eio3::write_text(&mut payload, &open);
+    super::connect_main_namespace(handler, &session).await;
+    text(payload)
 }

@@ -80,6 +80,7 @@ pub(crate) async fn on_packet<H: Handler>(
     match packet {
         engine::Packet::Pong(_) => session.on_pong(handler.engine().watch()),
         engine::Packet::Ping(data) => {
+            session.on_client_ping(handler.engine().watch());
             session.send(Frame::text(engine::pong(data)));
         }
         engine::Packet::Message(text) => handler.on_message(session, Message::Text(text)).await?,
@@ -93,6 +94,18 @@ pub(crate) async fn on_packet<H: Handler>(
         engine::Packet::Open(_) | engine::Packet::Upgrade => return Err(CloseReason::ParseError),
     }
     Ok(())
+}
+
+/// A v3 client (socket.io-client 2.x) is in namespace `/` without asking:
+/// the node acts as if it had sent CONNECT to `/` right after the
+/// handshake (admission as for any CONNECT).
+pub(crate) async fn connect_main_namespace<H: Handler>(
+    handler: &H,
+    session: &Arc<Session<H::Client>>,
+) {
+    if let Err(reason) = handler.on_message(session, Message::Text("0")).await {
+        session.close(reason);
+    }
 }
 
 /// The live sessions of a node, and what every transport needs to know.
@@ -203,6 +216,7 @@ impl<C: Default + Send + 'static> Engine<C> {
         handshake: iocluster_protocol::envelope::EncodedHandshake,
         websocket: bool,
         unjoined: budget::Ticket,
+        eio3: bool,
     ) -> Arc<Session<C>> {
         let sid: Arc<str> = ids::make(&self.config.node_id, &random_token(20)).into();
         let session = Session::new(
@@ -212,6 +226,7 @@ impl<C: Default + Send + 'static> Engine<C> {
             websocket,
             &self.watch,
             Some(unjoined),
+            eio3,
         );
         let mut sessions = write(&self.sessions);
         sessions.insert(session.sid.clone(), session.clone());

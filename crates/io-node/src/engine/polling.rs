@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
+use iocluster_protocol::eio3;
 use iocluster_protocol::engine::{self, TransportError};
 
 use super::limits::RateLimiter;
@@ -20,50 +21,79 @@ pub(super) async fn poll<C>(engine: &Engine<C>, session: Arc<Session<C>>) -> Res
         session.close(CloseReason::TransportError);
         return error(TransportError::BadRequest);
     };
+    let eio3 = session.eio3;
     let Some(first) = session.next_frame().await else {
         // Closed while waiting. A client that closed it (a close packet in
         // a POST) gets a noop; anything else tells the client it is closed.
         return match session.close_reason() {
-            CloseReason::TransportClose => text(engine::NOOP.to_owned()),
-            _ => text(engine::CLOSE.to_owned()),
+            CloseReason::TransportClose => text(single(eio3, engine::NOOP)),
+            _ => text(single(eio3, engine::CLOSE)),
         };
     };
     let budget = engine.config.max_payload;
     let mut body = String::new();
-    let mut then_close = write_polling_frame(&mut body, &first);
+    let mut then_close = write_polling_frame(&mut body, &first, eio3);
     let mut last = first;
     while then_close.is_none() && !last.ends_write() && body.len() < budget {
         let Some(frame) = session.outbox.try_pop() else {
             break;
         };
-        if !matches!(frame, Frame::CloseAfter(_)) {
+        if !eio3 && !matches!(frame, Frame::CloseAfter(_)) {
             body.push(engine::RECORD_SEPARATOR);
         }
-        then_close = write_polling_frame(&mut body, &frame);
+        then_close = write_polling_frame(&mut body, &frame, eio3);
         last = frame;
     }
     if let Some(reason) = then_close {
         session.close(reason);
         if body.is_empty() {
-            return text(engine::CLOSE.to_owned());
+            return text(single(eio3, engine::CLOSE));
         }
     }
     text(body)
 }
 
-/// Appends a frame's packets to a polling body; returns the reason to close
-/// the session with once the body is sent, for a [`Frame::CloseAfter`].
-fn write_polling_frame(body: &mut String, frame: &Frame) -> Option<CloseReason> {
+/// A body of one packet.
+fn single(eio3: bool, packet: &str) -> String {
+    let mut body = String::new();
+    if eio3 {
+        eio3::write_text(&mut body, packet);
+    } else {
+        body.push_str(packet);
+    }
+    body
+}
+
+/// Appends a frame's packets to a polling body (framed the v3 way for a v3
+/// client); returns the reason to close the session with once the body is
+/// sent, for a [`Frame::CloseAfter`].
+fn write_polling_frame(body: &mut String, frame: &Frame, eio3: bool) -> Option<CloseReason> {
+    let text = |body: &mut String, packet: &str| {
+        if eio3 {
+            eio3::write_text(body, packet);
+        } else {
+            body.push_str(packet);
+        }
+    };
+    let binary = |body: &mut String, data: &[u8]| {
+        if eio3 {
+            eio3::write_binary(body, data);
+        } else {
+            engine::write_polling_binary(body, data);
+        }
+    };
     match frame {
-        Frame::Text(text) | Frame::Alone(text) => body.push_str(text.as_str()),
-        Frame::WithBinary(text, attachments) => {
-            body.push_str(text.as_str());
+        Frame::Text(packet) | Frame::Alone(packet) => text(body, packet.as_str()),
+        Frame::WithBinary(packet, attachments) => {
+            text(body, packet.as_str());
             for attachment in attachments.iter() {
-                body.push(engine::RECORD_SEPARATOR);
-                engine::write_polling_binary(body, attachment);
+                if !eio3 {
+                    body.push(engine::RECORD_SEPARATOR);
+                }
+                binary(body, attachment);
             }
         }
-        Frame::Binary(bytes, _) => engine::write_polling_binary(body, bytes),
+        Frame::Binary(bytes, _) => binary(body, bytes),
         Frame::CloseAfter(reason) => return Some(*reason),
     }
     None
@@ -97,43 +127,75 @@ async fn read_post<H: Handler>(
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         }
     };
+    if session.eio3 {
+        let Ok(packets) = eio3::decode_payload(&body) else {
+            session.close(CloseReason::ParseError);
+            return error(TransportError::BadRequest);
+        };
+        for packet in packets {
+            if let Some(refused) = take_packet(handler, session, Ok(packet)).await {
+                return refused;
+            }
+        }
+        return ok();
+    }
     let Ok(payload) = std::str::from_utf8(&body) else {
         session.close(CloseReason::ParseError);
         return error(TransportError::BadRequest);
     };
-    let rate = handler.engine().config.max_packets_per_second;
     for record in engine::split_payload(payload) {
-        // Held while the layer above cannot take more from this client: the
-        // rest of the body waits (it is in memory already, at most
-        // `max_payload`), and the client sends nothing more meanwhile.
-        if session.is_paused() {
-            session.until_resumed().await;
-            if session.is_closed() {
-                return error(TransportError::BadRequest);
-            }
-        }
-        let wait = session
-            .lock()
-            .limiter
-            .get_or_insert_with(|| RateLimiter::new(rate))
-            .take();
-        if let Some(wait) = wait {
-            session.hold_back();
-            metrics::counter!("iocluster_throttled_packets_total").increment(1);
-            tokio::time::sleep(wait).await;
-        }
-        let result = match engine::decode_polling_record(record) {
-            Ok(packet) => super::on_packet(handler, session, packet).await,
-            Err(_) => Err(CloseReason::ParseError),
-        };
-        if let Err(reason) = result {
-            session.close(reason);
-            // A close packet is the client's own goodbye, not an error.
-            if reason == CloseReason::TransportClose {
-                break;
-            }
-            return error(TransportError::BadRequest);
+        let packet = engine::decode_polling_record(record).map_err(|_| CloseReason::ParseError);
+        if let Some(refused) = take_packet(handler, session, packet).await {
+            return refused;
         }
     }
+    ok()
+}
+
+fn ok() -> Response {
     ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}
+
+/// Hands one packet of a POST to the engine, within the packet rate and
+/// not while the layer above holds the client back. `Some`: the answer to
+/// the POST now (the session closed); the rest of the body is not read.
+async fn take_packet<H: Handler>(
+    handler: &H,
+    session: &Arc<Session<H::Client>>,
+    packet: Result<engine::Packet<'_>, CloseReason>,
+) -> Option<Response> {
+    let rate = handler.engine().config.max_packets_per_second;
+    // Held while the layer above cannot take more from this client: the
+    // rest of the body waits (it is in memory already, at most
+    // `max_payload`), and the client sends nothing more meanwhile.
+    if session.is_paused() {
+        session.until_resumed().await;
+        if session.is_closed() {
+            return Some(error(TransportError::BadRequest));
+        }
+    }
+    let wait = session
+        .lock()
+        .limiter
+        .get_or_insert_with(|| RateLimiter::new(rate))
+        .take();
+    if let Some(wait) = wait {
+        session.hold_back();
+        metrics::counter!("iocluster_throttled_packets_total").increment(1);
+        tokio::time::sleep(wait).await;
+    }
+    let result = match packet {
+        Ok(packet) => super::on_packet(handler, session, packet).await,
+        Err(reason) => Err(reason),
+    };
+    let Err(reason) = result else {
+        return None;
+    };
+    session.close(reason);
+    // A close packet is the client's own goodbye, not an error.
+    Some(if reason == CloseReason::TransportClose {
+        ok()
+    } else {
+        error(TransportError::BadRequest)
+    })
 }

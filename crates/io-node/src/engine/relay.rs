@@ -659,7 +659,7 @@ async fn on_packets<H: Handler>(
                 Err(_) => return Err(CloseReason::ParseError),
             },
             Packet::Binary(bytes) => {
-                let packet = engine::Packet::Binary(bytes.into_vec().into());
+                let packet = super::websocket::binary_packet(session, &bytes)?;
                 super::on_packet(handler, session, packet).await?
             }
         }
@@ -669,8 +669,17 @@ async fn on_packets<H: Handler>(
 
 /// `first` and what else waits in the outbox, as one `down` envelope's
 /// packets (a write's worth), and the reason to close with after them for a
-/// [`Frame::CloseAfter`].
+/// [`Frame::CloseAfter`]. Binary packets as the client's WebSocket carries
+/// them (after the `message` type byte for a v3 client).
 fn down_batch<C>(session: &Session<C>, first: Frame) -> (Vec<Packet>, Option<CloseReason>) {
+    let binary = |data: &[u8]| {
+        let mut bytes = Vec::with_capacity(data.len() + 1);
+        if session.eio3 {
+            bytes.push(iocluster_protocol::eio3::BINARY_MESSAGE);
+        }
+        bytes.extend_from_slice(data);
+        Packet::Binary(ByteBuf::from(bytes))
+    };
     let mut packets = Vec::new();
     let mut bytes = 0;
     let mut next = Some(first);
@@ -688,12 +697,12 @@ fn down_batch<C>(session: &Session<C>, first: Frame) -> (Vec<Packet>, Option<Clo
                 packets.push(Packet::Text(text.as_str().to_owned()));
                 for attachment in attachments.iter() {
                     bytes += attachment.len();
-                    packets.push(Packet::Binary(ByteBuf::from(attachment.to_vec())));
+                    packets.push(binary(attachment));
                 }
             }
             Frame::Binary(data, _) => {
                 bytes += data.len();
-                packets.push(Packet::Binary(ByteBuf::from(data.to_vec())));
+                packets.push(binary(&data));
             }
             Frame::CloseAfter(reason) => return (packets, Some(reason)),
         }
@@ -719,6 +728,7 @@ mod tests {
             false,
             watch,
             None,
+            false,
         )
     }
 

@@ -167,6 +167,9 @@ pub(crate) struct SessionState {
 
 pub(crate) struct Session<C> {
     pub sid: Arc<str>,
+    /// An Engine.IO v3 client (socket.io-client 2.x): it sends the pings,
+    /// and its polling payloads and binary packets are framed the v3 way.
+    pub eio3: bool,
     /// Frames waiting for the client, at most `outbox_capacity`.
     pub outbox: Outbox,
     /// Held by whichever transport is writing to the client. A second
@@ -220,10 +223,19 @@ impl<C: Default> Session<C> {
         websocket: bool,
         watch: &Watch,
         unjoined: Option<super::budget::Ticket>,
+        eio3: bool,
     ) -> Arc<Session<C>> {
         let now = watch.now_ms();
+        // A v4 client's first ping is due in an interval; a v3 client's
+        // first ping must arrive within an interval and a timeout.
+        let heartbeat = if eio3 {
+            AWAITING_PONG | (now + millis(watch.ping_interval() + watch.ping_timeout()))
+        } else {
+            now + millis(watch.ping_interval())
+        };
         Arc::new(Session {
             sid,
+            eio3,
             outbox: Outbox::new(capacity),
             outbox_reader: tokio::sync::Mutex::new(()),
             state: Mutex::new(SessionState {
@@ -232,7 +244,7 @@ impl<C: Default> Session<C> {
             }),
             client: Mutex::new(C::default()),
             handshake,
-            heartbeat: AtomicU64::new(now + millis(watch.ping_interval())),
+            heartbeat: AtomicU64::new(heartbeat),
             connect_deadline: AtomicU64::new((now + millis(watch.connect_timeout())).max(1)),
             attached: AtomicBool::new(false),
             unjoined: Mutex::new(unjoined),
@@ -417,6 +429,10 @@ impl<C> Session<C> {
     /// Engine.IO servers do, so a client sees a ping within pingInterval +
     /// pingTimeout). A pong nobody asked for changes nothing.
     pub(crate) fn on_pong(&self, watch: &Watch) {
+        if self.eio3 {
+            // A v3 client is the one that pings.
+            return;
+        }
         let beat = self.heartbeat.load(Ordering::Acquire);
         if beat & AWAITING_PONG != 0 {
             let next = watch.now_ms() + millis(watch.ping_interval());
@@ -425,6 +441,16 @@ impl<C> Session<C> {
             let _ =
                 self.heartbeat
                     .compare_exchange(beat, next, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// A v3 client's ping (answered by the caller): the next one is due
+    /// within an interval and a timeout, as Engine.IO v3 servers wait.
+    pub(crate) fn on_client_ping(&self, watch: &Watch) {
+        if self.eio3 {
+            let deadline = watch.now_ms() + millis(watch.ping_interval() + watch.ping_timeout());
+            self.heartbeat
+                .store(AWAITING_PONG | deadline, Ordering::Release);
         }
     }
 
@@ -473,7 +499,10 @@ impl<C> Session<C> {
             {
                 let deadline = AWAITING_PONG | (now + millis(watch.ping_timeout()));
                 self.heartbeat.store(deadline, Ordering::Release);
-                self.send(Frame::ping());
+                // A v3 client pings by itself; its ping may be unread.
+                if !self.eio3 {
+                    self.send(Frame::ping());
+                }
             }
             Some(Beat::PongLate) => self.close(CloseReason::PingTimeout),
             Some(Beat::Ping) => {
@@ -607,6 +636,7 @@ mod tests {
             true,
             watch,
             None,
+            false,
         );
         session.attach();
         session
@@ -636,6 +666,36 @@ mod tests {
         assert_eq!(session.outbox.try_pop().unwrap().as_text(), "2");
         // Not held back this time: closed.
         session.on_due(start + 302, 0, &watch);
+        assert_eq!(session.close_reason(), CloseReason::PingTimeout);
+    }
+
+    #[test]
+    fn a_v3_client_pings_and_the_node_only_waits_for_its_pings() {
+        let (watch, _closed) = watch();
+        let session = Session::<()>::new(
+            "n1~v3".into(),
+            EncodedHandshake::new(&Default::default()),
+            16,
+            true,
+            &watch,
+            None,
+            true,
+        );
+        session.attach();
+        let start = watch.now_ms();
+        // No ping from the node, ever; the client's first ping is awaited
+        // for an interval and a timeout.
+        session.on_due(start + 150, 0, &watch);
+        assert!(session.outbox.try_pop().is_none());
+        assert!(!session.is_closed());
+        // A pong changes nothing for a v3 client; its ping moves the deadline.
+        session.on_pong(&watch);
+        session.on_client_ping(&watch);
+        let pinged = watch.now_ms();
+        session.on_due(pinged + 199, 0, &watch);
+        assert!(!session.is_closed());
+        assert!(session.outbox.try_pop().is_none());
+        session.on_due(pinged + 201, 0, &watch);
         assert_eq!(session.close_reason(), CloseReason::PingTimeout);
     }
 

@@ -83,6 +83,7 @@ pub(super) fn upgrade<H: Handler>(
     query: Vec<(String, String)>,
     existing: Option<Arc<Session<H::Client>>>,
     ticket: Option<super::budget::Ticket>,
+    eio3: bool,
 ) -> Response {
     let engine = handler.engine();
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -112,7 +113,7 @@ pub(super) fn upgrade<H: Handler>(
                 run_upgrade(handler, session, ws).instrument(span).await;
             }
             (None, Some((handshake, ticket))) => {
-                let session = handler.engine().open_session(handshake, true, ticket);
+                let session = handler.engine().open_session(handshake, true, ticket, eio3);
                 let span =
                     tracing::debug_span!("session", sid = %session.sid, transport = "websocket");
                 run_websocket(handler, session, ws).instrument(span).await;
@@ -295,6 +296,9 @@ async fn run_websocket<H: Handler>(handler: Arc<H>, session: Arc<Session<H::Clie
         session.close(CloseReason::TransportError);
         return;
     }
+    if session.eio3 {
+        super::connect_main_namespace(&*handler, &session).await;
+    }
     spawn_serve(handler, session, ws);
 }
 
@@ -447,14 +451,10 @@ async fn serve_websocket<H: Handler>(
                         Ok(packet) => Box::pin(super::on_packet(&*handler, &session, packet)).await,
                         Err(_) => Err(CloseReason::ParseError),
                     },
-                    Some(Ok(Message::Binary(bytes))) => {
-                        Box::pin(super::on_packet(
-                            &*handler,
-                            &session,
-                            engine::Packet::Binary(bytes.to_vec().into()),
-                        ))
-                        .await
-                    }
+                    Some(Ok(Message::Binary(bytes))) => match binary_packet(&session, &bytes) {
+                        Ok(packet) => Box::pin(super::on_packet(&*handler, &session, packet)).await,
+                        Err(reason) => Err(reason),
+                    },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
                     Some(Ok(Message::Close(_))) | None => Err(CloseReason::TransportClose),
                     Some(Err(error)) => {
@@ -502,6 +502,20 @@ async fn serve_websocket<H: Handler>(
     }
 }
 
+/// A binary WebSocket message as an Engine.IO packet: the message itself
+/// for v4, after its `message` type byte for v3.
+pub(super) fn binary_packet<C>(
+    session: &Session<C>,
+    bytes: &[u8],
+) -> Result<engine::Packet<'static>, CloseReason> {
+    let data = if session.eio3 {
+        iocluster_protocol::eio3::binary_message(bytes).map_err(|_| CloseReason::ParseError)?
+    } else {
+        bytes
+    };
+    Ok(engine::Packet::Binary(data.to_vec().into()))
+}
+
 /// How long a closing WebSocket task may take to finish the write under way,
 /// and then to send its close frame.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -538,7 +552,8 @@ async fn write_frames<C>(
     flush_first: bool,
 ) -> Result<Written, tokio_tungstenite::tungstenite::Error> {
     let mut out = Vec::new();
-    let mut then_close = encode_frame(&mut out, &first);
+    let eio3 = session.eio3;
+    let mut then_close = encode_frame(&mut out, &first, eio3);
     let mut last = first;
     for _ in 1..WRITE_BATCH {
         if out.len() >= WRITE_BATCH_BYTES || last.ends_write() {
@@ -546,7 +561,7 @@ async fn write_frames<C>(
         }
         match session.outbox.try_pop() {
             Some(frame) => {
-                then_close = encode_frame(&mut out, &frame);
+                then_close = encode_frame(&mut out, &frame, eio3);
                 last = frame;
             }
             None => break,
@@ -595,8 +610,9 @@ async fn write_out(
 }
 
 /// Returns the reason to close the session with once what came before is
-/// written, for a [`Frame::CloseAfter`].
-fn encode_frame(out: &mut Vec<u8>, frame: &Frame) -> Option<CloseReason> {
+/// written, for a [`Frame::CloseAfter`]. A v3 client's binary packets
+/// start with the `message` type byte.
+fn encode_frame(out: &mut Vec<u8>, frame: &Frame, eio3: bool) -> Option<CloseReason> {
     match frame {
         Frame::Text(text) | Frame::Alone(text) => {
             encode_data_frame(out, Data::Text, text.as_bytes())
@@ -604,13 +620,24 @@ fn encode_frame(out: &mut Vec<u8>, frame: &Frame) -> Option<CloseReason> {
         Frame::WithBinary(text, attachments) => {
             encode_data_frame(out, Data::Text, text.as_bytes());
             for attachment in attachments.iter() {
-                encode_data_frame(out, Data::Binary, attachment);
+                encode_binary_frame(out, attachment, eio3);
             }
         }
-        Frame::Binary(bytes, _) => encode_data_frame(out, Data::Binary, bytes),
+        Frame::Binary(bytes, _) => encode_binary_frame(out, bytes, eio3),
         Frame::CloseAfter(reason) => return Some(*reason),
     }
     None
+}
+
+fn encode_binary_frame(out: &mut Vec<u8>, data: &[u8], eio3: bool) {
+    if eio3 {
+        let mut prefixed = Vec::with_capacity(data.len() + 1);
+        prefixed.push(iocluster_protocol::eio3::BINARY_MESSAGE);
+        prefixed.extend_from_slice(data);
+        encode_data_frame(out, Data::Binary, &prefixed);
+    } else {
+        encode_data_frame(out, Data::Binary, data);
+    }
 }
 
 /// One final, unmasked data frame (a server's), its header written by
@@ -662,7 +689,7 @@ mod tests {
         let attachment = bytes::Bytes::from_static(&[1, 2, 3]);
         let frame = Frame::WithBinary(Utf8Bytes::from_static(text), Arc::from(vec![attachment]));
         let mut out = Vec::new();
-        encode_frame(&mut out, &frame);
+        encode_frame(&mut out, &frame, false);
         let mut expected = tungstenite_frame(Data::Text, text.as_bytes());
         expected.extend(tungstenite_frame(Data::Binary, &[1, 2, 3]));
         assert_eq!(out, expected);

@@ -370,8 +370,11 @@ impl Sockets {
 /// The CONNECT that admits a socket, in a write of its own: a client that
 /// reads one message and only then listens for the next still gets the
 /// first emit of its connection handler.
+/// A v3 client (socket.io-client 2.x) gets a CONNECT without payload, as
+/// Node's Socket.IO sends it: its parser takes only an array as a payload.
 fn connect_frame(parser: Parser, socket: &Socket) -> Frame {
     let payload = match &socket.recovery {
+        _ if socket.session.eio3 => String::new(),
         Some(recovery) => {
             iocluster_protocol::socketio::connect_payload_with_pid(&socket.id, &recovery.pid)
         }

@@ -191,6 +191,12 @@ impl Sockets {
         self.hot.client_packet(kind).increment(1);
         match kind {
             PacketKind::Connect => {
+                // socket.io-client 2.x puts the namespace's query after it
+                // (`/chat?token=1`): not part of the name.
+                let nsp = match session.eio3 {
+                    true => nsp.split('?').next().unwrap_or(nsp),
+                    false => nsp,
+                };
                 if session.client().sockets.contains(nsp) {
                     tracing::debug!(sid = %session.sid, nsp, "second CONNECT to the same namespace ignored");
                     return Ok(None);

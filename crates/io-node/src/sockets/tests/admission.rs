@@ -251,3 +251,27 @@ fn a_verified_credential_reaches_no_app_node_and_no_redis_key() {
     let connect = fixture.events().remove(0).remove(0);
     assert_eq!(connect.data.as_deref(), Some(r#"{"userId":"bob"}"#));
 }
+
+#[test]
+fn a_v2_client_names_a_namespace_with_its_query_and_gets_a_connect_without_payload() {
+    let fixture = Fixture::new();
+    let session = fixture.eio3_session();
+    let request = fixture
+        .sockets
+        .on_message(&session, Message::Text("0/chat?token=abc,"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((request.nsp.as_str(), request.auth.as_str()), ("/chat", ""));
+    fixture
+        .sockets
+        .connect(&session, request, Admission::ByApp, None);
+    let effects = fixture.effects();
+    let Some(Effect::Event(events)) = effects.get(1) else {
+        panic!("the connect event: {effects:?}");
+    };
+    fixture.done(&events[0].sid, "/chat", 0);
+    // socket.io-client 2.x takes only an array as a packet's payload.
+    assert_eq!(frames(&session), ["40/chat,"]);
+    fixture.apply(Command::Emit(emit("/chat", "[\"hi\"]")));
+    assert_eq!(frames(&session), ["42/chat,[\"hi\"]"]);
+}

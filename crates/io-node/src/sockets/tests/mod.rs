@@ -151,6 +151,15 @@ impl Fixture {
     }
 
     pub(super) fn session(&self) -> Arc<Session> {
+        self.session_of(false)
+    }
+
+    /// A session of a socket.io-client 2.x (Engine.IO v3).
+    pub(super) fn eio3_session(&self) -> Arc<Session> {
+        self.session_of(true)
+    }
+
+    fn session_of(&self, eio3: bool) -> Arc<Session> {
         let n = self.sessions.fetch_add(1, Ordering::Relaxed);
         Session::new(
             format!("n1~session{n}").into(),
@@ -159,6 +168,7 @@ impl Fixture {
             true,
             &self.watch,
             None,
+            eio3,
         )
     }
 
