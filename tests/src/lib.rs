@@ -148,45 +148,113 @@ fn log_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// A private redis-server on a free port, keeping nothing on disk.
+/// A private redis-server on a free port, keeping nothing on disk. With
+/// [`RedisTls`] it also listens with TLS on a second port: nodes use that
+/// one ([`RedisServer::node_url`]), the test's own connections the plain
+/// one.
 pub struct RedisServer {
     process: Process,
     port: u16,
     dir: PathBuf,
+    tls: Option<(RedisTls, u16)>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (PEM files),
+/// for Redis with TLS. Nodes trust the CA through `SSL_CERT_FILE`.
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl RedisTls {
+    /// The arguments that make a redis-server (or Sentinel) also listen
+    /// with TLS on `port` and speak TLS to the servers it replicates from
+    /// or watches.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            self.cert.display().to_string(),
+            "--tls-key-file".into(),
+            self.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            self.ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]
+    }
 }
 
 impl RedisServer {
     pub async fn start(logs: &Path) -> RedisServer {
+        Self::start_with(logs, None).await
+    }
+
+    /// A server that also listens with TLS, with `tls`'s certificate.
+    pub async fn start_with(logs: &Path, tls: Option<&RedisTls>) -> RedisServer {
         let port = free_port();
         let dir = logs.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let process = Self::spawn(port, &dir, logs);
-        let server = RedisServer { process, port, dir };
+        let tls = tls.map(|tls| (tls.clone(), free_port()));
+        let process = Self::spawn(port, &dir, logs, tls.as_ref());
+        let server = RedisServer {
+            process,
+            port,
+            dir,
+            tls,
+        };
         server.wait_ready().await;
         server
     }
 
-    /// A replica of the server on `master`'s port.
-    pub async fn start_replica(logs: &Path, master: u16) -> RedisServer {
+    /// A replica of `master` (over TLS when the master has it).
+    pub async fn start_replica(logs: &Path, master: &RedisServer) -> RedisServer {
         let port = free_port();
         let dir = logs.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let mut command = Self::command(port, &dir);
-        command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        let tls = master
+            .tls
+            .as_ref()
+            .map(|(tls, _)| (tls.clone(), free_port()));
+        let mut command = Self::command(port, &dir, tls.as_ref());
+        command.args(["--replicaof", "127.0.0.1", &master.node_port().to_string()]);
         let process = Process::spawn_appending(command, logs.join(format!("redis-{port}.log")));
-        let server = RedisServer { process, port, dir };
+        let server = RedisServer {
+            process,
+            port,
+            dir,
+            tls,
+        };
         server.wait_ready().await;
         server
     }
 
-    fn spawn(port: u16, dir: &Path, logs: &Path) -> Process {
+    fn spawn(port: u16, dir: &Path, logs: &Path, tls: Option<&(RedisTls, u16)>) -> Process {
         Process::spawn_appending(
-            Self::command(port, dir),
+            Self::command(port, dir, tls),
             logs.join(format!("redis-{port}.log")),
         )
     }
 
-    fn command(port: u16, dir: &Path) -> Command {
+    /// The port nodes use: the TLS one if there is one.
+    pub fn node_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, |(_, port)| *port)
+    }
+
+    /// The URL nodes use: `rediss://` to the TLS port if there is one.
+    pub fn node_url(&self) -> String {
+        match &self.tls {
+            Some((_, port)) => format!("rediss://127.0.0.1:{port}"),
+            None => self.url(),
+        }
+    }
+
+    fn command(port: u16, dir: &Path, tls: Option<&(RedisTls, u16)>) -> Command {
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -201,6 +269,9 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir);
+        if let Some((tls, tls_port)) = tls {
+            command.args(tls.server_args(*tls_port));
+        }
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -258,7 +329,7 @@ impl RedisServer {
             .parent()
             .expect("redis dir has a parent")
             .to_path_buf();
-        self.process = Self::spawn(self.port, &self.dir, &logs);
+        self.process = Self::spawn(self.port, &self.dir, &logs, self.tls.as_ref());
         self.wait_ready().await;
     }
 }
@@ -268,34 +339,51 @@ impl RedisServer {
 pub struct Sentinels {
     pub replica: RedisServer,
     ports: Vec<u16>,
+    /// With TLS: each Sentinel's TLS port, which nodes use.
+    tls_ports: Vec<u16>,
+    /// The Sentinels' own password (`requirepass`), with TLS.
+    password: Option<String>,
     _processes: Vec<Process>,
 }
 
 impl Sentinels {
     /// Starts a replica of `master` and three Sentinels; returns once every
     /// Sentinel knows the replica and the other two (a failover needs them).
+    /// With a master that has TLS, the Sentinels speak TLS to it and
+    /// listen with TLS too, and ask clients for a password.
     pub async fn start(master: &RedisServer, logs: &Path) -> Sentinels {
-        let replica = RedisServer::start_replica(logs, master.port()).await;
+        let replica = RedisServer::start_replica(logs, master).await;
+        let password = master.tls.as_ref().map(|_| "sentinel-secret".to_owned());
         let mut ports = Vec::new();
+        let mut tls_ports = Vec::new();
         let mut processes = Vec::new();
         for _ in 0..3 {
             let port = free_port();
             let conf = logs.join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                     sentinel monitor mymaster 127.0.0.1 {master} 2\n\
-                     sentinel down-after-milliseconds mymaster 1000\n\
-                     sentinel failover-timeout mymaster 4000\n\
-                     sentinel parallel-syncs mymaster 1\n",
-                    dir = logs.display(),
-                    master = master.port(),
-                ),
-            )
-            .expect("cannot write a Sentinel config");
+            let mut text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 4000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                dir = logs.display(),
+                master = master.node_port(),
+            );
+            if let Some(password) = &password {
+                // Sentinels authenticate to each other with it too.
+                text.push_str(&format!(
+                    "requirepass {password}\nsentinel sentinel-pass {password}\n"
+                ));
+            }
+            std::fs::write(&conf, text).expect("cannot write a Sentinel config");
             let mut command = Command::new("redis-server");
             command.arg(&conf).arg("--sentinel");
+            if let Some((tls, _)) = &master.tls {
+                let tls_port = free_port();
+                command.args(tls.server_args(tls_port));
+                tls_ports.push(tls_port);
+            }
+
             processes.push(Process::spawn_appending(
                 command,
                 logs.join(format!("sentinel-{port}.log")),
@@ -305,7 +393,7 @@ impl Sentinels {
         let deadline = Instant::now() + Duration::from_secs(30);
         for port in &ports {
             loop {
-                if Self::ready(*port).await {
+                if Self::ready(*port, password.as_deref()).await {
                     break;
                 }
                 assert!(
@@ -318,12 +406,16 @@ impl Sentinels {
         Sentinels {
             replica,
             ports,
+            tls_ports,
+            password,
             _processes: processes,
         }
     }
 
-    async fn ready(port: u16) -> bool {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+    async fn ready(port: u16, password: Option<&str>) -> bool {
+        let credentials = password.map(|p| format!(":{p}@")).unwrap_or_default();
+        let Ok(client) = redis::Client::open(format!("redis://{credentials}127.0.0.1:{port}"))
+        else {
             return false;
         };
         let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
@@ -342,14 +434,26 @@ impl Sentinels {
         matches!((replicas, peers), (Ok(r), Ok(p)) if !r.is_empty() && p.len() >= 2)
     }
 
-    /// The URL nodes take: `redis+sentinel://…/mymaster`.
+    /// The URL nodes take: `redis+sentinel://…/mymaster`, or with TLS
+    /// `rediss+sentinel://…/mymaster?sentinel_password=…`.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .ports
+        let tls = !self.tls_ports.is_empty();
+        let ports = if tls { &self.tls_ports } else { &self.ports };
+        let hosts: Vec<String> = ports
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+        let scheme = if tls {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        let query = self
+            .password
+            .as_ref()
+            .map(|password| format!("?sentinel_password={password}"))
+            .unwrap_or_default();
+        format!("{scheme}://{}/mymaster{query}", hosts.join(","))
     }
 }
 
@@ -483,6 +587,8 @@ pub struct Cluster {
     /// The io-nodes' ping interval and timeout, ms.
     heartbeat: (u64, u64),
     lease_ms: u64,
+    /// With TLS to Redis: the CA nodes trust (`SSL_CERT_FILE`).
+    redis_ca: Option<PathBuf>,
 }
 
 /// How to start a [`Cluster`].
@@ -496,6 +602,7 @@ pub struct ClusterBuilder {
     heartbeat: (u64, u64),
     lease_ms: u64,
     sentinel: bool,
+    redis_tls: Option<RedisTls>,
 }
 
 impl Cluster {
@@ -510,6 +617,7 @@ impl Cluster {
             app_args: Vec::new(),
             lease_ms: LEASE_MS,
             sentinel: false,
+            redis_tls: None,
             heartbeat: (PING_INTERVAL_MS, PING_TIMEOUT_MS),
         }
     }
@@ -555,9 +663,12 @@ impl Cluster {
         let mut command = Command::new(bin(binary));
         let redis = match &self.sentinels {
             Some(sentinels) => sentinels.url(),
-            None => self.redis.url(),
+            None => self.redis.node_url(),
         };
         command.args(["--redis", &redis, "--prefix", &self.prefix]);
+        if let Some(ca) = &self.redis_ca {
+            command.env("SSL_CERT_FILE", ca);
+        }
         command
     }
 
@@ -814,6 +925,13 @@ impl ClusterBuilder {
 
     /// A replica and three Sentinels next to the Redis; nodes get the
     /// Sentinel URL.
+    /// Nodes reach Redis (and the Sentinels, with [`Self::sentinel`]) over
+    /// TLS with this certificate; they trust its CA.
+    pub fn redis_tls(mut self, tls: RedisTls) -> Self {
+        self.redis_tls = Some(tls);
+        self
+    }
+
     pub fn sentinel(mut self) -> Self {
         self.sentinel = true;
         self
@@ -827,7 +945,7 @@ impl ClusterBuilder {
 
     pub async fn start(self) -> Cluster {
         let logs = log_dir(&self.test);
-        let redis = RedisServer::start(&logs).await;
+        let redis = RedisServer::start_with(&logs, self.redis_tls.as_ref()).await;
         let sentinels = if self.sentinel {
             Some(Sentinels::start(&redis, &logs).await)
         } else {
@@ -846,6 +964,7 @@ impl ClusterBuilder {
             app_args: self.app_args,
             heartbeat: self.heartbeat,
             lease_ms: self.lease_ms,
+            redis_ca: self.redis_tls.map(|tls| tls.ca),
         };
         for _ in 0..self.app_nodes {
             cluster.start_app().await;

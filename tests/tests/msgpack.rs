@@ -87,16 +87,32 @@ async fn python_socketio_with_its_msgpack_serializer_works_on_both_transports() 
             json!(["text", 1.5, {"nested": [1, null, true]}, [1, 2, 3]]),
             "{transport}: {result}"
         );
-        assert_eq!(result["echo"], json!([[9, 8], "after"]), "{transport}: {result}");
+        assert_eq!(
+            result["echo"],
+            json!([[9, 8], "after"]),
+            "{transport}: {result}"
+        );
         assert_eq!(result["joined"], json!(true), "{transport}: {result}");
-        assert_eq!(result["news"], json!("to the room"), "{transport}: {result}");
+        assert_eq!(
+            result["news"],
+            json!("to the room"),
+            "{transport}: {result}"
+        );
         assert_eq!(
             result["asked"],
             json!({"answer": ["answer to 42"]}),
             "{transport}: {result}"
         );
-        let expected = if transport == "polling" { "polling" } else { "websocket" };
-        assert_eq!(result["transport"], json!(expected), "{transport}: {result}");
+        let expected = if transport == "polling" {
+            "polling"
+        } else {
+            "websocket"
+        };
+        assert_eq!(
+            result["transport"],
+            json!(expected),
+            "{transport}: {result}"
+        );
         assert_eq!(result["disconnects"], json!([]), "{transport}: {result}");
     }
 }

@@ -45,8 +45,10 @@ iocluster_ops::settings! {
     pub struct Settings;
 
     /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for
-    /// TLS, or redis+sentinel://[user:password@]h1:26379,h2:26379/master[/db]
-    /// to follow the master that Sentinel names through failovers.
+    /// TLS (a private CA through SSL_CERT_FILE), or
+    /// redis+sentinel://[user:password@]h1:26379,h2:26379/master[/db][?sentinel_password=P]
+    /// (rediss+sentinel:// with TLS) to follow the master that Sentinel names
+    /// through failovers.
     #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
     redis: String,
     /// Prefix of every Redis key and channel; the nodes must use the same.

@@ -1,0 +1,121 @@
+//! TLS to Redis: nodes given `rediss://` (and `rediss+sentinel://`, with a
+//! password on the Sentinels) reach a redis-server that listens with TLS,
+//! checking its certificate against a CA they trust through
+//! `SSL_CERT_FILE`; the cross-node scenario runs over it, and a master
+//! killed under load behind TLS Sentinels fails over with every ack.
+
+use std::path::Path;
+use std::time::Instant;
+
+use iocluster_tests::{Cluster, RedisTls};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+};
+
+/// A CA, and a certificate for 127.0.0.1 it signed, as PEM files in `dir`.
+fn certificates(dir: &Path) -> RedisTls {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL (Redis's replicas and Sentinels) takes a
+    // certificate whose subject is its issuer's for a self-signed one.
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "iocluster test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let tls = RedisTls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("redis.pem"),
+        key: dir.join("redis-key.pem"),
+    };
+    std::fs::write(&tls.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&tls.cert, cert.pem()).unwrap();
+    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    tls
+}
+
+fn cert_dir(test: &str) -> std::path::PathBuf {
+    iocluster_tests::workspace_root()
+        .join("target")
+        .join("test-certs")
+        .join(test)
+}
+
+#[tokio::test]
+async fn nodes_reach_redis_over_tls() {
+    let tls = certificates(&cert_dir("redis-tls"));
+    let cluster = Cluster::builder("redis-tls")
+        .heartbeat(2_000, 5_000)
+        .redis_tls(tls)
+        .start()
+        .await;
+    let frontend = cluster.start_frontend().await;
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert!(report.get("admission").is_some(), "{report}");
+    // The frontend reads the cluster over TLS too.
+    let (status, overview) = frontend.api("GET", "/api/v1/cluster", None).await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(
+        overview["ioNodes"].as_array().map(Vec::len),
+        Some(2),
+        "{overview}"
+    );
+    // Every node's connection came in on the TLS port: only this test's
+    // own connection uses the plain one.
+    let mut redis = cluster.redis().await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let tls_laddr = format!("laddr=127.0.0.1:{} ", cluster.redis.node_port());
+    let plain: Vec<&str> = clients
+        .lines()
+        .filter(|line| !line.contains(&tls_laddr))
+        .collect();
+    assert_eq!(plain.len(), 1, "{clients}");
+    assert!(clients.lines().count() >= 6, "{clients}");
+}
+
+#[tokio::test]
+async fn a_tls_master_behind_sentinels_with_a_password_fails_over_and_loses_nothing() {
+    let tls = certificates(&cert_dir("sentinel-tls"));
+    let mut cluster = Cluster::builder("sentinel-tls")
+        .redis_tls(tls)
+        .sentinel()
+        .lease(8_000)
+        .heartbeat(2_000, 10_000)
+        .start()
+        .await;
+    let load = cluster.spawn_scenario(
+        "load.mjs",
+        &[
+            "--clients=8",
+            "--events=40",
+            "--slow=60",
+            "--ackTimeout=30000",
+        ],
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let killed = Instant::now();
+    cluster.redis.stop();
+    let result = load.await.expect("the load scenario panicked");
+    eprintln!(
+        "TLS master killed: every ack in {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(result["acked"], 8 * 40, "{result}");
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert!(report.get("admission").is_some(), "{report}");
+}
