@@ -174,6 +174,55 @@ async fn replacing_every_app_node_keeps_clients_connected() {
     );
 }
 
+/// The new-session hook runs once in each app-node that meets a socket it
+/// did not admit, however its events alternate between app-nodes, with
+/// nothing kept per socket in the app-nodes (the io-node lists, in each
+/// event, the app-nodes that finished the socket's earlier items).
+#[tokio::test]
+async fn the_new_session_hook_runs_once_per_app_node_that_meets_a_socket() {
+    let cluster = Cluster::builder("new-session-hook")
+        .io_nodes(1)
+        .app_nodes("iocluster-test-app", 3)
+        .start()
+        .await;
+    let client = Client::connect(&cluster.io[0].url(), ClientOptions::default())
+        .await
+        .unwrap();
+    let socket = client.socket("/", None).await.unwrap();
+    let welcome = socket.recv_event(WAIT).await.unwrap();
+    let admitted_by = welcome.args[0]["app"].as_str().unwrap().to_owned();
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let answer = socket
+            .emit_with_ack("slow", vec![json!(0)], WAIT)
+            .await
+            .unwrap();
+        served.insert(answer.args[0].as_str().unwrap().to_owned());
+    }
+    assert!(
+        served.len() >= 2,
+        "the events went to one app-node: {served:?}"
+    );
+    let mut redis = cluster.redis().await;
+    let mut met: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:test:new_sessions", cluster.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    met.sort();
+    let expected: Vec<String> = served
+        .iter()
+        .filter(|app| **app != admitted_by)
+        .map(|app| format!("{app} {}", socket.id()))
+        .collect();
+    assert_eq!(
+        met, expected,
+        "admitted by {admitted_by}, served by {served:?}"
+    );
+}
+
 /// A socket's events handed to a function on the connection task
 /// (`Socket::on_receive`, what the load generator counts with): those
 /// already queued first, then the new ones, in order; the server's

@@ -50,6 +50,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: AppConfig) -> App {
+        iocluster_protocol::envelope::set_handshake_cache(config.handshake_cache);
         let (publisher, publish_rx) = mpsc::channel(runtime::PUBLISH_QUEUE);
         let ctx = Arc::new(Ctx::new(
             config.app_id.clone(),

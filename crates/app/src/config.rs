@@ -44,6 +44,8 @@ pub struct AppConfig {
     pub recovery: Duration,
     /// Emits kept per namespace log ([`RawAppConfig::recovery_packets`]).
     pub recovery_packets: u64,
+    /// Decoded handshakes kept per thread ([`RawAppConfig::handshake_cache`]).
+    pub handshake_cache: usize,
 }
 
 /// Every setting's default, with a random `app_id`.
@@ -112,6 +114,12 @@ iocluster_ops::settings! {
     /// session.
     #[setting(flag = "recovery-packets", value_name = "N", env = IOCLUSTER_RECOVERY_PACKETS, default = 10_000)]
     recovery_packets: u64,
+    /// Decoded client handshakes kept per runtime thread, so that a
+    /// socket's events share one (its handshake is in every event); past
+    /// it the cache starts over. What the app-node keeps for the clients it
+    /// serves: its memory does not grow with them beyond this.
+    #[setting(flag = "handshake-cache", value_name = "N", env = IOCLUSTER_HANDSHAKE_CACHE, default = 4_096)]
+    handshake_cache: usize,
     /// Operations listener: /health, /ready and /metrics (Prometheus).
     #[setting(flag = "ops-listen", value_name = "ADDR", env = IOCLUSTER_OPS_LISTEN, unset = "none")]
     ops_listen: String,
@@ -149,6 +157,7 @@ impl RawAppConfig {
             recovery: Duration::from_millis(settings.recovery_ms),
             recovery_packets: positive(settings.recovery_packets as usize, "recovery_packets")?
                 as u64,
+            handshake_cache: settings.handshake_cache,
         })
     }
 }
@@ -189,7 +198,7 @@ impl AppArgs {
     }
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..10)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
@@ -272,7 +281,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawAppConfig::SETTINGS).unwrap();
-        assert_eq!(RawAppConfig::SETTINGS.len(), 12);
+        assert_eq!(RawAppConfig::SETTINGS.len(), 13);
     }
 
     #[test]

@@ -85,6 +85,11 @@ type Retention = (String, Arc<[u8]>);
 /// State shared by every handle of one app-node.
 pub(crate) struct Ctx {
     pub app_id: String,
+    /// This run of the app-node: `<app id>.<random>`, in every `done` it
+    /// sends; an event whose `app` is not it is of a socket this run has
+    /// not seen (the new-session hook), exactly, with nothing kept per
+    /// socket.
+    pub instance: String,
     pub keys: Keys,
     pub publisher: mpsc::Sender<Publish>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
@@ -108,6 +113,7 @@ impl Ctx {
         redis_url: String,
     ) -> Ctx {
         Ctx {
+            instance: format!("{app_id}.{}", crate::config::random_id()),
             app_id,
             keys,
             publisher,

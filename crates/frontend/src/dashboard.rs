@@ -1225,6 +1225,7 @@ mod tests {
             sdata: None,
             handshake: StdArc::new(Handshake::default()),
             recovered: false,
+            seen: Vec::new(),
         };
         let mut item = event.encode();
         item.extend(event.encode());
@@ -1253,6 +1254,7 @@ mod tests {
             sid: "io1.Xy".into(),
             seq: 4,
             reject: None,
+            app: None,
         });
         let entries = decode_message(&keys, "p:n:io1", &done.encode(), false);
         assert_eq!(entries[0].node.as_deref(), Some("io1"));

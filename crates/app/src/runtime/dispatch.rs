@@ -7,10 +7,10 @@
 //! `done`s reach Redis (`publisher`): it only puts them on the ordered publish
 //! queue, the handlers' commands first, then the `done`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -100,40 +100,10 @@ impl Finished {
     }
 }
 
-/// Sockets this app-node has met, in two generations so memory stays bounded
-/// (a socket whose disconnect another app-node handled is forgotten in time).
-#[derive(Default)]
-struct Seen {
-    current: HashSet<String>,
-    previous: HashSet<String>,
-}
-
-const SEEN_GENERATION: usize = 100_000;
-
-impl Seen {
-    /// Records `sid`; `true` if it was new.
-    fn meet(&mut self, sid: &str) -> bool {
-        if self.current.contains(sid) || self.previous.contains(sid) {
-            return false;
-        }
-        if self.current.len() >= SEEN_GENERATION {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(sid.to_owned());
-        true
-    }
-
-    fn forget(&mut self, sid: &str) {
-        self.current.remove(sid);
-        self.previous.remove(sid);
-    }
-}
-
 /// What runs an event: the application's handlers and what they need.
 pub(crate) struct Dispatcher {
     ctx: Arc<Ctx>,
     handlers: Handlers,
-    seen: Mutex<Seen>,
     handler_timeout: Duration,
 }
 
@@ -142,7 +112,6 @@ impl Dispatcher {
         Dispatcher {
             ctx,
             handlers,
-            seen: Mutex::new(Seen::default()),
             handler_timeout,
         }
     }
@@ -199,6 +168,7 @@ impl Dispatcher {
                     message: reject.message,
                     data: reject.data.map(|data| data.to_string()),
                 }),
+                app: Some(self.ctx.instance.clone()),
             });
             let channel = self.ctx.keys.node_channel(&event.node);
             let payload = done.encode();
@@ -246,17 +216,10 @@ impl Dispatcher {
     /// returns the refusal, if any.
     async fn run_handlers(&self, event: &Event, socket: Socket) -> Option<Reject> {
         let namespace = self.handlers.namespaces.get(&event.nsp);
-        let new_session = match event.kind {
-            EventKind::Connect => {
-                lock(&self.seen).meet(&event.sid);
-                false
-            }
-            EventKind::Message => lock(&self.seen).meet(&event.sid),
-            EventKind::Disconnect => {
-                lock(&self.seen).forget(&event.sid);
-                false
-            }
-        };
+        // A message of a socket no earlier item of which this run of the
+        // app-node finished (the io-node lists those that did).
+        let new_session = event.kind == EventKind::Message
+            && !event.seen.iter().any(|app| *app == self.ctx.instance);
         let Some(namespace) = namespace else {
             tracing::debug!(nsp = %event.nsp, "event for a namespace this application does not serve");
             return (event.kind == EventKind::Connect).then(|| Reject::new("Invalid namespace"));
@@ -307,10 +270,4 @@ impl Dispatcher {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

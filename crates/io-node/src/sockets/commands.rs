@@ -140,6 +140,15 @@ impl Sockets {
                 .round_trip
                 .record(self.elapsed_since(inflight.since_us).as_secs_f64());
         }
+        if let Some(app) = done.app.as_deref()
+            && !state.seen_by.iter().any(|known| **known == *app)
+        {
+            if state.seen_by.len() >= envelope::SEEN_BY_MOST {
+                state.seen_by.remove(0);
+            }
+            let name = self.app_name(app);
+            state.seen_by.push(name);
+        }
         if done.seq == 0 {
             if matches!(state.phase, Phase::Connected) {
                 // Admitted by this node already; the app-node refusing it
@@ -155,6 +164,26 @@ impl Sockets {
             }
         }
         self.dispatch_next(&socket, &mut state);
+    }
+
+    /// The shared name of an app-node (see `Sockets::apps`).
+    fn app_name(&self, app: &str) -> Arc<str> {
+        /// More than a cluster has; past it (app-nodes restarted many
+        /// times) the list starts over.
+        const MOST: usize = 256;
+        let mut apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = apps.iter().find(|known| ***known == *app) {
+            return known.clone();
+        }
+        if apps.len() >= MOST {
+            apps.clear();
+        }
+        let name: Arc<str> = app.into();
+        apps.push(name.clone());
+        name
     }
 
     /// Applies an app-node's decision on a connection.

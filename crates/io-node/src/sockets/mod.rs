@@ -290,6 +290,9 @@ pub(crate) struct Sockets {
     /// Woken when the last socket is forgotten (see
     /// [`Sockets::until_settled`]).
     settled: tokio::sync::Notify,
+    /// The app-nodes named by `done`s, each kept once and shared by the
+    /// sockets they handled (a few per cluster; forgotten past a bound).
+    apps: Mutex<Vec<Arc<str>>>,
 }
 
 impl Sockets {
@@ -304,6 +307,7 @@ impl Sockets {
             resync_pending: AtomicBool::new(false),
             events_out: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            apps: Mutex::default(),
             hot: HotMetrics::new(),
             settled: tokio::sync::Notify::new(),
         }

@@ -112,6 +112,11 @@ pub(crate) struct SocketState {
     /// Its disconnect parks its session for connection state recovery
     /// rather than announce it (set when it closes).
     pub park: bool,
+    /// The app-nodes that finished a queue item of the socket (from their
+    /// `done`s), oldest first, at most `SEEN_BY_MOST`: listed in its
+    /// events, so an app-node not among them knows it has not seen the
+    /// socket. Each name is shared with every socket it handled.
+    pub seen_by: Vec<Arc<str>>,
 }
 
 /// Connection state recovery of one socket.
@@ -167,6 +172,7 @@ impl Socket {
                 held: None,
                 floor: None,
                 park: false,
+                seen_by: Vec::new(),
             }),
         }
     }
@@ -275,6 +281,7 @@ impl Socket {
             sdata: state.data.as_deref(),
             handshake: &self.handshake,
             recovered: queued.recovered,
+            seen: &state.seen_by,
         }
         .encode_into(out)
     }

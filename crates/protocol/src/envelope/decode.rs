@@ -20,8 +20,16 @@ use super::{Command, EnvelopeError, Event, EventKind, Handshake, Reply, VERSION}
 
 // The field-by-field event reader behind `Event::decode`.
 
-/// Most handshakes a thread keeps decoded; past it the cache starts over.
-const CACHE: usize = 4096;
+/// Most handshakes a thread keeps decoded (see [`set_handshake_cache`]);
+/// past it the cache starts over.
+static CACHE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4096);
+
+/// Sets how many decoded handshakes each thread keeps for
+/// [`Event::decode`] (4096 by default; 0 keeps none): the memory a reader
+/// of events spends on the clients it meets is bounded by it.
+pub fn set_handshake_cache(entries: usize) {
+    CACHE.store(entries, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Decoded handshakes by their bytes' hash, with the bytes.
 type Cache = HashMap<u64, (Box<[u8]>, Arc<Handshake>)>;
@@ -56,8 +64,12 @@ fn handshake(bytes: &[u8]) -> Option<Arc<Handshake>> {
             return Some(decoded.clone());
         }
         let decoded = Arc::new(rmp_serde::from_slice::<Handshake>(bytes).ok()?);
-        if cache.len() >= CACHE {
+        let most = CACHE.load(std::sync::atomic::Ordering::Relaxed);
+        if cache.len() >= most {
             cache.clear();
+            if most == 0 {
+                return Some(decoded);
+            }
         }
         cache.insert(key, (bytes.into(), decoded.clone()));
         Some(decoded)
@@ -108,6 +120,7 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
     let (mut data, mut bins, mut ack, mut reason) = (None, Vec::new(), None, None);
     let (mut rooms, mut sdata, mut handshake_) = (Vec::new(), None, None);
     let mut recovered = false;
+    let mut seen_by = Vec::new();
     // serde refuses a field given twice; so does this reader (by
     // leaving it to serde). Each known field has its bit in `seen`.
     let mut seen = 0u16;
@@ -180,6 +193,14 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
                 recovered = rmp::decode::read_bool(r).ok()?;
                 4096
             }
+            "seen" => {
+                let n = read_array_len(r).ok()? as usize;
+                seen_by = Vec::with_capacity(n.min(r.len()));
+                for _ in 0..n {
+                    seen_by.push(str(r)?.to_owned());
+                }
+                8192
+            }
             _ => {
                 // A field this version does not know: skipped.
                 let len = value_len(r)?;
@@ -206,6 +227,7 @@ pub(super) fn event(bytes: &[u8]) -> Option<Event> {
         sdata,
         handshake: handshake_?,
         recovered,
+        seen: seen_by,
     })
 }
 

@@ -33,6 +33,7 @@ fn example_event() -> Event {
             auth: None,
         }),
         recovered: false,
+        seen: Vec::new(),
     }
 }
 
@@ -50,6 +51,7 @@ fn match_the_document() {
         sid: "io1.Xy".into(),
         seq: 1,
         reject: None,
+        app: None,
     });
     assert_eq!(
         hex(&event.encode()),

@@ -27,9 +27,11 @@ impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
                 + self.sdata.map_or(0, str::len)
                 + self.bin.iter().map(|b| b.len() + 5).sum::<usize>()
                 + 16 * self.rooms.len()
-                + self.handshake.0.len(),
+                + self.handshake.0.len()
+                + self.seen.iter().map(|app| app.len() + 2).sum::<usize>(),
         );
-        envelope_head(w, "event", if self.recovered { 13 } else { 12 });
+        let fields = 12 + u32::from(self.recovered) + u32::from(!self.seen.is_empty());
+        envelope_head(w, "event", fields);
         write_str_field(w, "kind", self.kind.as_str());
         write_str_field(w, "node", self.node);
         write_str_field(w, "sid", self.sid);
@@ -54,6 +56,13 @@ impl<'a, R: ExactSizeIterator<Item = &'a str>> EventParts<'a, R> {
         if self.recovered {
             write_str(w, "recovered");
             drop(rmp::encode::write_bool(w, true));
+        }
+        if !self.seen.is_empty() {
+            write_str(w, "seen");
+            drop(rmp::encode::write_array_len(w, self.seen.len() as u32));
+            for app in self.seen {
+                write_str(w, app);
+            }
         }
     }
 }
@@ -85,12 +94,18 @@ impl Command {
             Command::SetData(body) => encode_tagged(kind, body),
             Command::Disconnect(body) => encode_tagged(kind, body),
             Command::Done(done) if done.reject.is_none() => {
-                let mut w = Vec::with_capacity(48 + done.nsp.len() + done.sid.len());
-                envelope_head(&mut w, kind, 4);
+                let app = done.app.as_deref();
+                let mut w = Vec::with_capacity(
+                    56 + done.nsp.len() + done.sid.len() + app.map_or(0, str::len),
+                );
+                envelope_head(&mut w, kind, 4 + u32::from(app.is_some()));
                 write_str_field(&mut w, "nsp", done.nsp.as_str());
                 write_str_field(&mut w, "sid", done.sid.as_str());
                 write_uint_field(&mut w, "seq", done.seq);
                 write_str_field(&mut w, "reject", None::<&str>);
+                if let Some(app) = app {
+                    write_str_field(&mut w, "app", app);
+                }
                 w
             }
             Command::Done(body) => encode_tagged(kind, body),

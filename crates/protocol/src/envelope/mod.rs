@@ -34,6 +34,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+pub use decode::set_handshake_cache;
 use decode::{decode_tagged, envelopes, truncated};
 use encode::encode_tagged;
 
@@ -127,7 +128,16 @@ pub struct Event {
     /// earlier life had no disconnect event.
     #[serde(default, skip_serializing_if = "is_false")]
     pub recovered: bool,
+    /// The app-nodes (their [`Done::app`]) that finished an earlier queue
+    /// item of this socket on this io-node, oldest first, at most
+    /// [`SEEN_BY_MOST`]: an app-node not among them has not seen the
+    /// socket (the SDK's new-session hook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
 }
+
+/// Most app-nodes an event's `seen` lists; past it the oldest is dropped.
+pub const SEEN_BY_MOST: usize = 16;
 
 fn is_false(value: &bool) -> bool {
     !*value
@@ -217,6 +227,8 @@ pub struct EventParts<'a, R> {
     pub handshake: &'a EncodedHandshake,
     /// Written (as a 13th field) only when true.
     pub recovered: bool,
+    /// Written (after `recovered`) only when not empty.
+    pub seen: &'a [Arc<str>],
 }
 /// Where an answer to a command goes: an app-node's channel and a token it
 /// chose.
@@ -365,6 +377,11 @@ pub struct Done {
     pub seq: u64,
     /// For a connect event: `None` admits the socket.
     pub reject: Option<Reject>,
+    /// The app-node that handled the item, as it names itself for this run
+    /// (unique per process: `<app id>.<random>`); the io-node lists it in
+    /// the socket's next events ([`Event::seen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 /// The log offset of the emit that follows it in the same message: the

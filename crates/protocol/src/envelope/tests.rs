@@ -74,9 +74,10 @@ fn event_parts_encode_as_events_do() {
             300,
         ),
     ];
-    for ((kind, data, bin, ack, reason, rooms, sdata, seq), recovered) in cases
+    for (((kind, data, bin, ack, reason, rooms, sdata, seq), recovered), app) in cases
         .into_iter()
         .flat_map(|case| [(case.clone(), false), (case, true)])
+        .flat_map(|case| [(case.clone(), vec![]), (case, vec!["app-1.Zq9", "app-2.x"])])
     {
         let event = Event {
             kind,
@@ -92,6 +93,7 @@ fn event_parts_encode_as_events_do() {
             sdata: sdata.map(Into::into),
             handshake: shaken.clone(),
             recovered,
+            seen: app.iter().map(|app| app.to_string()).collect(),
         };
         let parts = EventParts {
             kind,
@@ -107,6 +109,7 @@ fn event_parts_encode_as_events_do() {
             sdata,
             handshake: &encoded,
             recovered,
+            seen: &app.iter().map(|app| Arc::from(*app)).collect::<Vec<_>>(),
         };
         let bytes = parts.encode();
         assert_eq!(bytes, event.encode(), "{kind:?} seq {seq}");
@@ -148,12 +151,21 @@ fn acks_and_dones_encode_as_serde_does() {
             sid: "n.s".into(),
             seq: 0,
             reject: None,
+            app: None,
         },
         Done {
             nsp: long.clone(),
             sid: "n.s".into(),
             seq: 1 << 40,
             reject: None,
+            app: None,
+        },
+        Done {
+            nsp: "/".into(),
+            sid: "n.s".into(),
+            seq: 7,
+            reject: None,
+            app: Some("app-1.Zq9".into()),
         },
     ];
     for done in dones {
@@ -181,6 +193,7 @@ fn events_of_a_socket_share_their_decoded_handshake() {
         sdata: None,
         handshake,
         recovered: false,
+        seen: Vec::new(),
     };
     let first = Event::decode(&event(handshake()).encode()).unwrap();
     let second = Event::decode(&event(handshake()).encode()).unwrap();
@@ -234,6 +247,7 @@ fn the_fast_event_reader_agrees_with_serde() {
                 sdata: Some("{}"),
                 handshake: &encoded,
                 recovered: false,
+                seen: &[],
             }
             .encode(),
         );
@@ -289,6 +303,7 @@ fn events_round_trip() {
         sdata: Some("{\"nick\":\"a\"}".into()),
         handshake: handshake(),
         recovered: false,
+        seen: Vec::new(),
     };
     let bytes = event.encode();
     assert_eq!(
@@ -314,6 +329,7 @@ fn a_queue_item_of_several_events_decodes_whole_or_not_at_all() {
         sdata: None,
         handshake: handshake(),
         recovered: false,
+        seen: Vec::new(),
     };
     let second = Event {
         seq: 4,
@@ -341,6 +357,7 @@ fn a_queue_item_of_several_events_decodes_whole_or_not_at_all() {
             sid: "n1.abc".into(),
             seq: 4,
             reject: None,
+            app: None,
         })
         .encode(),
     );
@@ -398,6 +415,7 @@ fn commands_round_trip() {
                 message: "no".into(),
                 data: None,
             }),
+            app: None,
         }),
     ];
     for command in &commands {
@@ -520,6 +538,7 @@ fn value_lengths_match_the_encoder() {
             sid: "n.s".into(),
             seq: 3,
             reject: None,
+            app: None,
         })
         .encode(),
     ];
@@ -551,6 +570,7 @@ fn a_message_of_several_commands_skips_unknown_ones_and_stops_at_garbage() {
         sid: "n.s".into(),
         seq: 3,
         reject: None,
+        app: None,
     });
     let mut message = done.encode();
     message.extend(rmp_serde::to_vec_named(&(1u8, "teleport", ("far",))).unwrap());

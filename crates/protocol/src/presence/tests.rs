@@ -27,6 +27,7 @@ fn entry(node: &str, sid: &str, nsp: &str, rooms: &[&str], address: &str) -> Ent
             auth: Some("{\"userId\":\"ann\"}".into()),
         }),
         recovered: false,
+        seen: Vec::new(),
     };
     (sid.to_owned(), event.encode())
 }

@@ -68,6 +68,7 @@ fn a_refused_connection_gets_connect_error_and_needs_no_announcement() {
             message: "who are you?".into(),
             data: Some("{\"code\":7}".into()),
         }),
+        app: None,
     }));
     assert_eq!(
         frames(&session),
@@ -197,6 +198,7 @@ fn an_app_node_refusing_a_user_admitted_by_credentials_disconnects_it() {
             message: "banned".into(),
             data: None,
         }),
+        app: None,
     }));
     assert_eq!(frames(&session), ["41"]);
 }

@@ -241,6 +241,7 @@ impl Fixture {
             sid: sid.into(),
             seq,
             reject: None,
+            app: None,
         }));
     }
 

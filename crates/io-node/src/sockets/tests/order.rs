@@ -121,3 +121,46 @@ fn a_full_event_buffer_closes_the_client_rather_than_drop_its_event() {
     assert!(session.is_closed());
     assert_eq!(session.close_reason(), CloseReason::Overloaded);
 }
+
+#[test]
+fn each_event_lists_the_app_nodes_that_finished_its_sockets_earlier_items() {
+    let fixture = Fixture::new();
+    let session = fixture.session();
+    let sid = fixture.admitted(&session, "/");
+    let done_by = |seq: u64, app: &str| {
+        fixture.apply(Command::Done(envelope::Done {
+            nsp: "/".into(),
+            sid: sid.clone(),
+            seq,
+            reject: None,
+            app: Some(app.into()),
+        }))
+    };
+    // `admitted` finished the connect without naming an app-node.
+    fixture.send(&session, "2[\"a\"]").unwrap();
+    assert!(fixture.events()[0][0].seen.is_empty());
+    done_by(1, "app-1.x");
+    fixture.send(&session, "2[\"b\"]").unwrap();
+    assert_eq!(fixture.events()[0][0].seen, ["app-1.x"]);
+    // Each app-node once, oldest first, whoever finished last.
+    done_by(2, "app-2.y");
+    fixture.send(&session, "2[\"c\"]").unwrap();
+    assert_eq!(fixture.events()[0][0].seen, ["app-1.x", "app-2.y"]);
+    done_by(3, "app-1.x");
+    fixture.send(&session, "2[\"d\"]").unwrap();
+    assert_eq!(fixture.events()[0][0].seen, ["app-1.x", "app-2.y"]);
+    // At most SEEN_BY_MOST: the oldest goes first.
+    let mut seq = 4;
+    for n in 0..envelope::SEEN_BY_MOST {
+        done_by(seq, &format!("app-{n}.z"));
+        seq += 1;
+        fixture.send(&session, "2[\"e\"]").unwrap();
+        fixture.events();
+    }
+    done_by(seq, "last.w");
+    fixture.send(&session, "2[\"f\"]").unwrap();
+    let seen = fixture.events()[0][0].seen.clone();
+    assert_eq!(seen.len(), envelope::SEEN_BY_MOST);
+    assert_eq!(seen.last().map(String::as_str), Some("last.w"));
+    assert!(!seen.iter().any(|app| app == "app-1.x"));
+}

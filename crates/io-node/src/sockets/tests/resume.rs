@@ -43,6 +43,7 @@ fn previous(sid: &str, rooms: &[&str]) -> Event {
             sdata: Some(r#"{"n":1}"#.into()),
             handshake: Arc::new(Handshake::default()),
             recovered: false,
+            seen: Vec::new(),
         }
         .encode(),
     )
