@@ -7,6 +7,7 @@
 #   scripts/bench.sh fanout --rounds 3 -- --subscribers 2000 --rate 20 --seconds 10
 #   scripts/bench.sh echo -- --clients 100 --seconds 10
 #   scripts/bench.sh polling-echo --systems iocluster -- --clients 100 --affinity off
+#   scripts/bench.sh burst --systems iocluster,node,socketioxide -- --clients 1 --events 10000
 #   scripts/bench.sh idle -- --connections 10000 --seconds 5
 #   scripts/bench.sh idle --systems iocluster --processes 6 --generators 6 --sources 8 \
 #     -- --connections 100000 --seconds 10
@@ -38,8 +39,8 @@
 #              (another build's target/release): a change against its base
 #
 # Per run it records the bench JSON, the CPU time of every server process and
-# of Redis (from /proc/<pid>/stat) over the whole run and, for fanout, rooms
-# and echo, from the start of the load (setup excluded), and for `idle` their
+# of Redis (from /proc/<pid>/stat) over the whole run and, for fanout, rooms,
+# echo and burst, from the start of the load (setup excluded), and for `idle` their
 # RSS with the connections held. Results go to target/bench/<scenario>-<time>.jsonl and a
 # summary table to stdout. Never run it next to other heavy work: ratios from
 # one run are what to compare, not absolute figures.
@@ -247,7 +248,7 @@ run_generators() {
     pids_gen+=($!)
   done
   load_ticks=""
-  if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ] || [ "$scenario" = polling-echo ]; then
+  if [ "$scenario" = fanout ] || [ "$scenario" = rooms ] || [ "$scenario" = echo ] || [ "$scenario" = polling-echo ] || [ "$scenario" = burst ]; then
     # CPU from the moment the load starts: setup (connects, joins) excluded.
     wait_marker LOAD-START "$run_dir/bench-1.err" "${pids_gen[0]}"
     load_ticks=$(sum_over cpu_ticks "${all[@]}")
@@ -329,7 +330,7 @@ if received:
     line["io_nodes_received"] = received
 print(json.dumps(line))
 PY
-    tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("affinity","delivered","lost","errors","deliveries_per_s","round_trips_per_s","connected","seconds_until_all")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
+    tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("affinity","delivered","lost","errors","deliveries_per_s","round_trips_per_s","connected","seconds_until_all","answered","out_of_order","acks_per_s","slowest_client_seconds")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
     stop_all
   done
 done
@@ -351,14 +352,14 @@ def med(values):
 def metrics(runs):
     out = {}
     res = [r["result"] for r in runs]
-    for key in ("sent", "deliveries_per_s", "round_trips_per_s", "http_requests_per_s", "delivered", "lost", "errors", "disconnected", "publishers_disconnected", "connected", "failed", "seconds_until_all"):
+    for key in ("sent", "deliveries_per_s", "round_trips_per_s", "http_requests_per_s", "delivered", "lost", "errors", "disconnected", "publishers_disconnected", "connected", "failed", "seconds_until_all", "acks_per_s", "out_of_order", "wrong", "slowest_client_seconds"):
         if any(key in x for x in res):
             out[key] = med([x.get(key) for x in res])
     lat = [x.get("latency_ms") or x.get("connect_ms") for x in res]
     for q in ("p50", "p99", "p999", "max"):
         if any(l for l in lat):
             out[f"latency_{q}_ms"] = med([l[q] for l in lat if l])
-    delivered = [x.get("delivered") or x.get("round_trips") for x in res]
+    delivered = [x.get("delivered") or x.get("round_trips") or x.get("answered") for x in res]
     if all(delivered):
         out["server_cpu_us_per_delivery"] = med([r["server_cpu_seconds"] * 1e6 / d for r, d in zip(runs, delivered)])
         if all("server_cpu_seconds_load" in r for r in runs):

@@ -101,6 +101,15 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Each client emits `events` acked `echo`s at once, without waiting,
+    /// then waits for every ack: how fast a chatty client is answered, and
+    /// whether in order.
+    Burst {
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+    },
     /// Request/ack round trips (`echo`) over HTTP long-polling, one in
     /// flight per client: a long-poll GET always waiting, the echoes and
     /// pongs POSTed beside it.
@@ -184,6 +193,9 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         }
         Scenario::Echo { clients, seconds } => {
             scenarios::echo::run(targets, concurrency, clients, seconds).await?
+        }
+        Scenario::Burst { clients, events } => {
+            scenarios::burst::run(targets, concurrency, clients, events).await?
         }
         Scenario::PollingEcho {
             clients,

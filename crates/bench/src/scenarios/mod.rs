@@ -4,6 +4,7 @@
 //! against receivers for `fanout` and `rooms`.
 
 pub mod broadcast;
+pub mod burst;
 pub mod connect_storm;
 pub mod echo;
 pub mod fanout;
