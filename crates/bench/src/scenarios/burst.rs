@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
 
 use super::{Targets, connect_many, load_start, sample};
@@ -39,10 +39,12 @@ pub async fn run(
             let latency = latency.clone();
             tokio::spawn(async move {
                 // Emitted in order, all at once: each future sends its
-                // packet when first polled, which `FuturesOrdered` does in
-                // order; the acks are collected as they arrive.
+                // packet when first polled, which `FuturesUnordered` does in
+                // the order they were pushed; it then yields them in the
+                // order they were woken, which is the order the client read
+                // their acks in.
                 let sent = Instant::now();
-                let mut acks: FuturesOrdered<_> = (0..events)
+                let mut acks: FuturesUnordered<_> = (0..events)
                     .map(|n| {
                         let socket = socket.clone();
                         async move {
@@ -54,7 +56,7 @@ pub async fn run(
                     })
                     .collect();
                 let (mut answered, mut wrong, mut out_of_order) = (0u64, 0u64, 0u64);
-                let mut last_arrival: Option<Instant> = None;
+                let mut highest: Option<u64> = None;
                 while let Some((n, answer, arrived)) = acks.next().await {
                     match answer {
                         Ok(ack) if ack.args == vec![json!(n)] => {
@@ -64,12 +66,11 @@ pub async fn run(
                         }
                         _ => wrong += 1,
                     }
-                    // In order: each ack arrives no earlier than the one
-                    // before it (ordered by emission).
-                    if last_arrival.is_some_and(|last| arrived < last) {
+                    // Out of order: an ack read after that of a later event.
+                    if highest.is_some_and(|highest| n < highest) {
                         out_of_order += 1;
                     }
-                    last_arrival = Some(arrived);
+                    highest = highest.max(Some(n));
                 }
                 (answered, wrong, out_of_order, sent.elapsed())
             })
