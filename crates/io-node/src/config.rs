@@ -121,6 +121,11 @@ iocluster_ops::settings! {
     /// by `cors_origins`. Clients that send no `Origin` are not concerned.
     #[setting(flag = "websocket-origin-check", env = IOCLUSTER_WEBSOCKET_ORIGIN_CHECK, default = false)]
     websocket_origin_check: bool,
+    /// Connections the kernel queues for the node to accept (its listen
+    /// backlog; capped by net.core.somaxconn). A storm of connections past
+    /// it has SYNs dropped, and those clients retry a second later.
+    #[setting(flag = "listen-backlog", value_name = "N", env = IOCLUSTER_LISTEN_BACKLOG, default = 4_096)]
+    listen_backlog: u32,
     /// Milliseconds after which an event whose `done` never came (lost with
     /// Redis, or published while this node's subscription was down) is
     /// pushed again. Keep it above the app-nodes' handler timeout.
@@ -280,6 +285,7 @@ impl RawConfig {
             cors_origins: validate_origins(settings.cors_origins)?,
             cors_headers: validate_headers(settings.cors_headers, "cors_headers")?,
             websocket_origin_check: settings.websocket_origin_check,
+            listen_backlog: positive(settings.listen_backlog as usize, "listen_backlog")? as u32,
             handshake_drop_headers: validate_headers(
                 settings.handshake_drop_headers,
                 "handshake_drop_headers",
@@ -389,6 +395,8 @@ pub struct Config {
     /// Check the origin of WebSocket upgrades too
     /// ([`RawConfig::websocket_origin_check`]).
     pub websocket_origin_check: bool,
+    /// The client listener's backlog ([`RawConfig::listen_backlog`]).
+    pub listen_backlog: u32,
     /// How long an event may wait for its `done` before it is pushed again
     /// ([`RawConfig::redeliver_after_ms`]).
     pub redeliver_after: Duration,
@@ -571,7 +579,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 39);
+        assert_eq!(RawConfig::SETTINGS.len(), 40);
     }
 
     #[test]

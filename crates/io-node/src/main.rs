@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
+        let listener = iocluster_ops::listen(&config.listen, config.listen_backlog)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         iocluster_io_node::run(listener, config, iocluster_ops::shutdown_signal()).await?;

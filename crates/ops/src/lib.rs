@@ -112,6 +112,28 @@ fn describe_common() {
 
 /// Reads the length of the event queue into the `iocluster_queue_depth`
 /// gauge (every node reports it, so any one scrape shows the backlog).
+/// A TCP listener on `addr` (`host:port`, the first address it resolves
+/// to) whose accept queue holds `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). Tokio's own `bind` asks for 128 (as std does); a connection
+/// storm past the queue has its SYNs dropped, and those clients retry only
+/// a second later.
+pub async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let Some(address) = tokio::net::lookup_host(addr).await?.next() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address"),
+        ));
+    };
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
 pub async fn sample_queue_depth(redis: &mut redis::aio::ConnectionManager, events_key: &str) {
     match redis::cmd("LLEN")
         .arg(events_key)
