@@ -9,17 +9,11 @@ use iocluster_protocol::engine::Packet;
 use libfuzzer_sys::fuzz_target;
 
 fn write(out: &mut String, packet: &Packet<'_>) {
-    let text = match packet {
-        Packet::Open(data) => format!("0{data}"),
-        Packet::Close => "1".to_owned(),
-        Packet::Ping(data) => format!("2{data}"),
-        Packet::Pong(data) => format!("3{data}"),
-        Packet::Message(data) => format!("4{data}"),
-        Packet::Upgrade => "5".to_owned(),
-        Packet::Noop => "6".to_owned(),
-        Packet::Binary(data) => return eio3::write_binary(out, data),
-    };
-    eio3::write_text(out, &text);
+    match (packet.to_text(), packet) {
+        (Some(text), _) => eio3::write_text(out, &text),
+        (None, Packet::Binary(data)) => eio3::write_binary(out, data),
+        (None, _) => unreachable!("only binary packets have no text form"),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -976,6 +976,35 @@ impl ClusterBuilder {
     }
 }
 
+impl Cluster {
+    /// Kills the Redis master (SIGKILL) one second into `load.mjs` with
+    /// `clients` stock clients, each sending `events` acked events of 60 ms
+    /// one after another and not reconnecting (a client disconnected by the
+    /// failover would miss its acks); returns the scenario's result and the
+    /// time from the kill until every client was done. For clusters behind
+    /// Sentinel: the nodes must follow the promoted replica.
+    pub async fn kill_master_under_load(
+        &mut self,
+        clients: usize,
+        events: usize,
+    ) -> (serde_json::Value, Duration) {
+        let load = self.spawn_scenario(
+            "load.mjs",
+            &[
+                &format!("--clients={clients}"),
+                &format!("--events={events}"),
+                "--slow=60",
+                "--ackTimeout=30000",
+            ],
+        );
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let killed = Instant::now();
+        self.redis.stop();
+        let result = load.await.expect("the load scenario panicked");
+        (result, killed.elapsed())
+    }
+}
+
 /// Polls until `GET path` answers 200.
 pub async fn wait_http_ok(addr: &str, path: &str) {
     assert!(

@@ -5,7 +5,6 @@
 //! killed under load behind TLS Sentinels fails over with every ack.
 
 use std::path::Path;
-use std::time::Instant;
 
 use iocluster_tests::{Cluster, RedisTls};
 use rcgen::{
@@ -98,22 +97,10 @@ async fn a_tls_master_behind_sentinels_with_a_password_fails_over_and_loses_noth
         .heartbeat(2_000, 10_000)
         .start()
         .await;
-    let load = cluster.spawn_scenario(
-        "load.mjs",
-        &[
-            "--clients=8",
-            "--events=40",
-            "--slow=60",
-            "--ackTimeout=30000",
-        ],
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
-    let killed = Instant::now();
-    cluster.redis.stop();
-    let result = load.await.expect("the load scenario panicked");
+    let (result, took) = cluster.kill_master_under_load(8, 40).await;
     eprintln!(
         "TLS master killed: every ack in {:.1} s after the kill",
-        killed.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     assert_eq!(result["acked"], 8 * 40, "{result}");
     let report = cluster.scenario("cluster.mjs", &[]).await;

@@ -5,8 +5,6 @@
 //! whole cross-node scenario (rooms, broadcasts, acks both ways) runs on the
 //! new master.
 
-use std::time::Instant;
-
 use iocluster_tests::Cluster;
 
 #[tokio::test]
@@ -20,24 +18,11 @@ async fn a_master_killed_under_load_fails_over_and_loses_nothing() {
         .start()
         .await;
     // 12 clients, each 50 acked events of 60 ms one after another: the
-    // kill lands in the middle. load.mjs clients do not reconnect: a client
-    // disconnected by the failover would miss its acks.
-    let load = cluster.spawn_scenario(
-        "load.mjs",
-        &[
-            "--clients=12",
-            "--events=50",
-            "--slow=60",
-            "--ackTimeout=30000",
-        ],
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
-    let killed = Instant::now();
-    cluster.redis.stop();
-    let result = load.await.expect("the load scenario panicked");
+    // kill lands in the middle.
+    let (result, took) = cluster.kill_master_under_load(12, 50).await;
     eprintln!(
         "master killed: every ack in {:.1} s after the kill",
-        killed.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     assert_eq!(result["acked"], 12 * 50, "{result}");
     // The new master serves everything the cluster does.

@@ -64,6 +64,27 @@ pub enum Packet<'a> {
     Noop,
 }
 
+impl Packet<'_> {
+    /// The packet as a text packet (type digit, then its data), what
+    /// [`decode_text`] reads back to the same packet; `None` for binary.
+    pub fn to_text(&self) -> Option<String> {
+        let (kind, data) = match self {
+            Packet::Open(data) => (PacketType::Open, *data),
+            Packet::Close => (PacketType::Close, ""),
+            Packet::Ping(data) => (PacketType::Ping, *data),
+            Packet::Pong(data) => (PacketType::Pong, *data),
+            Packet::Message(data) => (PacketType::Message, *data),
+            Packet::Upgrade => (PacketType::Upgrade, ""),
+            Packet::Noop => (PacketType::Noop, ""),
+            Packet::Binary(_) => return None,
+        };
+        let mut text = String::with_capacity(1 + data.len());
+        text.push(kind.as_char());
+        text.push_str(data);
+        Some(text)
+    }
+}
+
 /// Why a packet could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
