@@ -485,3 +485,80 @@ async fn closes_upgrades_and_connect_writes_as_the_reference_server_does() {
     disconnects.sort();
     assert_eq!(disconnects, ["41", "41/other,"]);
 }
+
+/// What a client or a foreign writer can throw at the relay (sessions
+/// served by any io-node): a sid naming a live io-node that does not hold
+/// it, a sid naming no io-node, a WebSocket for either, garbage and stray
+/// envelopes on a node's relay channel. Each gets the protocol's error, a
+/// real session keeps working through the other node, and the nodes keep
+/// serving everyone.
+#[tokio::test]
+async fn hostile_relay_input_gets_the_protocol_errors_and_the_nodes_keep_serving() {
+    use iocluster_protocol::envelope::relay::{Answer, Packet, Relay, Up};
+
+    let cluster = Cluster::builder("relay-hostile").start().await;
+    let (a, b) = (&cluster.io[0], &cluster.io[1]);
+    // A sid of b's that b does not hold, asked of a: relayed, refused.
+    assert_error(&poll(a, &format!("{}.bogus", b.id)).await, 400, 1);
+    assert_error(&post(a, &format!("{}.bogus", b.id), "40").await, 400, 1);
+    // A sid naming no live io-node: refused at once.
+    assert_error(&poll(a, "ghost.abc").await, 400, 1);
+    let upgrade = http(
+        &a.addr(),
+        "GET",
+        &format!("{EIO}&transport=websocket&sid=ghost.abc"),
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_error(&upgrade, 400, 1);
+
+    // Garbage and stray envelopes on a's relay channel.
+    let mut redis = cluster.redis().await;
+    let channel = format!("{}:relay:{}", cluster.prefix, a.id);
+    let stray = [
+        b"\x93\x01\xa4poll".to_vec(),
+        b"not msgpack at all".to_vec(),
+        Relay::Up(Up {
+            from: b.id.clone(),
+            id: 999,
+            packets: vec![Packet::Text("42[\"x\"]".into())],
+        })
+        .encode(),
+        Relay::Answer(Answer {
+            id: 12345,
+            status: 200,
+            content_type: "text/plain".into(),
+            body: serde_bytes::ByteBuf::from(b"6".to_vec()),
+        })
+        .encode(),
+    ];
+    for payload in stray {
+        let _: () = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    // A real session of b's, polled and posted through a.
+    let (sid, _) = handshake(b).await;
+    assert_eq!(post(a, &sid, "40").await.text(), "ok");
+    let connected = poll(a, &sid).await;
+    assert_eq!(connected.status, 200, "{}", connected.text());
+    assert!(connected.text().starts_with("40{"), "{}", connected.text());
+    // Its client leaves (a close packet, through a): gone on b too.
+    assert_eq!(post(a, &sid, "1").await.text(), "ok");
+    assert_closed(b, &sid).await;
+
+    // Everyone else is served as before.
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert!(report.get("admission").is_some(), "{report}");
+}
