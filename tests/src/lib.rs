@@ -1201,20 +1201,35 @@ pub struct LiveScenario {
 
 impl LiveScenario {
     fn spawn(script: &str, args: &[String], logs: &Path) -> LiveScenario {
-        use tokio::io::AsyncBufReadExt;
         let js = js_dir();
+        let mut command = tokio::process::Command::new("node");
+        command.arg(js.join(script)).args(args).current_dir(&js);
+        Self::spawn_command(script, command, logs)
+    }
+
+    /// A python-socketio scenario of `tests/py`, run the same way.
+    pub fn spawn_python(script: &str, args: &[String], logs: &Path) -> LiveScenario {
+        let py = workspace_root().join("tests").join("py");
+        let mut command = tokio::process::Command::new(python());
+        command.arg(py.join(script)).args(args).current_dir(&py);
+        Self::spawn_command(script, command, logs)
+    }
+
+    fn spawn_command(
+        script: &str,
+        mut command: tokio::process::Command,
+        logs: &Path,
+    ) -> LiveScenario {
+        use tokio::io::AsyncBufReadExt;
         let stderr = logs.join(format!("{script}.stderr"));
         let file = std::fs::File::create(&stderr).expect("cannot create the scenario's log");
-        let mut child = tokio::process::Command::new("node")
-            .arg(js.join(script))
-            .args(args)
-            .current_dir(&js)
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         LiveScenario {

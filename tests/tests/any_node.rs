@@ -9,7 +9,8 @@
 //! WebSocket. Then, with three io-nodes: long-polling only; the upgrade to
 //! WebSocket; an io-node killed under traffic (polling after the proxy took
 //! the node out of its rotation, and WebSocket without warning); python
-//! clients on both transports. Last, the same scenarios with one io-node
+//! clients on both transports, and while an io-node is killed under them
+//! (tests/py/any_node_kill.py). Last, the same scenarios with one io-node
 //! behind the proxy, which need no relaying at all.
 
 use std::collections::{BTreeMap, HashSet};
@@ -21,7 +22,9 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use iocluster_tests::{Cluster, RoundRobinProxy, eventually, free_port, http, python_scenario};
+use iocluster_tests::{
+    Cluster, LiveScenario, RoundRobinProxy, eventually, free_port, http, python_scenario,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -767,6 +770,70 @@ async fn python_socketio_upgrades_through_any_io_node() {
     assert!(
         elsewhere >= 1,
         "no upgrade went to another io-node: {result}"
+    );
+}
+
+/// python-socketio (which has no connection state recovery) through the
+/// proxy while an io-node is killed (SIGKILL) under it: clients with
+/// nothing on that node (their session elsewhere, their WebSocket through
+/// another node) keep their connection; the others reconnect by themselves
+/// to a new session and are served; a room emit reaches all of them after.
+#[tokio::test]
+async fn python_socketio_clients_ride_out_an_io_node_killed_under_them() {
+    let (mut cluster, proxy) = proxied("any-node-python-kill", 3, (2_000, 5_000), &[]).await;
+    let mut live = LiveScenario::spawn_python(
+        "any_node_kill.py",
+        &[format!("--url={}", proxy.url()), "--clients=6".to_owned()],
+        cluster.logs(),
+    );
+    let ready = live.next_json(Duration::from_secs(60)).await;
+    let sessions: Vec<(String, String)> = ready["ready"]
+        .as_array()
+        .expect("the clients")
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_owned();
+            let engine = c["engine"].as_str().unwrap().to_owned();
+            (id, engine)
+        })
+        .collect();
+    // The io-node that holds the first client's session goes.
+    let owner = |id: &str| id.split('.').next().unwrap().to_owned();
+    let victim = cluster
+        .io
+        .iter()
+        .position(|io| io.id == owner(&sessions[0].0))
+        .expect("the first client's io-node");
+    let victim_id = cluster.io[victim].id.clone();
+    let victim_addr = cluster.io[victim].addr();
+    let touched: Vec<bool> = sessions
+        .iter()
+        .map(|(id, engine)| {
+            owner(id) == victim_id || upgraded_through(&proxy, engine).contains(&victim_addr)
+        })
+        .collect();
+    cluster.io[victim].process.kill();
+    proxy.remove_backend(&victim_addr);
+    live.send(&json!({ "killed": victim_id })).await;
+    let result = live.finish().await;
+    let clients = clients(&result);
+    for (n, client) in clients.iter().enumerate() {
+        assert_eq!(client["answer"], json!({ "after": n }), "{client}");
+        assert_eq!(client["news"], json!(["after the kill"]), "{client}");
+        if touched[n] {
+            assert!(
+                client["connects"].as_u64().unwrap() >= 2,
+                "client {n} lost its io-node and came back: {client}"
+            );
+        } else {
+            assert_eq!(client["disconnects"], json!([]), "client {n}: {client}");
+            assert_eq!(client["connects"], 1, "client {n}: {client}");
+        }
+    }
+    assert!(touched.iter().any(|t| *t), "{result}");
+    assert!(
+        touched.iter().any(|t| !*t),
+        "no client was left untouched: {result}"
     );
 }
 
