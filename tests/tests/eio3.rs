@@ -107,3 +107,59 @@ async fn socket_io_client_2_through_a_balancer_without_affinity() {
         check(&result, transport);
     }
 }
+
+/// Malformed Engine.IO v3 input, over raw HTTP: the handshake is framed
+/// the v3 way; a POST whose payload does not parse (a length past the end,
+/// a binary packet of another type) gets 400 and closes the session; a
+/// well-formed text and binary payload is taken.
+#[tokio::test]
+async fn malformed_v3_payloads_get_400_and_close_the_session() {
+    use iocluster_tests::http;
+
+    let cluster = Cluster::builder("eio3-malformed")
+        .io_nodes(1)
+        .heartbeat(2_000, 5_000)
+        .io_args(&["--allow-eio3"])
+        .start()
+        .await;
+    let addr = cluster.io_urls()[0]
+        .trim_start_matches("http://")
+        .to_owned();
+    let path = "/socket.io/?EIO=3&transport=polling";
+    let open = |body: String| -> String {
+        // `<length>:0{...}`: the open packet in a v3 payload.
+        let (length, packet) = body.split_once(':').expect("a v3 payload");
+        assert_eq!(
+            length.parse::<usize>().unwrap(),
+            packet.encode_utf16().count()
+        );
+        let open: serde_json::Value =
+            serde_json::from_str(packet.strip_prefix('0').expect("the open packet")).unwrap();
+        open["sid"].as_str().unwrap().to_owned()
+    };
+    for bad in [&b"9:4hi"[..], b"2:b9", b"\x01\x02\xff\x03\x01"] {
+        let response = http(&addr, "GET", path, &[], b"").await.unwrap();
+        let sid = open(response.text());
+        let session = format!("{path}&sid={sid}");
+        let posted = http(&addr, "POST", &session, &[], bad).await.unwrap();
+        assert_eq!(posted.status, 400, "{bad:?}: {}", posted.text());
+        // Gone: a later poll is refused (or told it is closed).
+        let polled = http(&addr, "GET", &session, &[], b"").await.unwrap();
+        assert!(
+            polled.status == 400 || polled.text().ends_with(":1"),
+            "{bad:?}: {} {}",
+            polled.status,
+            polled.text()
+        );
+    }
+    // Well-formed: a ping as text, then a binary payload with a ping.
+    let response = http(&addr, "GET", path, &[], b"").await.unwrap();
+    let sid = open(response.text());
+    let session = format!("{path}&sid={sid}");
+    let posted = http(&addr, "POST", &session, &[], b"1:2").await.unwrap();
+    assert_eq!(posted.text(), "ok");
+    let posted = http(&addr, "POST", &session, &[], b"\x00\x01\xff2")
+        .await
+        .unwrap();
+    assert_eq!(posted.text(), "ok");
+}
