@@ -837,6 +837,33 @@ async fn python_socketio_clients_ride_out_an_io_node_killed_under_them() {
     );
 }
 
+/// A stock client's burst of 2 000 acked events, far past
+/// `max_pending_events`, through the no-affinity proxy: relayed polling
+/// POSTs wait at the session's io-node, and a relayed WebSocket is held
+/// (the owner's `hold`) while the app-nodes catch up; every ack comes back
+/// in order, nobody is cut off.
+#[tokio::test]
+async fn a_burst_through_any_io_node_is_slowed_not_cut_off() {
+    let (cluster, proxy) = proxied("any-node-burst", 3, (2_000, 5_000), &[]).await;
+    let result = cluster
+        .scenario(
+            "burst.mjs",
+            &[&format!("--urls={}", proxy.url()), "--events=2000"],
+        )
+        .await;
+    for transport in ["websocket", "polling", "upgrade"] {
+        assert_eq!(result[transport]["acks"], 2000, "{result}");
+    }
+    let mut pauses = 0.0;
+    for io in &cluster.io {
+        pauses += iocluster_tests::metric(&io.ops_addr(), "iocluster_client_pauses_total").await;
+    }
+    assert!(
+        pauses >= 1.0,
+        "the burst went past max_pending_events: {result}"
+    );
+}
+
 /// The same scenarios with a single io-node behind the proxy: nothing to
 /// relay, so they pass whatever the relaying does, and show that what the
 /// tests above check holds without it.
