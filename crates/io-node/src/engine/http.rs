@@ -104,14 +104,10 @@ async fn route<H: Handler>(handler: Arc<H>, peer: SocketAddr, request: Request) 
             if let Some(owner) = engine.relays().foreign_owner(&sid) {
                 return super::relay::relay_polling(&*handler, owner, &sid, request).await;
             }
-            // A closed session is gone for the client, even before the
-            // watch task has cleaned it up.
-            let Some(session) = engine.session(&sid).filter(|session| !session.is_closed()) else {
-                return error(TransportError::UnknownSid);
+            let session = match polling::polling_session(engine, &sid) {
+                Ok(session) => session,
+                Err(refused) => return error(refused),
             };
-            if session.lock().websocket {
-                return error(TransportError::BadRequest);
-            }
             match *request.method() {
                 Method::GET => polling::poll(engine, session).await,
                 Method::POST => polling::post(&*handler, session, request).await,

@@ -123,7 +123,7 @@ pub(crate) struct Engine<C> {
     /// Woken when the last session leaves (see [`Engine::until_empty`]).
     empty: tokio::sync::Notify,
     /// Requests and WebSockets relayed to and from other io-nodes.
-    relays: relay::Relays,
+    relays: relay::Relays<C>,
 }
 
 impl<C: Default + Send + 'static> Engine<C> {
@@ -162,7 +162,7 @@ impl<C: Default + Send + 'static> Engine<C> {
         &self.config
     }
 
-    pub(crate) fn relays(&self) -> &relay::Relays {
+    pub(crate) fn relays(&self) -> &relay::Relays<C> {
         &self.relays
     }
 
@@ -192,6 +192,12 @@ impl<C: Default + Send + 'static> Engine<C> {
 
     pub(crate) fn session(&self, sid: &str) -> Option<Arc<Session<C>>> {
         read(&self.sessions).get(sid).cloned()
+    }
+
+    /// The session `sid` names, unless it is closed: a closed session is
+    /// gone for the client even before the watch task has cleaned it up.
+    pub(crate) fn live_session(&self, sid: &str) -> Option<Arc<Session<C>>> {
+        self.session(sid).filter(|session| !session.is_closed())
     }
 
     /// A place for a new session from this request's client in the budget

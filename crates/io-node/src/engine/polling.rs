@@ -14,6 +14,20 @@ use super::limits::RateLimiter;
 use super::responses::{error, text};
 use super::{CloseReason, Engine, Frame, Handler, Session};
 
+/// The session a long-polling request for `sid` is for: `UnknownSid` if
+/// there is none (or it is closed), `BadRequest` once it moved to a
+/// WebSocket. For requests that came in here and for those relayed here.
+pub(super) fn polling_session<C: Default + Send + 'static>(
+    engine: &Engine<C>,
+    sid: &str,
+) -> Result<Arc<Session<C>>, TransportError> {
+    let session = engine.live_session(sid).ok_or(TransportError::UnknownSid)?;
+    if session.lock().websocket {
+        return Err(TransportError::BadRequest);
+    }
+    Ok(session)
+}
+
 /// A long-polling GET: waits for frames, then returns all that are ready.
 pub(super) async fn poll<C>(engine: &Engine<C>, session: Arc<Session<C>>) -> Response {
     let Ok(_reader) = session.outbox_reader.try_lock() else {
@@ -30,20 +44,15 @@ pub(super) async fn poll<C>(engine: &Engine<C>, session: Arc<Session<C>>) -> Res
             _ => text(single(eio3, engine::CLOSE)),
         };
     };
-    let budget = engine.config.max_payload;
     let mut body = String::new();
-    let mut then_close = write_polling_frame(&mut body, &first, eio3);
-    let mut last = first;
-    while then_close.is_none() && !last.ends_write() && body.len() < budget {
-        let Some(frame) = session.outbox.try_pop() else {
-            break;
-        };
-        if !eio3 && !matches!(frame, Frame::CloseAfter(_)) {
+    let budget = engine.config.max_payload;
+    let then_close = session.take_write(first, usize::MAX, budget, |frame| {
+        if !eio3 && !body.is_empty() {
             body.push(engine::RECORD_SEPARATOR);
         }
-        then_close = write_polling_frame(&mut body, &frame, eio3);
-        last = frame;
-    }
+        write_polling_frame(&mut body, frame, eio3);
+        body.len()
+    });
     if let Some(reason) = then_close {
         session.close(reason);
         if body.is_empty() {
@@ -64,10 +73,10 @@ fn single(eio3: bool, packet: &str) -> String {
     body
 }
 
-/// Appends a frame's packets to a polling body (framed the v3 way for a v3
-/// client); returns the reason to close the session with once the body is
-/// sent, for a [`Frame::CloseAfter`].
-fn write_polling_frame(body: &mut String, frame: &Frame, eio3: bool) -> Option<CloseReason> {
+/// Appends a frame's packets to a polling body, framed the v3 way for a v3
+/// client (a [`Frame::CloseAfter`] is not a packet: `take_write` stops at
+/// it).
+fn write_polling_frame(body: &mut String, frame: &Frame, eio3: bool) {
     let text = |body: &mut String, packet: &str| {
         if eio3 {
             eio3::write_text(body, packet);
@@ -94,9 +103,8 @@ fn write_polling_frame(body: &mut String, frame: &Frame, eio3: bool) -> Option<C
             }
         }
         Frame::Binary(bytes, _) => binary(body, bytes),
-        Frame::CloseAfter(reason) => return Some(*reason),
+        Frame::CloseAfter(_) => {}
     }
-    None
 }
 
 /// A long-polling POST: one or more packets from the client.

@@ -60,9 +60,9 @@ pub(crate) trait Peers: Send + Sync + 'static {
 /// hold, so only what was under way meanwhile piles up.
 const LINK_INBOX: usize = 4096;
 
-/// The relay state of a node, in both roles.
-#[derive(Default)]
-pub(crate) struct Relays {
+/// The relay state of a node, in both roles (`C`: what the layer above
+/// keeps per session, as in [`Session`]).
+pub(crate) struct Relays<C> {
     peers: OnceLock<Arc<dyn Peers>>,
     next: AtomicU64,
     /// Requests this node relayed, awaiting their answer.
@@ -70,8 +70,23 @@ pub(crate) struct Relays {
     /// WebSockets this node relays to the session's owner.
     links: Mutex<HashMap<u64, Link>>,
     /// Polls and links other nodes relay to sessions held here.
-    served: Mutex<HashMap<(Arc<str>, u64), Served>>,
+    served: Mutex<HashMap<RelayedBy, Served<C>>>,
 }
+
+impl<C> Default for Relays<C> {
+    fn default() -> Relays<C> {
+        Relays {
+            peers: OnceLock::new(),
+            next: AtomicU64::new(0),
+            pending: Mutex::default(),
+            links: Mutex::default(),
+            served: Mutex::default(),
+        }
+    }
+}
+
+/// A relayer's request or link: its node id and its number.
+type RelayedBy = (Arc<str>, u64);
 
 struct Pending {
     owner: Arc<str>,
@@ -90,9 +105,9 @@ pub(super) enum Downward {
     Close,
 }
 
-enum Served {
+enum Served<C> {
     Poll(tokio::task::AbortHandle),
-    Link(mpsc::Sender<Upward>, Arc<dyn ClosableSession>),
+    Link(mpsc::Sender<Upward>, Arc<Session<C>>),
 }
 
 /// What reaches a served session from the WebSocket another node relays.
@@ -101,25 +116,13 @@ enum Upward {
     Gone(CloseReason),
 }
 
-/// A session, whatever the layer above keeps in it: for closing the
-/// sessions served for another node.
-trait ClosableSession: Send + Sync {
-    fn close_with(&self, reason: CloseReason);
-}
-
-impl<C: Send + 'static> ClosableSession for Session<C> {
-    fn close_with(&self, reason: CloseReason) {
-        self.close(reason);
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Relays {
+impl<C> Relays<C> {
     /// Connects the relay to the cluster; until then, nothing is relayed.
     pub(crate) fn set_peers(&self, peers: Arc<dyn Peers>) {
         let _ = self.peers.set(peers);
@@ -265,7 +268,7 @@ impl Relays {
         for (_, served) in lock(&self.served).drain() {
             match served {
                 Served::Poll(task) => task.abort(),
-                Served::Link(_, session) => session.close_with(CloseReason::TransportError),
+                Served::Link(_, session) => session.close(CloseReason::TransportError),
             }
         }
     }
@@ -280,14 +283,14 @@ impl Relays {
 }
 
 /// Cancels a relayed request at its owner unless it was answered.
-struct Cancel<'a> {
-    relays: &'a Relays,
+struct Cancel<'a, C> {
+    relays: &'a Relays<C>,
     owner: &'a str,
     id: u64,
     armed: bool,
 }
 
-impl Drop for Cancel<'_> {
+impl<C> Drop for Cancel<'_, C> {
     fn drop(&mut self) {
         lock(&self.relays.pending).remove(&self.id);
         if self.armed {
@@ -368,7 +371,11 @@ fn into_response(answer: wire::Answer) -> Response {
 
 /// Asks the owner to let a WebSocket take over a polling session (the
 /// client's `2probe`); whether it may.
-pub(super) async fn probe<C>(engine: &super::Engine<C>, owner: &str, sid: &str) -> bool {
+pub(super) async fn probe<C: Default + Send + 'static>(
+    engine: &super::Engine<C>,
+    owner: &str,
+    sid: &str,
+) -> bool {
     let wait = answer_wait(&engine.config);
     let answer = engine
         .relays
@@ -402,7 +409,8 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
     match relay {
         // Owner side.
         Relay::Poll(request) => {
-            let key: (Arc<str>, u64) = (request.from.as_str().into(), request.id);
+            let key: RelayedBy = (request.from.as_str().into(), request.id);
+            let task_key = key.clone();
             let task_handler = handler.clone();
             // Held while the task starts, so that a poll answered at once
             // (its removal waits for this) leaves nothing behind.
@@ -410,8 +418,7 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
             let task = tokio::spawn(async move {
                 let response = owner_poll(&*task_handler, &request.sid).await;
                 let relays = &task_handler.engine().relays;
-                let key = (Arc::<str>::from(request.from.as_str()), request.id);
-                lock(&relays.served).remove(&key);
+                lock(&relays.served).remove(&task_key);
                 answer(relays, &request.from, request.id, response).await;
             });
             served.insert(key, Served::Poll(task.abort_handle()));
@@ -431,7 +438,7 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
             }
         }
         Relay::Probe(request) => {
-            let allowed = match live_session(&**handler, &request.sid) {
+            let allowed = match handler.engine().live_session(&request.sid) {
                 Some(session) => {
                     let mut state = session.lock();
                     let free = !state.websocket && !state.upgrading;
@@ -459,15 +466,18 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
             );
         }
         Relay::Upgrade(request) => {
-            let session = live_session(&**handler, &request.sid).filter(|session| {
-                let mut state = session.lock();
-                let upgrading = state.upgrading && !state.websocket;
-                if upgrading {
-                    state.upgrading = false;
-                    state.websocket = true;
-                }
-                upgrading
-            });
+            let session = handler
+                .engine()
+                .live_session(&request.sid)
+                .filter(|session| {
+                    let mut state = session.lock();
+                    let upgrading = state.upgrading && !state.websocket;
+                    if upgrading {
+                        state.upgrading = false;
+                        state.websocket = true;
+                    }
+                    upgrading
+                });
             let Some(session) = session else {
                 relays.send(&request.from, &Relay::Close(wire::Close { id: request.id }));
                 return;
@@ -507,14 +517,7 @@ fn dispatch<H: Handler>(handler: &Arc<H>, relay: Relay) {
     }
 }
 
-fn live_session<H: Handler>(handler: &H, sid: &str) -> Option<Arc<Session<H::Client>>> {
-    handler
-        .engine()
-        .session(sid)
-        .filter(|session| !session.is_closed())
-}
-
-fn to_link(relays: &Relays, id: u64, down: Downward, last: bool) {
+fn to_link<C>(relays: &Relays<C>, id: u64, down: Downward, last: bool) {
     let mut links = lock(&relays.links);
     if let Some(link) = links.get(&id) {
         let _ = link.down.send(down);
@@ -524,41 +527,35 @@ fn to_link(relays: &Relays, id: u64, down: Downward, last: bool) {
     }
 }
 
-fn to_served_link(relays: &Relays, from: String, id: u64, up: Upward) {
+fn to_served_link<C>(relays: &Relays<C>, from: String, id: u64, up: Upward) {
     let served = lock(&relays.served);
     if let Some(Served::Link(sender, session)) = served.get(&(from.into(), id))
         && sender.try_send(up).is_err()
     {
         // Far more than the relayer sends once told to hold: a relayer
         // that does not hold, or a session that cannot keep up.
-        session.close_with(CloseReason::Overloaded);
+        session.close(CloseReason::Overloaded);
     }
 }
 
 /// A relayed GET, carried out here as if it had come in directly.
 async fn owner_poll<H: Handler>(handler: &H, sid: &str) -> Response {
-    let Some(session) = live_session(handler, sid) else {
-        return error(TransportError::UnknownSid);
-    };
-    if session.lock().websocket {
-        return error(TransportError::BadRequest);
+    match polling::polling_session(handler.engine(), sid) {
+        Ok(session) => polling::poll(handler.engine(), session).await,
+        Err(refused) => error(refused),
     }
-    polling::poll(handler.engine(), session).await
 }
 
 /// A relayed POST, carried out here as if it had come in directly.
 async fn owner_post<H: Handler>(handler: &H, sid: &str, body: Vec<u8>) -> Response {
-    let Some(session) = live_session(handler, sid) else {
-        return error(TransportError::UnknownSid);
-    };
-    if session.lock().websocket {
-        return error(TransportError::BadRequest);
+    match polling::polling_session(handler.engine(), sid) {
+        Ok(session) => polling::post(handler, session, Request::new(Body::from(body))).await,
+        Err(refused) => error(refused),
     }
-    polling::post(handler, session, Request::new(Body::from(body))).await
 }
 
 /// Sends an HTTP answer back to the relayer.
-async fn answer(relays: &Relays, relayer: &str, id: u64, response: Response) {
+async fn answer<C>(relays: &Relays<C>, relayer: &str, id: u64, response: Response) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -583,11 +580,6 @@ async fn answer(relays: &Relays, relayer: &str, id: u64, response: Response) {
         );
     }
 }
-
-/// Most frames in one `down` envelope, and the bytes after which it takes
-/// no more (as a WebSocket write batch).
-const DOWN_BATCH: usize = 64;
-const DOWN_BATCH_BYTES: usize = 16 * 1024;
 
 /// Serves a session whose WebSocket another node holds: drains its outbox
 /// into `down` envelopes, hands the client's packets that come `up` to the
@@ -668,25 +660,19 @@ async fn on_packets<H: Handler>(
 }
 
 /// `first` and what else waits in the outbox, as one `down` envelope's
-/// packets (a write's worth), and the reason to close with after them for a
-/// [`Frame::CloseAfter`]. Binary packets as the client's WebSocket carries
-/// them (after the `message` type byte for a v3 client).
+/// packets (what one WebSocket write would take), and the reason to close
+/// with after them for a [`Frame::CloseAfter`]. Binary packets as the
+/// client's WebSocket carries them.
 fn down_batch<C>(session: &Session<C>, first: Frame) -> (Vec<Packet>, Option<CloseReason>) {
+    use super::websocket::{WRITE_BATCH, WRITE_BATCH_BYTES, binary_message};
     let binary = |data: &[u8]| {
-        let mut bytes = Vec::with_capacity(data.len() + 1);
-        if session.eio3 {
-            bytes.push(iocluster_protocol::eio3::BINARY_MESSAGE);
-        }
-        bytes.extend_from_slice(data);
-        Packet::Binary(ByteBuf::from(bytes))
+        Packet::Binary(ByteBuf::from(
+            binary_message(data, session.eio3).into_owned(),
+        ))
     };
     let mut packets = Vec::new();
     let mut bytes = 0;
-    let mut next = Some(first);
-    let mut count = 0;
-    while let Some(frame) = next.take() {
-        count += 1;
-        let ends = frame.ends_write();
+    let then_close = session.take_write(first, WRITE_BATCH, WRITE_BATCH_BYTES, |frame| {
         match frame {
             Frame::Text(text) | Frame::Alone(text) => {
                 bytes += text.len();
@@ -702,16 +688,13 @@ fn down_batch<C>(session: &Session<C>, first: Frame) -> (Vec<Packet>, Option<Clo
             }
             Frame::Binary(data, _) => {
                 bytes += data.len();
-                packets.push(binary(&data));
+                packets.push(binary(data));
             }
-            Frame::CloseAfter(reason) => return (packets, Some(reason)),
+            Frame::CloseAfter(_) => {}
         }
-        if ends || count >= DOWN_BATCH || bytes >= DOWN_BATCH_BYTES {
-            break;
-        }
-        next = session.outbox.try_pop();
-    }
-    (packets, None)
+        bytes
+    });
+    (packets, then_close)
 }
 
 #[cfg(test)]
@@ -778,7 +761,7 @@ mod tests {
 
     #[test]
     fn a_lost_owner_fails_its_requests_and_closes_its_links() {
-        let relays = Relays::default();
+        let relays = Relays::<()>::default();
         let (answer, mut answered) = oneshot::channel();
         lock(&relays.pending).insert(
             1,

@@ -340,6 +340,35 @@ impl<C> Session<C> {
         self.outbox.ready.register(waker);
     }
 
+    /// Takes `first` and the frames queued behind it that go in the same
+    /// write to the client (or, for a relayed WebSocket, the same `down`
+    /// envelope), handing each to `write`, which returns the bytes written
+    /// so far. The write ends after a frame that must end it, at
+    /// `most_frames` frames or `most_bytes` bytes, when the outbox is empty,
+    /// or at a [`Frame::CloseAfter`], whose reason is returned: the session
+    /// closes once what was taken is written. One rule for every transport.
+    pub(crate) fn take_write(
+        &self,
+        first: Frame,
+        most_frames: usize,
+        most_bytes: usize,
+        mut write: impl FnMut(&Frame) -> usize,
+    ) -> Option<CloseReason> {
+        let mut frame = first;
+        let mut taken = 0;
+        loop {
+            if let Frame::CloseAfter(reason) = frame {
+                return Some(reason);
+            }
+            taken += 1;
+            let written = write(&frame);
+            if frame.ends_write() || taken >= most_frames || written >= most_bytes {
+                return None;
+            }
+            frame = self.outbox.try_pop()?;
+        }
+    }
+
     /// The next frame if one is waiting, `None` if the session is closed;
     /// registers no waker.
     pub(crate) fn frame_ready(&self) -> Poll<Option<Frame>> {
@@ -667,6 +696,38 @@ mod tests {
         // Not held back this time: closed.
         session.on_due(start + 302, 0, &watch);
         assert_eq!(session.close_reason(), CloseReason::PingTimeout);
+    }
+
+    #[test]
+    fn a_write_takes_frames_up_to_its_limits_and_stops_at_a_close() {
+        let (watch, _closed) = watch();
+        let session = session(&watch);
+        for n in 0..5 {
+            session.send(Frame::text(format!("4{n}")));
+        }
+        let mut taken = Vec::new();
+        let mut take = |most_frames, most_bytes| {
+            let first = session.outbox.try_pop().unwrap();
+            taken.clear();
+            let close = session.take_write(first, most_frames, most_bytes, |frame| {
+                taken.push(frame.as_text().to_owned());
+                taken.len() * 2
+            });
+            (taken.clone(), close)
+        };
+        assert_eq!(take(2, 100), (vec!["40".into(), "41".into()], None));
+        assert_eq!(take(10, 2), (vec!["42".into()], None));
+        session.send(Frame::alone("45".into()));
+        session.close_after_queued(CloseReason::ForcedClose);
+        assert_eq!(
+            take(10, 100),
+            (vec!["43".into(), "44".into(), "45".into()], None)
+        );
+        assert_eq!(
+            take(10, 100),
+            (vec![], Some(CloseReason::ForcedClose)),
+            "a close alone: nothing to write, then close"
+        );
     }
 
     #[test]

@@ -366,11 +366,11 @@ const WS_READ_BUFFER: usize = 512;
 const WS_WRITE_BUFFER: usize = 512;
 
 /// Most frames written with one write.
-const WRITE_BATCH: usize = 64;
+pub(super) const WRITE_BATCH: usize = 64;
 
 /// A write batch takes no more frames once it holds this many bytes: its
 /// buffer exists only while it is written.
-const WRITE_BATCH_BYTES: usize = 16 * 1024;
+pub(super) const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
 /// What woke a WebSocket task ([`serve_websocket`]).
 enum Woke {
@@ -553,20 +553,10 @@ async fn write_frames<C>(
 ) -> Result<Written, tokio_tungstenite::tungstenite::Error> {
     let mut out = Vec::new();
     let eio3 = session.eio3;
-    let mut then_close = encode_frame(&mut out, &first, eio3);
-    let mut last = first;
-    for _ in 1..WRITE_BATCH {
-        if out.len() >= WRITE_BATCH_BYTES || last.ends_write() {
-            break;
-        }
-        match session.outbox.try_pop() {
-            Some(frame) => {
-                then_close = encode_frame(&mut out, &frame, eio3);
-                last = frame;
-            }
-            None => break,
-        }
-    }
+    let then_close = session.take_write(first, WRITE_BATCH, WRITE_BATCH_BYTES, |frame| {
+        encode_frame(&mut out, frame, eio3);
+        out.len()
+    });
     if let Some(reason) = then_close {
         // Everything queued before the close goes out first, within the
         // grace a closing session's write gets.
@@ -609,10 +599,9 @@ async fn write_out(
     Ok(())
 }
 
-/// Returns the reason to close the session with once what came before is
-/// written, for a [`Frame::CloseAfter`]. A v3 client's binary packets
-/// start with the `message` type byte.
-fn encode_frame(out: &mut Vec<u8>, frame: &Frame, eio3: bool) -> Option<CloseReason> {
+/// Appends a frame's packets as WebSocket data frames (a
+/// [`Frame::CloseAfter`] is not a packet: `take_write` stops at it).
+fn encode_frame(out: &mut Vec<u8>, frame: &Frame, eio3: bool) {
     match frame {
         Frame::Text(text) | Frame::Alone(text) => {
             encode_data_frame(out, Data::Text, text.as_bytes())
@@ -620,24 +609,26 @@ fn encode_frame(out: &mut Vec<u8>, frame: &Frame, eio3: bool) -> Option<CloseRea
         Frame::WithBinary(text, attachments) => {
             encode_data_frame(out, Data::Text, text.as_bytes());
             for attachment in attachments.iter() {
-                encode_binary_frame(out, attachment, eio3);
+                encode_data_frame(out, Data::Binary, &binary_message(attachment, eio3));
             }
         }
-        Frame::Binary(bytes, _) => encode_binary_frame(out, bytes, eio3),
-        Frame::CloseAfter(reason) => return Some(*reason),
+        Frame::Binary(bytes, _) => {
+            encode_data_frame(out, Data::Binary, &binary_message(bytes, eio3))
+        }
+        Frame::CloseAfter(_) => {}
     }
-    None
 }
 
-fn encode_binary_frame(out: &mut Vec<u8>, data: &[u8], eio3: bool) {
-    if eio3 {
-        let mut prefixed = Vec::with_capacity(data.len() + 1);
-        prefixed.push(iocluster_protocol::eio3::BINARY_MESSAGE);
-        prefixed.extend_from_slice(data);
-        encode_data_frame(out, Data::Binary, &prefixed);
-    } else {
-        encode_data_frame(out, Data::Binary, data);
+/// A binary packet as a WebSocket carries it: as is for v4, after the
+/// `message` type byte for a v3 client.
+pub(super) fn binary_message(data: &[u8], eio3: bool) -> std::borrow::Cow<'_, [u8]> {
+    if !eio3 {
+        return std::borrow::Cow::Borrowed(data);
     }
+    let mut prefixed = Vec::with_capacity(data.len() + 1);
+    prefixed.push(iocluster_protocol::eio3::BINARY_MESSAGE);
+    prefixed.extend_from_slice(data);
+    std::borrow::Cow::Owned(prefixed)
 }
 
 /// One final, unmasked data frame (a server's), its header written by
