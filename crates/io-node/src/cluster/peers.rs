@@ -2,12 +2,18 @@
 //! envelopes go out on the owner's relay channel through the writer, and
 //! whether a node lives is read from the live-node set (`P:nodes`), kept
 //! here as of the last registry beat and looked up in Redis for a node not
-//! seen then (one that just started).
+//! seen then (one that just started). After Redis lost its data (a restart
+//! without persistence) the live set is empty until every node renews its
+//! lease: for a lease and a beat, a node missing from it is not taken for
+//! dead (its relayed requests and links are not failed, its sessions are
+//! still relayed to it).
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use iocluster_protocol::envelope::relay::Relay;
 use iocluster_protocol::keys::Keys;
@@ -24,6 +30,9 @@ pub(crate) struct ClusterPeers {
     redis: redis::aio::ConnectionManager,
     /// The io-nodes whose lease ran at the last beat.
     live: RwLock<HashSet<String>>,
+    /// Until then (Unix ms), a node missing from the live set may simply
+    /// not have renewed its lease in a Redis that lost its data.
+    grace_until: AtomicU64,
 }
 
 impl ClusterPeers {
@@ -39,7 +48,19 @@ impl ClusterPeers {
             bridge,
             redis,
             live: RwLock::default(),
+            grace_until: AtomicU64::new(0),
         }
+    }
+
+    /// Redis lost its data (seen by this node's lease renewal): every live
+    /// node renews within a lease, so until then absence proves nothing.
+    pub(crate) fn redis_lost_data(&self, lease: Duration) {
+        let until = unix_ms() + crate::clock::millis(lease + lease / 3);
+        self.grace_until.store(until, Ordering::Release);
+    }
+
+    fn in_grace(&self) -> bool {
+        unix_ms() < self.grace_until.load(Ordering::Acquire)
     }
 
     /// Reads the live set again; returns the nodes that left it since the
@@ -58,6 +79,11 @@ impl ClusterPeers {
             .live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.in_grace() {
+            // Nodes renew one by one: keep those known, add the renewed.
+            known.extend(live);
+            return Ok(Vec::new());
+        }
         let lost = known.difference(&live).cloned().collect();
         *known = live;
         Ok(lost)
@@ -93,7 +119,10 @@ impl Peers for ClusterPeers {
                 .query_async(&mut redis)
                 .await
                 .unwrap_or(None);
-            lease.is_some_and(|until| until > unix_ms() as f64)
+            match lease {
+                Some(until) => until > unix_ms() as f64,
+                None => self.in_grace(),
+            }
         })
     }
 }

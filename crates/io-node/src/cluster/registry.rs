@@ -148,8 +148,11 @@ pub(super) async fn run(
                     } else if !has_ledger {
                         // Redis lost everything (a restart without
                         // persistence): the queue lost the events in flight
-                        // and the ledger is gone.
+                        // and the ledger is gone. So is every node's lease:
+                        // until they renew, a node missing from the live
+                        // set is not a dead one.
                         context.resync();
+                        context.peers.redis_lost_data(lease);
                     } else if missing {
                         tracing::warn!("the node's lease had lapsed; renewed");
                     }
