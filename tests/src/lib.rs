@@ -22,12 +22,29 @@ pub const PING_INTERVAL_MS: u64 = 400;
 pub const PING_TIMEOUT_MS: u64 = 400;
 pub const LEASE_MS: u64 = 1500;
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a server a test starts: below the
+/// kernel's ephemeral range (32768 and up on Linux), so that none of the
+/// many outgoing connections of tests running in parallel takes it between
+/// this check and the server's bind, and never the same one twice in this
+/// process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("no free port on 127.0.0.1")
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let start = (std::process::id() as usize * 7919) % 12_000;
+    for step in 0..12_000 {
+        let port = 20_000 + ((start + step * 13) % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 20000 and 31999")
 }
 
 pub fn workspace_root() -> PathBuf {
