@@ -37,6 +37,10 @@
 #   raw        1 process, no Redis (bench/peers/raw): the ceiling
 #   iocluster-base  as iocluster, with the binaries in $IOCLUSTER_BASE_DIR
 #              (another build's target/release): a change against its base
+#   iocluster-rc  as iocluster, on a local Redis Cluster of three masters (no
+#              replicas) instead of one Redis (`redis+cluster://`); the JSON
+#              line has each master's CPU seconds and command counts
+#              (`redis_nodes`), so the spread over the masters shows
 #
 # Per run it records the bench JSON, the CPU time of every server process and
 # of Redis (from /proc/<pid>/stat) over the whole run and, for fanout, rooms,
@@ -81,7 +85,7 @@ if [ "$scenario" = polling-echo ]; then
   for system in "${wanted[@]}"; do
     case "$system" in
       raw) echo "polling-echo: raw has no long-polling" >&2; exit 2 ;;
-      iocluster|iocluster-base) ;;
+      iocluster|iocluster-base|iocluster-rc) ;;
       *) if [ "$affinity" != on ]; then
            echo "polling-echo --affinity $affinity: $system needs sticky sessions; only iocluster answers a session on any server" >&2
            exit 2
@@ -149,14 +153,45 @@ wait_server() {
   echo "nothing listens on port $port after 30 s:" >&2; cat "$log" >&2; exit 1
 }
 
+# Starts a Redis Cluster of three masters (no replicas) on free ports:
+# sets redis_ports, redis_pids and the URL in redis_url.
+start_redis_cluster() {
+  local port bus i addresses=()
+  for i in 1 2 3; do
+    port=$(free_port); bus=$(free_port)
+    mkdir -p "$run_dir/rc-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+      --dir "$run_dir/rc-$port" --cluster-enabled yes --cluster-port "$bus" \
+      --cluster-config-file "$run_dir/rc-$port/nodes.conf" --cluster-node-timeout 2000 \
+      >"$run_dir/redis-$port.log" 2>&1 &
+    pids+=($!); redis_pids+=($!); redis_ports+=("$port")
+    addresses+=("127.0.0.1:$port")
+  done
+  for port in "${redis_ports[@]}"; do wait_port "$port"; done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >"$run_dir/rc-create.log" 2>&1
+  for port in "${redis_ports[@]}"; do
+    for _ in $(seq 1 200); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q cluster_state:ok && break
+      sleep 0.05
+    done
+  done
+  redis_url="redis+cluster://$(IFS=,; echo "${addresses[*]}")"
+}
+
 start_system() {
   local system=$1
-  redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir" \
-    >"$run_dir/redis.log" 2>&1 &
-  pids+=($!); redis_pid=$!
-  wait_port "$redis_port"
-  local redis="redis://127.0.0.1:$redis_port" ports=() port
+  redis_ports=() redis_pids=()
+  if [ "$system" = iocluster-rc ]; then
+    start_redis_cluster
+  else
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir" \
+      >"$run_dir/redis.log" 2>&1 &
+    pids+=($!); redis_pids+=($!); redis_ports+=("$redis_port")
+    wait_port "$redis_port"
+    redis_url="redis://127.0.0.1:$redis_port"
+  fi
+  local redis=$redis_url ports=() port
   while [ "${#ports[@]}" -lt "$processes" ]; do
     port=$(free_port)
     [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
@@ -286,10 +321,12 @@ for round in $(seq 1 "$rounds"); do
   for system in "${system_list[@]}"; do
     step "round $round/$rounds: $scenario on $system"
     start_system "$system"
-    all=("${servers[@]}" "$redis_pid")
+    all=("${servers[@]}" "${redis_pids[@]}")
+    redis_before=()
+    for pid in "${redis_pids[@]}"; do redis_before+=("$(cpu_ticks "$pid")"); done
     rss_before=$(sum_over rss_kib "${servers[@]}")
     cpu_before=$(sum_over cpu_ticks "${all[@]}")
-    redis-cli -p "$redis_port" config resetstat >/dev/null
+    for port in "${redis_ports[@]}"; do redis-cli -p "$port" config resetstat >/dev/null; done
     if ! run_generators "$system" "$round"; then
       # One system failing a run (a peer that never answered a join, say)
       # does not throw away the others' runs; the summary names it.
@@ -299,14 +336,20 @@ for round in $(seq 1 "$rounds"); do
       continue
     fi
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
-    redis-cli -p "$redis_port" info commandstats >"$run_dir/commandstats"
+    : >"$run_dir/commandstats"
+    redis_nodes=()
+    for i in "${!redis_ports[@]}"; do
+      redis-cli -p "${redis_ports[$i]}" info commandstats >"$run_dir/commandstats-$i"
+      cat "$run_dir/commandstats-$i" >>"$run_dir/commandstats"
+      redis_nodes+=("${redis_ports[$i]}:$(( $(cpu_ticks "${redis_pids[$i]}") - ${redis_before[$i]} )):$run_dir/commandstats-$i")
+    done
     load_cpu=""
     [ -z "$load_ticks" ] || load_cpu=$((cpu_after - load_ticks))
     python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
       "$(getconf CLK_TCK)" "$rss_before" "$rss_held" "$run_dir/commandstats" "$load_cpu" \
-      "${ops_ports[@]}" >>"$out" <<'PY'
+      "$(IFS=' '; echo "${redis_nodes[*]}")" "${ops_ports[@]}" >>"$out" <<'PY'
 import json, re, sys, urllib.request
-system, round_, path, ticks, hz, rss_before, rss_held, stats, load_ticks = sys.argv[1:10]
+system, round_, path, ticks, hz, rss_before, rss_held, stats, load_ticks, nodes = sys.argv[1:11]
 result = json.load(open(path))
 line = {"system": system, "round": int(round_), "result": result,
         "server_cpu_seconds": int(ticks) / int(hz),
@@ -314,12 +357,20 @@ line = {"system": system, "round": int(round_), "result": result,
 if load_ticks:
     # From the start of the load to the end: setup excluded.
     line["server_cpu_seconds_load"] = int(load_ticks) / int(hz)
-# Redis PUBLISH calls over the whole run, setup (joins) included.
-m = re.search(r"cmdstat_publish:calls=(\d+)", open(stats).read())
-line["redis_publishes"] = int(m.group(1)) if m else 0
+# Redis PUBLISH calls over the whole run, setup (joins) included (summed
+# over the masters of a Redis Cluster).
+line["redis_publishes"] = sum(int(c) for c in re.findall(r"cmdstat_publish:calls=(\d+)", open(stats).read()))
+# Each Redis server: CPU seconds over the whole run, and its command calls.
+line["redis_nodes"] = []
+for entry in nodes.split():
+    port, node_ticks, node_stats = entry.split(":", 2)
+    calls = {name: int(n) for name, n in re.findall(r"cmdstat_(\w+):calls=(\d+)", open(node_stats).read())}
+    line["redis_nodes"].append({"port": int(port), "cpu_seconds": int(node_ticks) / int(hz),
+                                "commands": sum(calls.values()), "publish": calls.get("publish", 0),
+                                "evalsha": calls.get("evalsha", 0) + calls.get("eval", 0)})
 # What each io-node received from its Redis subscription (iocluster only).
 received = []
-for port in sys.argv[10:]:
+for port in sys.argv[11:]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     def counter(name):
         m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)

@@ -19,9 +19,10 @@ apt_install() {
 }
 
 ensure_redis() {
-  if ! command -v redis-server >/dev/null; then
-    step "installing redis-server (Debian package)"
-    apt_install redis-server
+  # redis-cli makes the tests' local Redis Cluster (redis-tools).
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    step "installing redis-server and redis-cli (Debian packages)"
+    apt_install redis-server redis-tools
   fi
 }
 

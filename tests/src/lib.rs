@@ -174,6 +174,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     tls: Option<(RedisTls, u16)>,
+    /// A Redis Cluster node: its cluster bus port.
+    cluster_port: Option<u16>,
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (PEM files),
@@ -218,12 +220,32 @@ impl RedisServer {
         let dir = logs.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
         let tls = tls.map(|tls| (tls.clone(), free_port()));
-        let process = Self::spawn(port, &dir, logs, tls.as_ref());
+        let process = Self::spawn(port, &dir, logs, tls.as_ref(), None);
         let server = RedisServer {
             process,
             port,
             dir,
             tls,
+            cluster_port: None,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// A node for a Redis Cluster (not yet joined: see [`RedisCluster`]),
+    /// with a short node timeout (1 s) so that a failover is quick.
+    async fn start_cluster_node(logs: &Path) -> RedisServer {
+        let port = free_port();
+        let cluster_port = free_port();
+        let dir = logs.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
+        let process = Self::spawn(port, &dir, logs, None, Some(cluster_port));
+        let server = RedisServer {
+            process,
+            port,
+            dir,
+            tls: None,
+            cluster_port: Some(cluster_port),
         };
         server.wait_ready().await;
         server
@@ -238,7 +260,7 @@ impl RedisServer {
             .tls
             .as_ref()
             .map(|(tls, _)| (tls.clone(), free_port()));
-        let mut command = Self::command(port, &dir, tls.as_ref());
+        let mut command = Self::command(port, &dir, tls.as_ref(), None);
         command.args(["--replicaof", "127.0.0.1", &master.node_port().to_string()]);
         let process = Process::spawn_appending(command, logs.join(format!("redis-{port}.log")));
         let server = RedisServer {
@@ -246,14 +268,21 @@ impl RedisServer {
             port,
             dir,
             tls,
+            cluster_port: None,
         };
         server.wait_ready().await;
         server
     }
 
-    fn spawn(port: u16, dir: &Path, logs: &Path, tls: Option<&(RedisTls, u16)>) -> Process {
+    fn spawn(
+        port: u16,
+        dir: &Path,
+        logs: &Path,
+        tls: Option<&(RedisTls, u16)>,
+        cluster_port: Option<u16>,
+    ) -> Process {
         Process::spawn_appending(
-            Self::command(port, dir, tls),
+            Self::command(port, dir, tls, cluster_port),
             logs.join(format!("redis-{port}.log")),
         )
     }
@@ -271,7 +300,12 @@ impl RedisServer {
         }
     }
 
-    fn command(port: u16, dir: &Path, tls: Option<&(RedisTls, u16)>) -> Command {
+    fn command(
+        port: u16,
+        dir: &Path,
+        tls: Option<&(RedisTls, u16)>,
+        cluster_port: Option<u16>,
+    ) -> Command {
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -288,6 +322,17 @@ impl RedisServer {
             .arg(dir);
         if let Some((tls, tls_port)) = tls {
             command.args(tls.server_args(*tls_port));
+        }
+        if let Some(cluster_port) = cluster_port {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-port", &cluster_port.to_string()])
+                .args(["--cluster-node-timeout", "1000"])
+                // A replica's first sync at once, not after the 5 s
+                // Redis 7 waits for more replicas to share one transfer.
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--cluster-config-file")
+                .arg(dir.join("nodes.conf"));
         }
         if std::process::Command::new("redis-server")
             .arg("--version")
@@ -346,8 +391,94 @@ impl RedisServer {
             .parent()
             .expect("redis dir has a parent")
             .to_path_buf();
-        self.process = Self::spawn(self.port, &self.dir, &logs, self.tls.as_ref());
+        // A cluster node keeps its nodes.conf, so it rejoins its cluster
+        // (as a replica, if it lost its master role meanwhile).
+        self.process = Self::spawn(
+            self.port,
+            &self.dir,
+            &logs,
+            self.tls.as_ref(),
+            self.cluster_port,
+        );
         self.wait_ready().await;
+    }
+}
+
+/// A local Redis Cluster: three masters, each with one replica, made with
+/// `redis-cli --cluster create` on loopback ports, node timeout 1 s. The
+/// first node is the [`Cluster`]'s `redis`; this holds the other five.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them; returns the first (for
+    /// [`Cluster::redis`]) and the cluster once every node says
+    /// `cluster_state:ok`.
+    pub async fn start(logs: &Path) -> (RedisServer, RedisCluster) {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            nodes.push(RedisServer::start_cluster_node(logs).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("cannot run redis-cli (run scripts/test.sh, which installs it)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let state = match node.connection().await {
+                    Ok(mut connection) => redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async::<String>(&mut connection)
+                        .await
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                // A replica can be promoted only once it has synced.
+                let replication = match node.connection().await {
+                    Ok(mut connection) => redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async::<String>(&mut connection)
+                        .await
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let synced = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
+                if state.contains("cluster_state:ok") && synced {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Redis Cluster node {} never became ok and synced: {state}",
+                    node.port
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let first = nodes.remove(0);
+        (first, RedisCluster { nodes })
+    }
+
+    /// The URL nodes take: `redis+cluster://` and three of the six nodes
+    /// (`first` and two of the others), as a deployment names a few seeds.
+    pub fn url(&self, first: &RedisServer) -> String {
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            first.port, self.nodes[0].port, self.nodes[2].port
+        )
     }
 }
 
@@ -594,6 +725,11 @@ pub struct Cluster {
     pub redis: RedisServer,
     /// With [`ClusterBuilder::sentinel`]: the nodes reach Redis through them.
     pub sentinels: Option<Sentinels>,
+    /// With [`ClusterBuilder::redis_cluster`]: `redis` is this Redis
+    /// Cluster's first node, and the nodes reach the cluster through it.
+    pub redis_cluster: Option<RedisCluster>,
+    /// The prefix the nodes are given (`--prefix`); their keys are under
+    /// [`Cluster::key_prefix`].
     pub prefix: String,
     pub io: Vec<IoNode>,
     pub apps: Vec<AppNode>,
@@ -619,6 +755,7 @@ pub struct ClusterBuilder {
     heartbeat: (u64, u64),
     lease_ms: u64,
     sentinel: bool,
+    redis_cluster: bool,
     redis_tls: Option<RedisTls>,
 }
 
@@ -634,6 +771,7 @@ impl Cluster {
             app_args: Vec::new(),
             lease_ms: LEASE_MS,
             sentinel: false,
+            redis_cluster: false,
             redis_tls: None,
             heartbeat: (PING_INTERVAL_MS, PING_TIMEOUT_MS),
         }
@@ -657,11 +795,38 @@ impl Cluster {
         &self.logs
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        self.redis
-            .connection()
+    /// A command connection to the cluster's Redis (to its Redis Cluster,
+    /// with [`ClusterBuilder::redis_cluster`]).
+    pub async fn redis(&self) -> iocluster_ops::Redis {
+        iocluster_ops::redis_client(&self.test_redis_url())
+            .expect("the test Redis URL")
+            .connection(Some(Duration::from_secs(10)))
             .await
             .expect("cannot connect to the test Redis")
+    }
+
+    /// The URL the nodes get.
+    pub fn redis_url(&self) -> String {
+        match (&self.sentinels, &self.redis_cluster) {
+            (Some(sentinels), _) => sentinels.url(),
+            (None, Some(redis_cluster)) => redis_cluster.url(&self.redis),
+            (None, None) => self.redis.node_url(),
+        }
+    }
+
+    /// The URL of the test's own connections: the plain port, or the Redis
+    /// Cluster.
+    fn test_redis_url(&self) -> String {
+        match &self.redis_cluster {
+            Some(redis_cluster) => redis_cluster.url(&self.redis),
+            None => self.redis.url(),
+        }
+    }
+
+    /// The prefix of every key and channel name the nodes use: the
+    /// `--prefix`, as a hash tag on a Redis Cluster.
+    pub fn key_prefix(&self) -> String {
+        iocluster_ops::cluster_prefix(self.redis_cluster.is_some(), &self.prefix)
     }
 
     /// Starts one more io-node (with the builder's extra flags).
@@ -678,11 +843,7 @@ impl Cluster {
     /// Redis and prefix.
     fn node_command(&self, binary: &str) -> Command {
         let mut command = Command::new(bin(binary));
-        let redis = match &self.sentinels {
-            Some(sentinels) => sentinels.url(),
-            None => self.redis.node_url(),
-        };
-        command.args(["--redis", &redis, "--prefix", &self.prefix]);
+        command.args(["--redis", &self.redis_url(), "--prefix", &self.prefix]);
         if let Some(ca) = &self.redis_ca {
             command.env("SSL_CERT_FILE", ca);
         }
@@ -864,7 +1025,7 @@ impl Cluster {
     pub async fn disconnect_reasons(&self) -> Vec<String> {
         let mut redis = self.redis().await;
         redis::cmd("LRANGE")
-            .arg(format!("{}:test:disconnects", self.prefix))
+            .arg(format!("{}:test:disconnects", self.key_prefix()))
             .arg(0)
             .arg(-1)
             .query_async(&mut redis)
@@ -876,7 +1037,7 @@ impl Cluster {
     pub async fn handled_total(&self) -> i64 {
         let mut redis = self.redis().await;
         let counts: Vec<i64> = redis::cmd("HVALS")
-            .arg(format!("{}:test:handled", self.prefix))
+            .arg(format!("{}:test:handled", self.key_prefix()))
             .query_async(&mut redis)
             .await
             .expect("cannot read the handled counters");
@@ -887,7 +1048,7 @@ impl Cluster {
     pub async fn inflight_len(&self, app: &str) -> i64 {
         let mut redis = self.redis().await;
         redis::cmd("LLEN")
-            .arg(format!("{}:inflight:{app}", self.prefix))
+            .arg(format!("{}:inflight:{app}", self.key_prefix()))
             .query_async(&mut redis)
             .await
             .expect("cannot read the in-flight list")
@@ -898,7 +1059,7 @@ impl Cluster {
     pub async fn registered(&self, set: &str, member: &str) -> bool {
         let mut redis = self.redis().await;
         let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(format!("{}:{set}", self.prefix))
+            .arg(format!("{}:{set}", self.key_prefix()))
             .arg(member)
             .query_async(&mut redis)
             .await
@@ -954,6 +1115,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// A local Redis Cluster (three masters with a replica each) instead
+    /// of one Redis; nodes get its `redis+cluster://` URL.
+    pub fn redis_cluster(mut self) -> Self {
+        self.redis_cluster = true;
+        self
+    }
+
     /// Extra flags for every app-node.
     pub fn app_args(mut self, args: &[&str]) -> Self {
         self.app_args = args.iter().map(|s| s.to_string()).collect();
@@ -962,7 +1130,15 @@ impl ClusterBuilder {
 
     pub async fn start(self) -> Cluster {
         let logs = log_dir(&self.test);
-        let redis = RedisServer::start_with(&logs, self.redis_tls.as_ref()).await;
+        let (redis, redis_cluster) = if self.redis_cluster {
+            let (first, rest) = RedisCluster::start(&logs).await;
+            (first, Some(rest))
+        } else {
+            (
+                RedisServer::start_with(&logs, self.redis_tls.as_ref()).await,
+                None,
+            )
+        };
         let sentinels = if self.sentinel {
             Some(Sentinels::start(&redis, &logs).await)
         } else {
@@ -972,6 +1148,7 @@ impl ClusterBuilder {
         let mut cluster = Cluster {
             redis,
             sentinels,
+            redis_cluster,
             prefix: format!("t{}x{n}", std::process::id()),
             io: Vec::new(),
             apps: Vec::new(),
@@ -999,7 +1176,8 @@ impl Cluster {
     /// one after another and not reconnecting (a client disconnected by the
     /// failover would miss its acks); returns the scenario's result and the
     /// time from the kill until every client was done. For clusters behind
-    /// Sentinel: the nodes must follow the promoted replica.
+    /// Sentinel or on a Redis Cluster (where the master killed is the one
+    /// holding the nodes' keys): the nodes must follow the promoted replica.
     pub async fn kill_master_under_load(
         &mut self,
         clients: usize,
@@ -1016,9 +1194,68 @@ impl Cluster {
         );
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         let killed = Instant::now();
-        self.redis.stop();
+        self.kill_redis_master().await;
         let result = load.await.expect("the load scenario panicked");
         (result, killed.elapsed())
+    }
+}
+
+impl Cluster {
+    /// Kills (SIGKILL) the Redis master: the one server, the Sentinels'
+    /// master, or on a Redis Cluster the master of the slot that holds the
+    /// nodes' keys. Returns its port.
+    pub async fn kill_redis_master(&mut self) -> u16 {
+        let Some(redis_cluster) = &mut self.redis_cluster else {
+            self.redis.stop();
+            return self.redis.port();
+        };
+        let port = {
+            let mut redis = iocluster_ops::redis_client(&redis_cluster.url(&self.redis))
+                .expect("the Redis Cluster URL")
+                .connection(Some(Duration::from_secs(5)))
+                .await
+                .expect("cannot reach the Redis Cluster");
+            let tag = iocluster_ops::cluster_prefix(true, &self.prefix);
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&tag)
+                .query_async(&mut redis)
+                .await
+                .expect("CLUSTER KEYSLOT");
+            // Each entry: start, end, master [host, port, id], replicas…
+            let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Vec<Vec<redis::Value>>>(&mut redis)
+                .await
+                .expect("CLUSTER SLOTS")
+                .into_iter()
+                .map(|entry| {
+                    let start = redis::from_redis_value(entry[0].clone()).unwrap();
+                    let end = redis::from_redis_value(entry[1].clone()).unwrap();
+                    let master: Vec<redis::Value> =
+                        redis::from_redis_value(entry[2].clone()).unwrap();
+                    let host = redis::from_redis_value(master[0].clone()).unwrap();
+                    let port = redis::from_redis_value(master[1].clone()).unwrap();
+                    (start, end, (host, port))
+                })
+                .collect();
+            ranges
+                .into_iter()
+                .find(|(start, end, _)| (*start..=*end).contains(&slot))
+                .map(|(_, _, (_, port))| port)
+                .expect("no master serves the nodes' slot")
+        };
+        if self.redis.port() == port {
+            self.redis.stop();
+        } else {
+            redis_cluster
+                .nodes
+                .iter_mut()
+                .find(|node| node.port() == port)
+                .expect("the slot's master is one of the cluster's nodes")
+                .stop();
+        }
+        port
     }
 }
 

@@ -54,7 +54,7 @@ impl App {
         let (publisher, publish_rx) = mpsc::channel(runtime::PUBLISH_QUEUE);
         let ctx = Arc::new(Ctx::new(
             config.app_id.clone(),
-            Keys::new(config.prefix.clone()),
+            Keys::new(iocluster_ops::key_prefix(&config.redis, &config.prefix)),
             publisher,
             config.join_timeout,
             config.redis.clone(),

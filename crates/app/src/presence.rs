@@ -61,7 +61,7 @@ pub enum PresenceError {
 /// first use.
 pub(crate) struct Reader {
     url: String,
-    redis: OnceCell<redis::aio::ConnectionManager>,
+    redis: OnceCell<iocluster_ops::Redis>,
 }
 
 impl Reader {
@@ -72,12 +72,11 @@ impl Reader {
         }
     }
 
-    async fn redis(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    async fn redis(&self) -> redis::RedisResult<iocluster_ops::Redis> {
         self.redis
             .get_or_try_init(|| async {
                 let client = iocluster_ops::redis_client(&self.url)?;
-                let config = iocluster_ops::redis_manager_config(Some(DEFAULT_TIMEOUT));
-                client.get_connection_manager_with_config(config).await
+                client.connection(Some(DEFAULT_TIMEOUT)).await
             })
             .await
             .cloned()

@@ -883,7 +883,11 @@ async fn tail_task(frontend: Arc<Frontend>) {
 async fn watch(frontend: &Frontend) -> redis::RedisResult<()> {
     let dashboard = &frontend.dashboard;
     let keys = &frontend.keys;
-    let (mut sink, mut stream) = frontend.client.get_async_pubsub().await?.split();
+    let (mut sink, mut stream) = frontend
+        .client
+        .pubsub(frontend.keys.prefix())
+        .await?
+        .split();
     let prefix = keys.prefix();
     sink.psubscribe(&[
         literal_pattern(&format!("{prefix}:n:")),

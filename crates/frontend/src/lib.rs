@@ -57,9 +57,9 @@ pub struct Frontend {
     /// The admin listener's address, for the API description when a
     /// request has no usable `Host` header.
     pub admin_addr: SocketAddr,
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     /// For the dashboard's tail subscription (opened only while watched).
-    client: redis::Client,
+    client: iocluster_ops::RedisClient,
     /// The history sampler's and the event tail's state.
     pub dashboard: dashboard::Dashboard,
     /// The last reading of the live io-nodes, and the registry's outage.
@@ -75,7 +75,7 @@ struct Nodes {
 }
 
 impl Frontend {
-    pub fn redis(&self) -> redis::aio::ConnectionManager {
+    pub fn redis(&self) -> iocluster_ops::Redis {
         self.redis.clone()
     }
 
@@ -104,7 +104,7 @@ impl Frontend {
     /// them for connection state recovery (`P:recovery`).
     async fn retention_mark(
         &self,
-        redis: &mut redis::aio::ConnectionManager,
+        redis: &mut iocluster_ops::Redis,
         nsp: &str,
     ) -> redis::RedisResult<Option<Vec<u8>>> {
         let setting: Option<String> = redis::cmd("HGET")
@@ -127,7 +127,7 @@ impl Frontend {
     /// channels had.
     async fn publish_retained(
         &self,
-        redis: &mut redis::aio::ConnectionManager,
+        redis: &mut iocluster_ops::Redis,
         channels: &[String],
         mark: &[u8],
         payload: &[u8],
@@ -179,15 +179,14 @@ pub async fn run(
         waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
         () = &mut shutdown => return Ok(()),
     }
-    let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(5)));
-    let redis = client.get_connection_manager_with_config(manager).await?;
+    let redis = client.connection(Some(Duration::from_secs(5))).await?;
     readiness.set(true);
     if config.api_key.is_none() {
         tracing::warn!("no api_key configured: the admin API answers 401 to every request");
     }
     let stop = CancellationToken::new();
     let frontend = Arc::new(Frontend {
-        keys: Keys::new(config.prefix.clone()),
+        keys: Keys::new(client.key_prefix(&config.prefix)),
         admin_addr: admin.local_addr()?,
         config,
         redis,

@@ -31,7 +31,7 @@ pub struct Reading {
 /// Live io-nodes (lease not lapsed, details present), least loaded first;
 /// the static list when the registry has none or cannot be read.
 pub async fn live_nodes(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     fallback: &[StaticNode],
 ) -> Reading {
@@ -97,7 +97,7 @@ pub struct IoNodeView {
 }
 
 async fn io_nodes(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<IoNodeView>> {
     let now = iocluster_ops::unix_ms();
@@ -198,7 +198,7 @@ pub struct ClusterView {
 }
 
 pub async fn cluster_view(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
 ) -> redis::RedisResult<ClusterView> {
     let now = iocluster_ops::unix_ms();

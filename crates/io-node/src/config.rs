@@ -24,7 +24,9 @@ iocluster_ops::settings! {
     /// TLS (a private CA through SSL_CERT_FILE), or
     /// redis+sentinel://[user:password@]h1:26379,h2:26379/master[/db][?sentinel_password=P]
     /// (rediss+sentinel:// with TLS) to follow the master that Sentinel names
-    /// through failovers.
+    /// through failovers, or redis+cluster://[user:password@]h1:7000,h2:7001
+    /// (rediss+cluster:// with TLS) for a Redis Cluster (keys and channels
+    /// in the slot of the prefix as a hash tag).
     #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
     redis: String,
     /// Prefix of every Redis key and channel; app-nodes must use the same.

@@ -58,11 +58,12 @@ pub enum RunError {
 /// all within `shutdown_timeout`.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
+    config.prefix = client.key_prefix(&config.prefix);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
@@ -70,8 +71,7 @@ pub async fn run(
     }
     // Large pipelines under load may take longer than the client's default
     // 500 ms; a spurious timeout would make the writer retry (and duplicate).
-    let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
-    let redis = client.get_connection_manager_with_config(manager).await?;
+    let redis = client.connection(Some(Duration::from_secs(10))).await?;
     if config.ops_listen.is_some() {
         // Before the layers register their metrics handles (`stats`): a
         // handle made without a recorder stays a no-op.

@@ -18,10 +18,15 @@ mod node;
 pub mod presence;
 pub mod sentinel;
 pub mod settings;
+mod store;
 
 pub use node::{
     ConfigError, DEFAULT_PREFIX, DEFAULT_REDIS, LogArgs, LogFormat, Secret, init_tracing,
-    read_toml, redis_client, redis_manager_config, shutdown_signal, unix_ms, wait_for_redis,
+    read_toml, redis_manager_config, shutdown_signal, unix_ms, wait_for_redis,
+};
+pub use store::{
+    CLUSTER_SCHEME, CLUSTER_TLS_SCHEME, ClusterUrl, Redis, RedisClient, check_url, cluster_prefix,
+    failovers, key_prefix, parse_cluster, redis_client,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +107,7 @@ fn describe_common() {
     metrics::describe_gauge!("iocluster_queue_depth", "Events waiting in the event queue");
     metrics::describe_counter!(
         "iocluster_redis_failovers_total",
-        "Times the Sentinels named a new Redis master (redis+sentinel:// only)"
+        "Times the Redis master changed: named anew by the Sentinels (redis+sentinel://), or any slot's master in a Redis Cluster (redis+cluster://); 0 with one Redis"
     );
     metrics::counter!("iocluster_redis_failovers_total").increment(0);
     let process = metrics_process::Collector::default();
@@ -134,7 +139,7 @@ pub async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-pub async fn sample_queue_depth(redis: &mut redis::aio::ConnectionManager, events_key: &str) {
+pub async fn sample_queue_depth(redis: &mut crate::Redis, events_key: &str) {
     match redis::cmd("LLEN")
         .arg(events_key)
         .query_async::<u64>(redis)

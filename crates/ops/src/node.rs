@@ -27,31 +27,6 @@ pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 /// The Redis URL every node uses when none is given.
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
-/// A Redis client for `url` whose connections send at once (`TCP_NODELAY`):
-/// every node writes small pipelined commands and waits for their replies,
-/// so Nagle's algorithm would hold a write back until the previous one is
-/// acknowledged, up to the peer's delayed-ACK time (40 ms on Linux).
-///
-/// A Sentinel URL (`redis+sentinel://…`, see [`crate::sentinel`]) gets a
-/// client of the local forwarder to the current master (call it inside a
-/// Tokio runtime).
-pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
-    if let Some(parsed) = crate::sentinel::parse(url) {
-        let parsed = parsed.map_err(|error| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "invalid Sentinel URL",
-                error,
-            ))
-        })?;
-        return redis_client(&crate::sentinel::local_url(url, &parsed)?);
-    }
-    let info = url.into_connection_info()?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    redis::Client::open(info.set_tcp_settings(tcp))
-}
-
 /// The key prefix every node uses when none is given.
 pub const DEFAULT_PREFIX: &str = "iocluster";
 
@@ -124,7 +99,7 @@ pub fn unix_ms() -> u64 {
 /// with the last error after `patience` (`None`: never), for supervisors
 /// that prefer a node that exits.
 pub async fn wait_for_redis(
-    client: &redis::Client,
+    client: &crate::RedisClient,
     patience: Option<std::time::Duration>,
 ) -> redis::RedisResult<()> {
     use std::time::{Duration, Instant};
@@ -132,17 +107,14 @@ pub async fn wait_for_redis(
     let mut backoff = crate::Backoff::new(Duration::from_secs(5));
     let mut failures = 0u32;
     loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<()>(&mut connection).await
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no answer within 2 s",
-            )))
-        });
+        let attempt = tokio::time::timeout(Duration::from_secs(2), client.ping())
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer within 2 s",
+                )))
+            });
         match attempt {
             Ok(()) => {
                 if failures > 0 {
@@ -168,10 +140,17 @@ pub async fn wait_for_redis(
     }
 }
 
-/// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
+/// The log filter without `RUST_LOG`: `info`, but only errors from the
+/// redis crate, whose cluster client logs a warning for every attempt to
+/// reach a failed node during a failover (hundreds a second); the nodes
+/// log one line per outage themselves.
+const DEFAULT_LOG_FILTER: &str = "info,redis=error";
+
+/// Installs the tracing subscriber (`RUST_LOG` filters, default
+/// [`DEFAULT_LOG_FILTER`]).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),

@@ -6,10 +6,7 @@ use iocluster_protocol::keys::Keys;
 use iocluster_protocol::presence::{self, ScanStep};
 
 /// The io-nodes whose ledgers to read: listed in `P:ledgers` and leased.
-pub async fn live_nodes(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
+pub async fn live_nodes(redis: &mut crate::Redis, keys: &Keys) -> redis::RedisResult<Vec<String>> {
     let (ledgers, leased): (Vec<String>, Vec<String>) = redis::pipe()
         .cmd("SMEMBERS")
         .arg(keys.ledgers())
@@ -26,7 +23,7 @@ pub async fn live_nodes(
 /// One `HSCAN` of a ledger; fields that are not UTF-8 are left out (no
 /// io-node writes them).
 pub async fn hscan(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut crate::Redis,
     keys: &Keys,
     step: &ScanStep<'_>,
 ) -> redis::RedisResult<(u64, Vec<presence::Entry>)> {

@@ -21,7 +21,6 @@
 //! address the Sentinels give: an IP address needs an IP entry in the
 //! certificate) and the Sentinels are asked over TLS too.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -119,17 +118,6 @@ fn parse_rest(rest: &str, tls: bool) -> Result<SentinelUrl, String> {
     })
 }
 
-static FAILOVERS: AtomicU64 = AtomicU64::new(0);
-
-/// How many times this process saw the Sentinels name a new master. A node
-/// that keeps state in Redis compares it between writes: a promoted replica
-/// may lack the last writes acknowledged by the old master (replication is
-/// asynchronous), so after a change it writes its state again, as after a
-/// Redis that lost its data.
-pub fn failovers() -> u64 {
-    FAILOVERS.load(Ordering::Acquire)
-}
-
 /// Asks the Sentinels, in turn, for the master's address.
 async fn ask(url: &SentinelUrl) -> Option<String> {
     let scheme = if url.tls { "rediss" } else { "redis" };
@@ -208,8 +196,7 @@ async fn watch_master(url: SentinelUrl, master: watch::Sender<Option<String>>) {
                 if changed {
                     let first = master.borrow().is_none();
                     if !first {
-                        FAILOVERS.fetch_add(1, Ordering::AcqRel);
-                        metrics::counter!("iocluster_redis_failovers_total").increment(1);
+                        crate::store::count_failover();
                     }
                     tracing::info!(master = %address, "Sentinels name the Redis master");
                     master.send_replace(Some(address));

@@ -217,15 +217,8 @@ pub fn socket_addr(value: &str, key: &'static str) -> Result<SocketAddr, ConfigE
 /// Checks the Redis URL and key prefix every node is configured with: the
 /// URL parses, the prefix is non-empty without spaces.
 pub fn redis_and_prefix(redis: String, prefix: String) -> Result<(String, String), ConfigError> {
-    match crate::sentinel::parse(&redis) {
-        Some(parsed) => {
-            parsed.map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
-        }
-        None => {
-            redis::Client::open(redis.as_str())
-                .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
-        }
-    }
+    crate::check_url(&redis)
+        .map_err(|error| ConfigError::Invalid("redis", format!("{redis:?}: {error}")))?;
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
         return Err(ConfigError::Invalid(
             "prefix",

@@ -105,11 +105,9 @@ async fn main() -> anyhow::Result<()> {
     let client = iocluster_ops::redis_client(&config.redis)?;
     iocluster_ops::wait_for_redis(&client, config.redis_start_timeout).await?;
     let redis = client
-        .get_connection_manager_with_config(iocluster_ops::redis_manager_config(Some(
-            std::time::Duration::from_secs(10),
-        )))
+        .connection(Some(std::time::Duration::from_secs(10)))
         .await?;
-    let rooms = Rooms::new(redis, &config.prefix);
+    let rooms = Rooms::new(redis, &client.key_prefix(&config.prefix));
     let (on_join, on_leave, on_gone) = (rooms.clone(), rooms.clone(), rooms);
 
     let mut app = App::new(config);

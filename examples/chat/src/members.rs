@@ -19,7 +19,7 @@
 //! demo). Lists name at most [`MAX_LISTED`] sockets (`complete` says whether
 //! that was all of them); `total` counts them all.
 
-use redis::aio::ConnectionManager;
+use iocluster_ops::Redis;
 use serde::Serialize;
 
 /// Field of a room's hash holding its version counter (never a socket id:
@@ -94,13 +94,13 @@ impl Members {
 /// The member lists of every room, under one key prefix.
 #[derive(Clone)]
 pub struct Rooms {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     script: redis::Script,
 }
 
 impl Rooms {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Rooms {
+    pub fn new(redis: Redis, prefix: &str) -> Rooms {
         Rooms {
             redis,
             prefix: prefix.to_owned(),

@@ -111,7 +111,7 @@ struct Named {
 
 #[derive(Clone)]
 struct Counters {
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     prefix: String,
     app: String,
 }
@@ -344,12 +344,8 @@ async fn main() -> anyhow::Result<()> {
     let config = args.app.config()?;
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
     let counters = Counters {
-        redis: client
-            .get_connection_manager_with_config(iocluster_ops::redis_manager_config(Some(
-                Duration::from_millis(500),
-            )))
-            .await?,
-        prefix: config.prefix.clone(),
+        redis: client.connection(Some(Duration::from_millis(500))).await?,
+        prefix: client.key_prefix(&config.prefix),
         app: config.app_id.clone(),
     };
     let mut app = App::new(config);

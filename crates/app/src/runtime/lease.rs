@@ -23,7 +23,7 @@ static REAP: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(scrip
 
 /// Renews this app-node's lease and the leases of its namespaces.
 pub(super) async fn heartbeat(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app_id: &str,
     lease: Duration,
@@ -61,7 +61,7 @@ pub(super) async fn heartbeat(
 /// Keeps the lease and hands back the events of app-nodes whose lease
 /// lapsed, until `stop`.
 pub(super) struct LeaseKeeper {
-    pub(super) redis: redis::aio::ConnectionManager,
+    pub(super) redis: iocluster_ops::Redis,
     pub(super) keys: Keys,
     pub(super) app_id: String,
     pub(super) lease: Duration,
@@ -141,7 +141,7 @@ impl LeaseKeeper {
 /// if its lease ended before `now` (ms). Returns the events moved, or -1
 /// when the lease had not lapsed.
 async fn hand_back(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app: &str,
     now: u64,
@@ -163,7 +163,7 @@ async fn hand_back(
 /// gives it up). Two app-nodes must never share an id: the second to start
 /// would hand back the events the first is running, which would run twice.
 pub(super) async fn hand_back_previous(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app_id: &str,
     lease: Duration,
@@ -184,11 +184,7 @@ pub(super) async fn hand_back_previous(
 /// is still in this app-node's in-flight list (events taken and not started,
 /// handlers dropped when the grace period ran out, `done`s the last flush
 /// could not write) goes back to the queue, and the app-node leaves `P:apps`.
-pub(super) async fn hand_back_own(
-    redis: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-    app_id: &str,
-) {
+pub(super) async fn hand_back_own(redis: &mut iocluster_ops::Redis, keys: &Keys, app_id: &str) {
     match hand_back(redis, keys, app_id, u64::MAX).await {
         Ok(moved) if moved > 0 => {
             tracing::info!(moved, "handed unfinished events back to the queue")

@@ -101,9 +101,9 @@ pub(crate) async fn run(
 struct Node {
     config: AppConfig,
     ctx: Arc<Ctx>,
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     /// Kept until the taker starts, which takes it.
-    blocking: Option<redis::aio::ConnectionManager>,
+    blocking: Option<iocluster_ops::Redis>,
     dispatcher: Arc<Dispatcher>,
     readiness: iocluster_ops::Readiness,
     /// Cancelled by the reply listener once it is subscribed.
@@ -155,14 +155,11 @@ impl Node {
         };
         let client = iocluster_ops::redis_client(config.redis.as_str())?;
         iocluster_ops::wait_for_redis(&client, config.redis_start_timeout).await?;
-        let manager = iocluster_ops::redis_manager_config(Some(Duration::from_secs(10)));
-        let mut redis = client.get_connection_manager_with_config(manager).await?;
+        let mut redis = client.connection(Some(Duration::from_secs(10))).await?;
         // Blocking pops need a connection of their own, without a response
         // timeout shorter than the pop's.
-        let blocking_config =
-            iocluster_ops::redis_manager_config(Some(BLOCKING_POP + Duration::from_secs(5)));
         let blocking = client
-            .get_connection_manager_with_config(blocking_config)
+            .connection(Some(BLOCKING_POP + Duration::from_secs(5)))
             .await?;
 
         let nsps: Vec<(String, String)> = handlers

@@ -55,7 +55,7 @@ pub(crate) trait Sink {
 
 /// The Redis [`Sink`]: one pipeline per flush.
 pub(crate) struct RedisSink {
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: iocluster_ops::Redis,
     pub(crate) inflight_key: String,
 }
 

@@ -15,7 +15,7 @@ use crate::socket::Ctx;
 
 /// Listens on this app-node's channel for join confirmations and acks.
 pub(super) async fn replies(
-    client: redis::Client,
+    client: iocluster_ops::RedisClient,
     ctx: Arc<Ctx>,
     stop: CancellationToken,
     ready: CancellationToken,
@@ -25,7 +25,7 @@ pub(super) async fn replies(
     let mut outage = iocluster_ops::Outage::new("replies");
     loop {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = client.pubsub(ctx.keys.prefix()).await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -33,10 +33,10 @@ pub(super) struct Taker {
     pub(super) running: Running,
     /// One permit per handler that may run; its size is the concurrency.
     pub(super) semaphore: Arc<Semaphore>,
-    pub(super) redis: redis::aio::ConnectionManager,
+    pub(super) redis: iocluster_ops::Redis,
     /// A connection of its own for blocking pops, whose response timeout is
     /// longer than the pop.
-    pub(super) blocking: redis::aio::ConnectionManager,
+    pub(super) blocking: iocluster_ops::Redis,
     pub(super) events_key: String,
     pub(super) inflight_key: String,
     /// Cancelled when shutdown begins: no take starts after it, and what a
@@ -146,7 +146,7 @@ impl Taker {
 /// no longer knows (it restarted) had run nothing, and is sent again (and
 /// loaded) alone.
 async fn block_then_fetch(
-    blocking: &mut redis::aio::ConnectionManager,
+    blocking: &mut iocluster_ops::Redis,
     fetch: &redis::Script,
     events_key: &str,
     inflight_key: &str,

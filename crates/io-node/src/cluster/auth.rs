@@ -33,7 +33,7 @@ pub(crate) struct Credentials {
     users_auth: bool,
     jwt_secret: Option<Secret>,
     require_auth: bool,
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     keys: iocluster_protocol::keys::Keys,
 }
 
@@ -47,7 +47,7 @@ struct Presented {
 }
 
 impl Credentials {
-    pub(crate) fn new(config: &Config, redis: redis::aio::ConnectionManager) -> Credentials {
+    pub(crate) fn new(config: &Config, redis: iocluster_ops::Redis) -> Credentials {
         Credentials {
             users_auth: config.users_auth,
             jwt_secret: config.jwt_secret.clone(),

@@ -48,7 +48,7 @@ pub(crate) const DRAIN_BATCH: usize = 1000;
 /// `force`, whatever its lease says). Returns the number of disconnect
 /// events announced.
 pub(crate) async fn drain(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     node: &str,
     force: bool,
@@ -83,7 +83,7 @@ pub(crate) async fn drain(
 /// Drains the ledger of every io-node whose lease lapsed. Returns the events
 /// announced.
 pub(crate) async fn reap(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     me: &str,
 ) -> redis::RedisResult<u64> {

@@ -250,8 +250,8 @@ impl Context {
 /// stop with `stop`.
 pub(crate) fn spawn(
     context: Context,
-    client: redis::Client,
-    redis: redis::aio::ConnectionManager,
+    client: iocluster_ops::RedisClient,
+    redis: iocluster_ops::Redis,
     receivers: BridgeReceivers,
     stop: CancellationToken,
     drain: CancellationToken,
@@ -292,7 +292,7 @@ pub(crate) fn spawn(
 /// the socket.
 async fn replays(
     context: Context,
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     mut requests: mpsc::UnboundedReceiver<Replay>,
     stop: CancellationToken,
 ) {

@@ -17,7 +17,7 @@ use iocluster_protocol::keys::Keys;
 const REFRESH_AFTER_MISS: Duration = Duration::from_millis(250);
 
 pub(crate) struct Namespaces {
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     key: String,
     recovery_key: String,
     recovery: String,
@@ -40,7 +40,7 @@ struct Cache {
 
 impl Namespaces {
     pub(crate) fn new(
-        redis: redis::aio::ConnectionManager,
+        redis: iocluster_ops::Redis,
         keys: &Keys,
         memory: std::time::Duration,
     ) -> Namespaces {

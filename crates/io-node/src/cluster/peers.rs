@@ -27,7 +27,7 @@ pub(crate) struct ClusterPeers {
     node: String,
     keys: Keys,
     bridge: Bridge,
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     /// The io-nodes whose lease ran at the last beat.
     live: RwLock<HashSet<String>>,
     /// Until then (Unix ms), a node missing from the live set may simply
@@ -40,7 +40,7 @@ impl ClusterPeers {
         node: String,
         keys: Keys,
         bridge: Bridge,
-        redis: redis::aio::ConnectionManager,
+        redis: iocluster_ops::Redis,
     ) -> ClusterPeers {
         ClusterPeers {
             node,
@@ -67,7 +67,7 @@ impl ClusterPeers {
     /// last read (their relayed requests and links fail).
     pub(crate) async fn refresh(
         &self,
-        redis: &mut redis::aio::ConnectionManager,
+        redis: &mut iocluster_ops::Redis,
     ) -> redis::RedisResult<Vec<String>> {
         let live: HashSet<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.nodes())

@@ -34,7 +34,7 @@ const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(50);
 const CLAIM_RETRY_LAST: Duration = Duration::from_secs(1);
 
 pub(crate) struct Recovery {
-    redis: redis::aio::ConnectionManager,
+    redis: iocluster_ops::Redis,
     keys: Keys,
     /// How long a claim waits for a session still held elsewhere: about a
     /// lease, after which a dead holder's ledger has been drained.
@@ -49,7 +49,7 @@ pub(crate) struct Claimed {
 }
 
 impl Recovery {
-    pub(crate) fn new(redis: redis::aio::ConnectionManager, keys: Keys, lease: Duration) -> Self {
+    pub(crate) fn new(redis: iocluster_ops::Redis, keys: Keys, lease: Duration) -> Self {
         Recovery {
             redis,
             keys,
@@ -226,7 +226,7 @@ fn max_deleted(info: &redis::Value) -> Option<Offset> {
 /// The retained emits of `nsp` after `after`, each with its offset, in log
 /// order; `None` if the log cannot be read.
 pub(crate) async fn read_log(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     nsp: &str,
     after: &str,
@@ -272,7 +272,7 @@ pub(crate) async fn read_log(
 /// Announces every parked session whose time to recover is over. Returns
 /// how many.
 pub(crate) async fn sweep(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     keys: &Keys,
 ) -> redis::RedisResult<u64> {
     let script = redis::Script::new(ledger::SWEEP);

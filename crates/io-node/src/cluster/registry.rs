@@ -17,7 +17,7 @@ use crate::clock::{millis, unix_ms};
 /// whether it has a ledger in Redis and a drained-ledger mark.
 async fn renew(
     context: &Context,
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
     started: u64,
 ) -> redis::RedisResult<(bool, bool, bool)> {
     let keys = &context.keys;
@@ -60,7 +60,7 @@ async fn renew(
 /// opens the ledger.
 pub(crate) async fn register(
     context: &Context,
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
 ) -> redis::RedisResult<u64> {
     let keys = &context.keys;
     let node = context.node_id();
@@ -89,7 +89,7 @@ pub(crate) async fn register(
 /// Leaves the live set (shutdown): the frontend stops listing this node.
 pub(crate) async fn deregister(
     context: &Context,
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut iocluster_ops::Redis,
 ) -> redis::RedisResult<()> {
     let keys = &context.keys;
     let node = context.node_id();
@@ -107,7 +107,7 @@ pub(crate) async fn deregister(
 
 pub(super) async fn run(
     context: Context,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: iocluster_ops::Redis,
     stop: CancellationToken,
 ) {
     let keys = &context.keys;

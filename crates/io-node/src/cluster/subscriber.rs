@@ -18,7 +18,7 @@ use crate::sockets::Cluster as _;
 
 pub(super) async fn run(
     context: Context,
-    client: redis::Client,
+    client: iocluster_ops::RedisClient,
     mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     stop: CancellationToken,
 ) {
@@ -31,7 +31,7 @@ pub(super) async fn run(
     loop {
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
-            pubsub = client.get_async_pubsub() => pubsub,
+            pubsub = client.pubsub(keys.prefix()) => pubsub,
         };
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),

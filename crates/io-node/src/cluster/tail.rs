@@ -109,7 +109,7 @@ impl Tail {
 pub(super) async fn run(
     tail: Tail,
     mut copies: mpsc::Receiver<Bytes>,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: iocluster_ops::Redis,
     keys: Keys,
     stop: CancellationToken,
 ) {

@@ -173,7 +173,7 @@ pub(super) fn plan(
 /// is written.
 pub(super) async fn run(
     context: Context,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: iocluster_ops::Redis,
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut ledger: mpsc::UnboundedReceiver<LedgerOp>,
     drain: CancellationToken,
@@ -184,7 +184,7 @@ pub(super) async fn run(
     let mut ops = Vec::new();
     let mut draining = false;
     let mut outage = iocluster_ops::Outage::new("writer");
-    let mut failovers = iocluster_ops::sentinel::failovers();
+    let mut failovers = iocluster_ops::failovers();
     loop {
         if !draining {
             tokio::select! {
@@ -236,7 +236,7 @@ pub(super) async fn run(
         let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
         if !known && !reaped && !registers {
             context.resync();
-        } else if iocluster_ops::sentinel::failovers() != failovers {
+        } else if iocluster_ops::failovers() != failovers {
             // A promoted replica may lack the old master's last writes
             // (replication is asynchronous): write the ledger again and push
             // again the events in flight, as after a Redis that lost its
@@ -244,7 +244,7 @@ pub(super) async fn run(
             tracing::info!("Redis failed over: writing the ledger and the events in flight again");
             context.resync();
         }
-        failovers = iocluster_ops::sentinel::failovers();
+        failovers = iocluster_ops::failovers();
         bridge.written.fetch_max(highest, Ordering::AcqRel);
         if registers {
             context.sockets.resync_done();

@@ -1,0 +1,493 @@
+//! How every node reaches Redis, whatever the deployment: one server
+//! (`redis://`, `rediss://`), a master behind Sentinels
+//! (`redis+sentinel://`, see [`crate::sentinel`]) or a Redis Cluster
+//! (`redis+cluster://host:port,host:port`, `rediss+cluster://` for TLS).
+//!
+//! A node asks a [`RedisClient`] for command connections ([`Redis`]: they
+//! reconnect by themselves, and in a Redis Cluster follow the slots to
+//! their masters through the redis crate's cluster support, retrying
+//! across a failover) and for pub/sub connections (plain ones: a node
+//! that loses one makes a new one and does what it does after any lost
+//! subscription).
+//!
+//! **Redis Cluster, one slot.** Every key and channel name carries the
+//! hash tag `{prefix}` ([`RedisClient::key_prefix`]), so all of them live
+//! in one slot: every multi-key script keeps working, atomically, on the
+//! master that owns it, and a master failover inside the cluster is
+//! followed like a Sentinel failover. Pub/sub is the classic kind, which a
+//! Redis Cluster carries to every node: a subscriber may use any node, and
+//! takes the seed addresses in turn. This buys a cluster's failover and
+//! managed-service compatibility, not its scale: one master carries all of
+//! iocluster's traffic (docs/DEPLOY.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+
+/// The scheme of a Redis Cluster URL.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The scheme of a Redis Cluster URL with TLS.
+pub const CLUSTER_TLS_SCHEME: &str = "rediss+cluster://";
+
+/// A parsed `redis+cluster://[user:password@]h1:p1,h2:p2[/]` URL: the
+/// seed nodes, each as a plain URL with the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    pub seeds: Vec<String>,
+    /// `redis://` or `rediss://`, and `user:password@` (or nothing): how
+    /// to reach any node of the cluster.
+    pub scheme: &'static str,
+    pub credentials: String,
+}
+
+/// Reads a Redis Cluster URL; `None` if `url` is not one.
+pub fn parse_cluster(url: &str) -> Option<Result<ClusterUrl, String>> {
+    let (rest, scheme) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        (rest, "redis")
+    } else {
+        (url.strip_prefix(CLUSTER_TLS_SCHEME)?, "rediss")
+    };
+    Some(parse_cluster_rest(rest, scheme))
+}
+
+fn parse_cluster_rest(rest: &str, scheme: &'static str) -> Result<ClusterUrl, String> {
+    if rest.contains('?') {
+        return Err("a Redis Cluster URL takes no parameters".into());
+    }
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => (format!("{credentials}@"), rest),
+        None => (String::new(), rest),
+    };
+    let hosts = match rest.split_once('/') {
+        Some((hosts, "")) => hosts,
+        Some(_) => return Err("a Redis Cluster has no databases but 0: drop the /path".into()),
+        None => rest,
+    };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            if host.contains(':') {
+                format!("{scheme}://{credentials}{host}")
+            } else {
+                format!("{scheme}://{credentials}{host}:6379")
+            }
+        })
+        .collect();
+    if seeds.is_empty() {
+        return Err("no Redis Cluster node: redis+cluster://host:port,host:port".into());
+    }
+    for seed in &seeds {
+        seed.as_str()
+            .into_connection_info()
+            .map_err(|error| format!("{seed}: {error}"))?;
+    }
+    Ok(ClusterUrl {
+        seeds,
+        scheme,
+        credentials,
+    })
+}
+
+/// Checks a Redis URL of any kind a node takes.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(parsed) = crate::sentinel::parse(url) {
+        return parsed.map(|_| ());
+    }
+    if let Some(parsed) = parse_cluster(url) {
+        return parsed.map(|_| ());
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// Where a node's Redis connections come from (see the module).
+#[derive(Clone)]
+pub enum RedisClient {
+    /// One server, or the Sentinel forwarder's address.
+    Single(Arc<redis::Client>),
+    /// A Redis Cluster.
+    Cluster(Arc<ClusterSeeds>),
+}
+
+/// A Redis Cluster's seed nodes.
+pub struct ClusterSeeds {
+    url: ClusterUrl,
+    seeds: Vec<redis::ConnectionInfo>,
+    /// The seed the next pub/sub connection tries first, when the master
+    /// of its slot is not known.
+    next: AtomicUsize,
+    /// For the slot map (pub/sub connections, [`failovers`]).
+    shared: tokio::sync::OnceCell<Redis>,
+}
+
+/// A Redis client for `url` whose connections send at once (`TCP_NODELAY`):
+/// every node writes small pipelined commands and waits for their replies,
+/// so Nagle's algorithm would hold a write back until the previous one is
+/// acknowledged, up to the peer's delayed-ACK time (40 ms on Linux).
+///
+/// A Sentinel URL (`redis+sentinel://…`, see [`crate::sentinel`]) gets a
+/// client of the local forwarder to the current master (call it inside a
+/// Tokio runtime); a Redis Cluster URL a cluster client.
+pub fn redis_client(url: &str) -> RedisResult<RedisClient> {
+    let invalid = |what: &'static str, error: String| {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, what, error))
+    };
+    if let Some(parsed) = crate::sentinel::parse(url) {
+        let parsed = parsed.map_err(|error| invalid("invalid Sentinel URL", error))?;
+        return redis_client(&crate::sentinel::local_url(url, &parsed)?);
+    }
+    if let Some(parsed) = parse_cluster(url) {
+        let parsed = parsed.map_err(|error| invalid("invalid Redis Cluster URL", error))?;
+        let seeds = parsed
+            .seeds
+            .iter()
+            .map(|seed| nodelay(seed.as_str().into_connection_info()?))
+            .collect::<RedisResult<Vec<_>>>()?;
+        let cluster = Arc::new(ClusterSeeds {
+            url: parsed,
+            seeds,
+            next: AtomicUsize::new(0),
+            shared: tokio::sync::OnceCell::new(),
+        });
+        watch_masters(url, &cluster);
+        return Ok(RedisClient::Cluster(cluster));
+    }
+    Ok(RedisClient::Single(Arc::new(redis::Client::open(
+        nodelay(url.into_connection_info()?)?,
+    )?)))
+}
+
+fn nodelay(info: redis::ConnectionInfo) -> RedisResult<redis::ConnectionInfo> {
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
+}
+
+impl RedisClient {
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisClient::Cluster(_))
+    }
+
+    /// The key prefix to build names with: in a Redis Cluster the prefix as
+    /// a hash tag (`{iocluster}`), so every key and channel is in one slot,
+    /// unless it has a tag already; elsewhere the prefix itself.
+    pub fn key_prefix(&self, prefix: &str) -> String {
+        cluster_prefix(self.is_cluster(), prefix)
+    }
+
+    /// A command connection that reconnects by itself (at most a second
+    /// apart) with the given response timeout (`None` for blocking
+    /// commands). In a Redis Cluster each call makes its own connections
+    /// to the nodes, so a blocking command holds up no other.
+    pub async fn connection(&self, response_timeout: Option<Duration>) -> RedisResult<Redis> {
+        match self {
+            RedisClient::Single(client) => {
+                let config = crate::redis_manager_config(response_timeout);
+                Ok(Redis::Single(
+                    client.get_connection_manager_with_config(config).await?,
+                ))
+            }
+            RedisClient::Cluster(cluster) => {
+                let mut builder = ClusterClientBuilder::new(cluster.seeds.clone())
+                    .connection_timeout(Duration::from_secs(2))
+                    // Retries ride out a failover (the cluster's
+                    // node timeout, then the election): up to about 5 s.
+                    .retries(12)
+                    .min_retry_wait(50)
+                    .max_retry_wait(1_000);
+                if let Some(timeout) = response_timeout {
+                    builder = builder.response_timeout(timeout);
+                }
+                Ok(Redis::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
+            }
+        }
+    }
+
+    /// A pub/sub connection: to the server, or in a Redis Cluster to the
+    /// master of `key`'s slot, where the nodes' scripts publish (classic
+    /// pub/sub reaches every node of a cluster, but `PUBSUB NUMSUB` counts
+    /// a node's own subscribers, and the nodes ask the masters); if that
+    /// master is not known, to the first seed node that answers, starting
+    /// after the one the last call used.
+    pub async fn pubsub(&self, key: &str) -> RedisResult<redis::aio::PubSub> {
+        match self {
+            RedisClient::Single(client) => client.get_async_pubsub().await,
+            RedisClient::Cluster(cluster) => {
+                if let Ok(address) = cluster.master_of(key).await
+                    && let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), async {
+                        let url = format!(
+                            "{}://{}{address}",
+                            cluster.url.scheme, cluster.url.credentials
+                        );
+                        redis::Client::open(nodelay(url.as_str().into_connection_info()?)?)?
+                            .get_async_pubsub()
+                            .await
+                    })
+                    .await
+                {
+                    return Ok(pubsub);
+                }
+                let first = cluster.next.fetch_add(1, Ordering::Relaxed);
+                let mut last = None;
+                for index in 0..cluster.seeds.len() {
+                    let seed = &cluster.seeds[(first + index) % cluster.seeds.len()];
+                    let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+                        redis::Client::open(seed.clone())?.get_async_pubsub().await
+                    })
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "no answer within 2 s",
+                        )))
+                    });
+                    match attempt {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(error) => last = Some(error),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "no seed node"))
+                }))
+            }
+        }
+    }
+
+    /// Sends `PING` once (every master's, in a Redis Cluster).
+    pub async fn ping(&self) -> RedisResult<()> {
+        match self {
+            RedisClient::Single(client) => {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<()>(&mut connection).await
+            }
+            RedisClient::Cluster(_) => {
+                let mut connection = self.connection(Some(Duration::from_secs(2))).await?;
+                redis::cmd("PING").query_async::<()>(&mut connection).await
+            }
+        }
+    }
+}
+
+static FAILOVERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process saw the Redis master change: the Sentinels
+/// name another, or a Redis Cluster another master for some slot. A node
+/// that keeps state in Redis compares it between writes: a promoted
+/// replica may lack the last writes acknowledged by the old master
+/// (replication is asynchronous), so after a change it writes its state
+/// again, as after a Redis that lost its data.
+pub fn failovers() -> u64 {
+    FAILOVERS.load(Ordering::Acquire)
+}
+
+pub(crate) fn count_failover() {
+    FAILOVERS.fetch_add(1, Ordering::AcqRel);
+    metrics::counter!("iocluster_redis_failovers_total").increment(1);
+}
+
+/// Starts (once per process and URL, inside a Tokio runtime) the task
+/// that reads a Redis Cluster's slot map every half second and counts a
+/// failover ([`failovers`]) when a slot's master changes: the cluster
+/// connection follows the new master by itself, but the node must know,
+/// to write its state again.
+fn watch_masters(url: &str, cluster: &Arc<ClusterSeeds>) {
+    static STARTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut started = STARTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if started.iter().any(|known| known == url) {
+        return;
+    }
+    started.push(url.to_owned());
+    let cluster = cluster.clone();
+    runtime.spawn(async move {
+        let mut known: Option<Vec<(u16, u16, String)>> = None;
+        loop {
+            if let Ok(mut redis) = cluster.shared().await
+                && let Ok(map) = slot_masters(&mut redis).await
+            {
+                if known.as_ref().is_some_and(|known| *known != map) {
+                    tracing::info!("a Redis Cluster slot has a new master");
+                    count_failover();
+                }
+                known = Some(map);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+impl ClusterSeeds {
+    /// A command connection shared by the process's own checks.
+    async fn shared(self: &Arc<Self>) -> RedisResult<Redis> {
+        self.shared
+            .get_or_try_init(|| async {
+                RedisClient::Cluster(self.clone())
+                    .connection(Some(Duration::from_secs(2)))
+                    .await
+            })
+            .await
+            .cloned()
+    }
+
+    /// `host:port` of the master of `key`'s slot.
+    async fn master_of(self: &Arc<Self>, key: &str) -> RedisResult<String> {
+        let mut redis = self.shared().await?;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut redis)
+            .await?;
+        let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut redis)
+            .await?;
+        for range in ranges {
+            let [start, end, master, ..] = range.as_slice() else {
+                continue;
+            };
+            let (start, end): (u16, u16) = (
+                redis::from_redis_value(start.clone())?,
+                redis::from_redis_value(end.clone())?,
+            );
+            if (start..=end).contains(&slot) {
+                let master: Vec<Value> = redis::from_redis_value(master.clone())?;
+                if let [host, port, ..] = master.as_slice() {
+                    let host: String = redis::from_redis_value(host.clone())?;
+                    let port: u16 = redis::from_redis_value(port.clone())?;
+                    return Ok(format!("{host}:{port}"));
+                }
+            }
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no master serves the slot",
+        )))
+    }
+}
+
+/// Each slot range of a Redis Cluster with its master's node id, sorted.
+async fn slot_masters(redis: &mut Redis) -> RedisResult<Vec<(u16, u16, String)>> {
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(redis)
+        .await?;
+    let mut map = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let [start, end, master, ..] = range.as_slice() else {
+            continue;
+        };
+        let master: Vec<Value> = redis::from_redis_value(master.clone())?;
+        let id = match master.get(2) {
+            Some(id) => redis::from_redis_value(id.clone())?,
+            None => String::new(),
+        };
+        map.push((
+            redis::from_redis_value(start.clone())?,
+            redis::from_redis_value(end.clone())?,
+            id,
+        ));
+    }
+    map.sort();
+    Ok(map)
+}
+
+/// [`RedisClient::key_prefix`] for the Redis URL `url`.
+pub fn key_prefix(url: &str, prefix: &str) -> String {
+    cluster_prefix(parse_cluster(url).is_some(), prefix)
+}
+
+/// [`RedisClient::key_prefix`] for a node that knows whether it runs on a
+/// Redis Cluster.
+pub fn cluster_prefix(cluster: bool, prefix: &str) -> String {
+    let tagged = prefix
+        .split_once('{')
+        .is_some_and(|(_, rest)| rest.split_once('}').is_some_and(|(tag, _)| !tag.is_empty()));
+    if cluster && !tagged {
+        format!("{{{prefix}}}")
+    } else {
+        prefix.to_owned()
+    }
+}
+
+/// A command connection to a server or a Redis Cluster; cheap to clone
+/// (clones share the connection), reconnects by itself.
+#[derive(Clone)]
+pub enum Redis {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Redis::Single(connection) => connection.req_packed_command(cmd),
+            Redis::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Redis::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Redis::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Redis::Single(connection) => connection.get_db(),
+            Redis::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_are_read() {
+        let url = parse_cluster("redis+cluster://a:7000,b").unwrap().unwrap();
+        assert_eq!(url.seeds, ["redis://a:7000", "redis://b:6379"]);
+        assert_eq!((url.scheme, url.credentials.as_str()), ("redis", ""));
+        let url = parse_cluster("rediss+cluster://u:p@a:7000,b:7001/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(url.seeds, ["rediss://u:p@a:7000", "rediss://u:p@b:7001"]);
+        assert_eq!((url.scheme, url.credentials.as_str()), ("rediss", "u:p@"));
+        assert!(parse_cluster("redis://a:7000").is_none());
+        assert!(parse_cluster("redis+cluster://").unwrap().is_err());
+        assert!(parse_cluster("redis+cluster://a:1/2").unwrap().is_err());
+        assert!(parse_cluster("redis+cluster://a:1?x=1").unwrap().is_err());
+        assert!(parse_cluster("redis+cluster://a:port").unwrap().is_err());
+        assert!(check_url("redis+cluster://a:1,b:2").is_ok());
+        assert!(check_url("redis+cluster://").is_err());
+        assert!(check_url("redis://a:1").is_ok());
+    }
+
+    #[test]
+    fn cluster_keys_share_one_hash_tag() {
+        assert_eq!(cluster_prefix(true, "iocluster"), "{iocluster}");
+        assert_eq!(cluster_prefix(true, "app:{ioc}"), "app:{ioc}");
+        assert_eq!(cluster_prefix(true, "a{}b"), "{a{}b}");
+        assert_eq!(cluster_prefix(false, "iocluster"), "iocluster");
+    }
+}

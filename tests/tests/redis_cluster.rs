@@ -1,0 +1,172 @@
+//! A Redis Cluster (`redis+cluster://…`): three masters with a replica
+//! each, made by the test with `redis-cli --cluster create`. Every key and
+//! channel of the nodes is in one slot (the prefix is their hash tag), so
+//! the suite's scenarios run unchanged; a master killed under load fails
+//! over inside the cluster with nothing lost.
+
+use std::time::{Duration, Instant};
+
+use iocluster_tests::{Cluster, eventually};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Rooms, broadcasts, acks both ways, binary and order across io-nodes; an
+/// app-node killed mid-event; an io-node killed under its clients; and
+/// the admin API, all on the Redis Cluster.
+#[tokio::test]
+async fn the_suites_scenarios_run_on_a_redis_cluster() {
+    let mut cluster = Cluster::builder("redis-cluster")
+        .redis_cluster()
+        .io_nodes(3)
+        .start()
+        .await;
+    let tag = cluster.key_prefix();
+    assert_eq!(tag, format!("{{{}}}", cluster.prefix));
+
+    let result = cluster.scenario("cluster.mjs", &[]).await;
+    for part in [
+        "admission",
+        "rooms",
+        "broadcast",
+        "leave",
+        "acks",
+        "binary",
+        "namespaces",
+        "order",
+        "early_events",
+        "disconnects",
+    ] {
+        assert_eq!(result[part], "ok", "{part}: {result}");
+    }
+
+    // Every key the nodes wrote is in the prefix's slot.
+    let mut redis = cluster.redis().await;
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&tag)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let in_slot: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(in_slot >= 5, "only {in_slot} keys in the slot of {tag}");
+    let nodes: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{tag}:nodes"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+
+    // An app-node killed mid-event: the survivor takes its events over.
+    let scenario =
+        cluster.spawn_scenario("load.mjs", &["--clients=16", "--events=8", "--slow=150"]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.apps[0].process.kill();
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 16 * 8, "{result}");
+    assert_eq!(cluster.inflight_len("app0").await, 0);
+    cluster.start_app().await;
+
+    // An io-node killed under its clients: each is announced once and
+    // fails over.
+    let clients = 20;
+    let scenario = cluster.spawn_scenario("failover.mjs", &[&format!("--clients={clients}")]);
+    eventually(WAIT, "every client admitted on io0", || async {
+        let count: usize = redis::cmd("HLEN")
+            .arg(format!("{tag}:sockets:io0"))
+            .query_async(&mut cluster.redis().await)
+            .await
+            .unwrap();
+        (count == clients).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    cluster.io[0].process.kill();
+    let result = scenario.await.unwrap();
+    eprintln!(
+        "io-node killed: {clients} clients failed over in {} ms",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(result["failedOver"], clients, "{result}");
+    assert_eq!(result["reasons"], json!(["transport close"]), "{result}");
+    eventually(WAIT, "a disconnect event per lost socket", || async {
+        (lost(&cluster).await >= clients).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2 * iocluster_tests::LEASE_MS)).await;
+    assert_eq!(lost(&cluster).await, clients, "announced once each");
+
+    // The admin API publishes through the cluster too: both live io-nodes
+    // hear it.
+    let frontend = cluster.start_frontend().await;
+    let (status, body) = frontend
+        .api(
+            "POST",
+            "/api/v1/publish",
+            Some(json!({ "event": "news", "args": [1], "to": { "all": true } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ioNodesReached"], 2, "{body}");
+}
+
+/// How many sockets the test app saw disconnected with "io-node lost".
+async fn lost(cluster: &Cluster) -> usize {
+    cluster
+        .disconnect_reasons()
+        .await
+        .into_iter()
+        .filter(|line| line.ends_with(" io-node lost"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_master_killed_under_load_fails_over_and_loses_nothing() {
+    let mut cluster = Cluster::builder("redis-cluster-failover")
+        .redis_cluster()
+        // Longer than the failover (1 s node timeout, then the election),
+        // so no node's lease lapses meanwhile.
+        .lease(8_000)
+        .heartbeat(2_000, 10_000)
+        .start()
+        .await;
+    let (result, took) = cluster.kill_master_under_load(12, 50).await;
+    eprintln!(
+        "Redis Cluster master killed: every ack in {:.1} s after the kill",
+        took.as_secs_f64()
+    );
+    assert_eq!(result["acked"], 12 * 50, "{result}");
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert_eq!(report["rooms"], "ok", "{report}");
+    assert_eq!(report["acks"], "ok", "{report}");
+    let mut redis = cluster.redis().await;
+    let nodes: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}:nodes", cluster.key_prefix()))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
+
+#[test]
+fn bad_cluster_urls_are_refused_at_start() {
+    for url in ["redis+cluster://", "redis+cluster://127.0.0.1:1/3"] {
+        let output = std::process::Command::new(iocluster_tests::bin("iocluster-io-node"))
+            .args(["--redis", url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(text.contains("Redis Cluster"), "{url}: {text}");
+    }
+}
