@@ -198,7 +198,7 @@ start_system() {
   done
   servers=() ops_ports=()
   case "$system" in
-    iocluster|iocluster-base)
+    iocluster|iocluster-base|iocluster-rc)
       # iocluster-base: the same, from the binaries in $IOCLUSTER_BASE_DIR
       # (another build's target/release), to measure a change against the
       # build before it in one run.
