@@ -11,20 +11,25 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "recovery-test-secret-of-at-least-32-bytes";
 
-async fn cluster(test: &str, window_ms: u64) -> Cluster {
+fn builder(test: &str, window_ms: u64) -> iocluster_tests::ClusterBuilder {
     let window = window_ms.to_string();
     Cluster::builder(test)
         .io_nodes(2)
         .heartbeat(2_000, 5_000)
         .io_args(&["--jwt-secret", SECRET])
         .app_args(&["--recovery", &window])
-        .start()
-        .await
+}
+
+async fn cluster(test: &str, window_ms: u64) -> Cluster {
+    builder(test, window_ms).start().await
 }
 
 /// Runs the scenario in `mode` and checks what every mode must give.
 async fn recovers(test: &str, mode: &str, transport: &str, target: &str) -> Value {
-    let cluster = cluster(test, 60_000).await;
+    recovers_on(cluster(test, 60_000).await, mode, transport, target).await
+}
+
+async fn recovers_on(cluster: Cluster, mode: &str, transport: &str, target: &str) -> Value {
     let pid = cluster.io[0].process.pid().to_string();
     let result = cluster
         .scenario(
@@ -99,9 +104,34 @@ async fn a_client_network_drop_recovers_on_another_io_node() {
     recovers("recovery-drop-other", "drop", "polling", "other").await;
 }
 
+/// The recovery scripts (park, drain, claim, sweep) keep to one slot on a
+/// Redis Cluster.
+#[tokio::test]
+async fn an_io_node_killed_loses_no_state_and_no_message_on_a_redis_cluster() {
+    let cluster = builder("recovery-kill-redis-cluster", 60_000)
+        .redis_cluster()
+        .start()
+        .await;
+    recovers_on(cluster, "kill", "websocket", "other").await;
+}
+
 #[tokio::test]
 async fn a_client_back_too_late_gets_a_new_session() {
-    let cluster = cluster("recovery-late", 2_000).await;
+    back_too_late(cluster("recovery-late", 2_000).await).await;
+}
+
+#[tokio::test]
+async fn a_client_back_too_late_gets_a_new_session_on_a_redis_cluster() {
+    back_too_late(
+        builder("recovery-late-redis-cluster", 2_000)
+            .redis_cluster()
+            .start()
+            .await,
+    )
+    .await;
+}
+
+async fn back_too_late(cluster: Cluster) {
     let result = cluster
         .scenario(
             "recovery.mjs",

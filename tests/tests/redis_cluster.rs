@@ -116,6 +116,51 @@ async fn the_suites_scenarios_run_on_a_redis_cluster() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ioNodesReached"], 2, "{body}");
+
+    // Presence reads the ledgers through the cluster: a socket is listed,
+    // with the room its app-node joined, and the API reaches it.
+    let client = iocluster_client::Client::connect(
+        &cluster.io[1].url(),
+        iocluster_client::ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let socket = client
+        .socket("/", Some(json!({ "rooms": ["lobby"] })))
+        .await
+        .unwrap();
+    let sid = socket.id().to_owned();
+    let (status, one) = frontend
+        .api("GET", &format!("/api/v1/sockets/{sid}"), None)
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert!(
+        one["rooms"].as_array().unwrap().contains(&json!("lobby")),
+        "{one}"
+    );
+    let (status, body) = frontend
+        .api("GET", "/api/v1/sockets?room=lobby", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sockets"][0]["sid"], sid, "{body}");
+    let (status, body) = frontend
+        .api("POST", &format!("/api/v1/clients/{sid}/disconnect"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.recv().await {
+                Some(iocluster_client::Received::Event(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the API's disconnect reaches the socket");
+    assert!(
+        matches!(end, Some(iocluster_client::Received::Disconnected) | None),
+        "{end:?}"
+    );
 }
 
 /// How many sockets the test app saw disconnected with "io-node lost".
