@@ -234,17 +234,18 @@ impl RedisServer {
 
     /// A node for a Redis Cluster (not yet joined: see [`RedisCluster`]),
     /// with a short node timeout (1 s) so that a failover is quick.
-    async fn start_cluster_node(logs: &Path) -> RedisServer {
+    async fn start_cluster_node(logs: &Path, tls: Option<&RedisTls>) -> RedisServer {
         let port = free_port();
         let cluster_port = free_port();
         let dir = logs.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let process = Self::spawn(port, &dir, logs, None, Some(cluster_port));
+        let tls = tls.map(|tls| (tls.clone(), free_port()));
+        let process = Self::spawn(port, &dir, logs, tls.as_ref(), Some(cluster_port));
         let server = RedisServer {
             process,
             port,
             dir,
-            tls: None,
+            tls,
             cluster_port: Some(cluster_port),
         };
         server.wait_ready().await;
@@ -333,6 +334,11 @@ impl RedisServer {
                 .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--cluster-config-file")
                 .arg(dir.join("nodes.conf"));
+            if tls.is_some() {
+                // The cluster bus over TLS too; CLUSTER SLOTS then names
+                // each node's TLS port to clients that came in with TLS.
+                command.args(["--tls-cluster", "yes"]);
+            }
         }
         if std::process::Command::new("redis-server")
             .arg("--version")
@@ -415,10 +421,10 @@ impl RedisCluster {
     /// Starts six nodes and joins them; returns the first (for
     /// [`Cluster::redis`]) and the cluster once every node says
     /// `cluster_state:ok`.
-    pub async fn start(logs: &Path) -> (RedisServer, RedisCluster) {
+    pub async fn start(logs: &Path, tls: Option<&RedisTls>) -> (RedisServer, RedisCluster) {
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            nodes.push(RedisServer::start_cluster_node(logs).await);
+            nodes.push(RedisServer::start_cluster_node(logs, tls).await);
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -473,8 +479,24 @@ impl RedisCluster {
     }
 
     /// The URL nodes take: `redis+cluster://` and three of the six nodes
-    /// (`first` and two of the others), as a deployment names a few seeds.
+    /// (`first` and two of the others), as a deployment names a few seeds;
+    /// `rediss+cluster://` and their TLS ports when they have TLS.
     pub fn url(&self, first: &RedisServer) -> String {
+        let scheme = if first.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!(
+            "{scheme}://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            first.node_port(),
+            self.nodes[0].node_port(),
+            self.nodes[2].node_port()
+        )
+    }
+
+    /// The same over the plain ports (the test's own connections).
+    fn plain_url(&self, first: &RedisServer) -> String {
         format!(
             "redis+cluster://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
             first.port, self.nodes[0].port, self.nodes[2].port
@@ -818,7 +840,7 @@ impl Cluster {
     /// Cluster.
     fn test_redis_url(&self) -> String {
         match &self.redis_cluster {
-            Some(redis_cluster) => redis_cluster.url(&self.redis),
+            Some(redis_cluster) => redis_cluster.plain_url(&self.redis),
             None => self.redis.url(),
         }
     }
@@ -1131,7 +1153,7 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         let logs = log_dir(&self.test);
         let (redis, redis_cluster) = if self.redis_cluster {
-            let (first, rest) = RedisCluster::start(&logs).await;
+            let (first, rest) = RedisCluster::start(&logs, self.redis_tls.as_ref()).await;
             (first, Some(rest))
         } else {
             (
@@ -1210,7 +1232,7 @@ impl Cluster {
             return self.redis.port();
         };
         let port = {
-            let mut redis = iocluster_ops::redis_client(&redis_cluster.url(&self.redis))
+            let mut redis = iocluster_ops::redis_client(&redis_cluster.plain_url(&self.redis))
                 .expect("the Redis Cluster URL")
                 .connection(Some(Duration::from_secs(5)))
                 .await

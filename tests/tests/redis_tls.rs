@@ -87,6 +87,55 @@ async fn nodes_reach_redis_over_tls() {
     assert!(clients.lines().count() >= 6, "{clients}");
 }
 
+/// `rediss+cluster://`: a Redis Cluster whose nodes listen, replicate and
+/// talk to each other with TLS; the nodes find every master's TLS port from
+/// the cluster and check each certificate; a master killed under load fails
+/// over with every ack.
+#[tokio::test]
+async fn nodes_reach_a_tls_redis_cluster_and_follow_its_failover() {
+    let tls = certificates(&cert_dir("redis-cluster-tls"));
+    let mut cluster = Cluster::builder("redis-cluster-tls")
+        .redis_cluster()
+        .redis_tls(tls)
+        .lease(8_000)
+        .heartbeat(2_000, 10_000)
+        .start()
+        .await;
+    assert!(cluster.redis_url().starts_with("rediss+cluster://"));
+    let report = cluster.scenario("cluster.mjs", &[]).await;
+    assert_eq!(report["rooms"], "ok", "{report}");
+    assert_eq!(report["acks"], "ok", "{report}");
+    let (result, took) = cluster.kill_master_under_load(8, 40).await;
+    eprintln!(
+        "TLS Redis Cluster master killed: every ack in {:.1} s after the kill",
+        took.as_secs_f64()
+    );
+    assert_eq!(result["acked"], 8 * 40, "{result}");
+    // The nodes' connections came in on the TLS ports (the test's own use
+    // the plain ones): count them over the servers still running.
+    let servers =
+        std::iter::once(&cluster.redis).chain(cluster.redis_cluster.as_ref().unwrap().nodes.iter());
+    let mut over_tls = 0;
+    for server in servers {
+        let Ok(mut redis) = server.connection().await else {
+            continue;
+        };
+        let Ok(clients) = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async::<String>(&mut redis)
+            .await
+        else {
+            continue;
+        };
+        let tls_laddr = format!("laddr=127.0.0.1:{} ", server.node_port());
+        over_tls += clients
+            .lines()
+            .filter(|line| line.contains(&tls_laddr))
+            .count();
+    }
+    assert!(over_tls >= 4, "{over_tls} connections over TLS");
+}
+
 #[tokio::test]
 async fn a_tls_master_behind_sentinels_with_a_password_fails_over_and_loses_nothing() {
     let tls = certificates(&cert_dir("sentinel-tls"));
