@@ -258,6 +258,13 @@ impl Outage {
     }
 }
 
+/// The longest pause between attempts of the tasks on the event path
+/// (the io-node's writer, the app-node's taker, publisher and reply
+/// listener): a Redis outage or failover ends for the clients at most this
+/// long after Redis answers again. Two attempts a second per task cost
+/// Redis nothing while it is away.
+pub const EVENT_PATH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The pause before retrying a failed Redis call: 50 ms, doubling up to
 /// `max`, back to 50 ms after a success ([`Backoff::reset`]).
 #[derive(Debug)]

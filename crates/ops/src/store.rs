@@ -199,10 +199,12 @@ impl RedisClient {
                 let mut builder = ClusterClientBuilder::new(cluster.seeds.clone())
                     .connection_timeout(Duration::from_secs(2))
                     // Retries ride out a failover (the cluster's
-                    // node timeout, then the election): up to about 5 s.
-                    .retries(12)
+                    // node timeout, then the election): about 7 s of
+                    // them, at most 250 ms apart, so a command goes
+                    // through soon after the new master is elected.
+                    .retries(30)
                     .min_retry_wait(50)
-                    .max_retry_wait(1_000);
+                    .max_retry_wait(250);
                 if let Some(timeout) = response_timeout {
                     builder = builder.response_timeout(timeout);
                 }

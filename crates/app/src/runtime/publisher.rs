@@ -147,7 +147,7 @@ async fn publish<S: Sink>(
             }
         }
         let flush = Flush::plan(&batch);
-        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
         let mut outage = iocluster_ops::Outage::new("publisher");
         let mut give_up_at: Option<Instant> = None;
         while let Err(error) = sink.write(&flush).await {

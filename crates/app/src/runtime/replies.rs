@@ -5,7 +5,6 @@
 //! the waiting itself, with its timeout, is the handles' (`socket`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use iocluster_protocol::envelope::Reply;
@@ -21,7 +20,7 @@ pub(super) async fn replies(
     ready: CancellationToken,
 ) {
     let channel = ctx.keys.app_channel(&ctx.app_id);
-    let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+    let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
     let mut outage = iocluster_ops::Outage::new("replies");
     loop {
         let subscribed = async {

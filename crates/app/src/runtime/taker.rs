@@ -47,7 +47,7 @@ pub(super) struct Taker {
 impl Taker {
     pub(super) async fn run(mut self) {
         let fetch = redis::Script::new(scripts::FETCH);
-        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
         let mut outage = iocluster_ops::Outage::new("taker");
         // Whether the last take found the queue empty: then the next one
         // blocks at once (with the take script right behind the blocking

@@ -25,7 +25,7 @@ pub(super) async fn run(
     let keys = &context.keys;
     let messages = metrics::counter!("iocluster_pubsub_messages_total");
     let bytes = metrics::counter!("iocluster_pubsub_bytes_total");
-    let mut backoff = iocluster_ops::Backoff::new(Duration::from_millis(500));
+    let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
     let mut resubscribed = false;
     let mut outage = iocluster_ops::Outage::new("subscriber");
     loop {

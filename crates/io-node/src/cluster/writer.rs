@@ -218,7 +218,7 @@ pub(super) async fn run(
             continue;
         }
         let (pipe, highest) = plan(&names, &items, &ops, &stale, crate::clock::unix_ms());
-        let mut backoff = iocluster_ops::Backoff::new(Duration::from_secs(2));
+        let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
         let (known, reaped) = loop {
             match pipe.query_async::<(bool, bool)>(&mut redis).await {
                 Ok(checks) => {
