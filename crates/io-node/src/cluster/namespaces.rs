@@ -6,6 +6,16 @@
 //! ended: while every app-node restarts, its clients wait and retry rather
 //! than be refused for good (running app-nodes refuse a namespace they do
 //! not serve themselves).
+//!
+//! The node also remembers what it read: a namespace it saw served stays
+//! served here for `namespace_memory` even if it vanishes from Redis, with
+//! its recovery setting, and the cluster's key for private ids is written
+//! back as this node knows it. A Redis that restarted empty (or a promoted
+//! replica that lacks the last writes) has lost `P:nsps`, `P:recovery` and
+//! `P:recovery-key` until the app-nodes renew their leases: without this, a
+//! client reconnecting in that second is refused for good ("Invalid
+//! namespace", which socket.io-client does not retry), or loses its
+//! session because its private id no longer checks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -31,6 +41,8 @@ pub(crate) struct Namespaces {
 #[derive(Default)]
 struct Cache {
     served: HashSet<String>,
+    /// When each namespace was last read as served.
+    seen: HashMap<String, Instant>,
     /// Namespaces with connection state recovery, and its window (ms).
     recovery: HashMap<String, u64>,
     /// The cluster's key for private ids.
@@ -85,7 +97,9 @@ impl Namespaces {
     pub(crate) async fn refresh(&self) -> redis::RedisResult<()> {
         let mut redis = self.redis.clone();
         let since = crate::clock::unix_ms().saturating_sub(crate::clock::millis(self.memory));
-        // The recovery key is made once, by whichever node asks first.
+        // The recovery key is made once, by whichever node asks first; a
+        // node that knows it writes it back if Redis lost it.
+        let known_key = self.read().key.as_deref().map(str::to_owned);
         let (served, recovery, key): (Vec<String>, HashMap<String, String>, Option<String>) =
             redis::pipe()
                 .cmd("ZRANGE")
@@ -97,7 +111,7 @@ impl Namespaces {
                 .arg(&self.recovery)
                 .cmd("SET")
                 .arg(&self.recovery_key)
-                .arg(crate::engine::random_token(32))
+                .arg(known_key.unwrap_or_else(|| crate::engine::random_token(32)))
                 .arg("NX")
                 .ignore()
                 .cmd("GET")
@@ -108,14 +122,32 @@ impl Namespaces {
             .cache
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.served = served.into_iter().collect();
-        cache.recovery = recovery
+        let now = Instant::now();
+        let memory = self.memory;
+        cache
+            .seen
+            .retain(|_, at| now.saturating_duration_since(*at) < memory);
+        let mut now_served: HashSet<String> = cache.seen.keys().cloned().collect();
+        for nsp in served {
+            if !memory.is_zero() {
+                cache.seen.insert(nsp.clone(), now);
+            }
+            now_served.insert(nsp);
+        }
+        cache.served = now_served;
+        let recovery: HashMap<String, u64> = recovery
             .into_iter()
             .filter_map(|(nsp, value)| {
                 let (window, _) = iocluster_protocol::recovery::parse_setting(&value)?;
                 Some((nsp, window))
             })
             .collect();
+        // A served namespace missing from the hash keeps its last setting
+        // (the hash was lost); one no longer served forgets it.
+        let mut merged = std::mem::take(&mut cache.recovery);
+        merged.retain(|nsp, _| cache.served.contains(nsp));
+        merged.extend(recovery);
+        cache.recovery = merged;
         if cache.key.as_deref() != key.as_deref() {
             cache.key = key.map(Into::into);
         }
