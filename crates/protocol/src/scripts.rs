@@ -122,13 +122,17 @@ end
 return 0";
 
 /// A client came back: takes its parked session. KEYS: session, parked,
-/// ledger of the io-node named by the sid, events, located (`P:where`).
-/// ARGV: sid, now (ms), the prefix of ledger keys (`P:sockets:`).
+/// ledger of the io-node named by the sid, events, located (`P:where`),
+/// ledgers, reaped mark of the io-node named by the sid.
+/// ARGV: sid, now (ms), the prefix of ledger keys (`P:sockets:`), the
+/// io-node named by the sid.
 /// Returns `{1, envelope}` when taken, `{2}` when an io-node still holds
 /// the socket (it has not seen the client go: ask it to release the
-/// socket, then try again), `{0}` when there is nothing to recover. A
-/// session found past its deadline is announced (its disconnect event
-/// queued) rather than taken.
+/// socket, then try again) or may (the node the sid names has no ledger
+/// and was not drained: Redis lost its data, and the node has not written
+/// it again yet), `{0}` when there is nothing to recover. A session found
+/// past its deadline is announced (its disconnect event queued) rather
+/// than taken.
 pub const CLAIM: &str = r"
 local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if deadline then
@@ -143,6 +147,9 @@ if deadline then
   return {0}
 end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {2} end
+if redis.call('SISMEMBER', KEYS[6], ARGV[4]) == 0 and redis.call('EXISTS', KEYS[7]) == 0 then
+  return {2}
+end
 local holder = redis.call('HGET', KEYS[5], ARGV[1])
 if holder and redis.call('HEXISTS', ARGV[3] .. holder, ARGV[1]) == 1 then return {2} end
 return {0}";

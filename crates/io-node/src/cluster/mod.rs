@@ -232,8 +232,12 @@ impl Context {
         self.readiness.set(ok && !self.engine.is_draining());
     }
 
-    /// Redis lost its data: rewrite the ledger, push again what it lost.
+    /// Redis lost its data: rewrite the ledger, push again what it lost,
+    /// and until every node renewed its lease, take none missing from the
+    /// live set for dead (whichever task noticed first: the writer finds
+    /// its registration gone, the registry its ledger, or a failover).
     fn resync(&self) {
+        self.peers.redis_lost_data(self.config.lease);
         self.sockets.resync(self.bridge.written());
     }
 

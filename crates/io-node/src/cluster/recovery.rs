@@ -81,9 +81,12 @@ impl Recovery {
                 .key(self.keys.ledger(&home))
                 .key(self.keys.events())
                 .key(self.keys.located())
+                .key(self.keys.ledgers())
+                .key(self.keys.reaped(&home))
                 .arg(&sid)
                 .arg(crate::clock::unix_ms())
                 .arg(self.keys.ledger(""))
+                .arg(&home)
                 .invoke_async(&mut redis)
                 .await;
             // `{code}` or `{1, envelope}`.

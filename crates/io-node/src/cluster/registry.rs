@@ -152,7 +152,6 @@ pub(super) async fn run(
                         // until they renew, a node missing from the live
                         // set is not a dead one.
                         context.resync();
-                        context.peers.redis_lost_data(lease);
                     } else if missing {
                         tracing::warn!("the node's lease had lapsed; renewed");
                     }
