@@ -405,7 +405,18 @@ impl Traffic {
             assert_eq!(client["news"], json!([0, 1, 2]), "{context}");
             assert_eq!(client["last"], json!("last"), "{context}");
             assert_eq!(client["disconnects"], json!([]), "{context}");
-            assert_eq!(client["refusals"], json!([]), "{context}");
+            // No refusal for good (socket.io-client does not retry a
+            // CONNECT_ERROR); a reconnection attempt may fail on the way
+            // (a new session's polling request relayed while Redis is still
+            // being rewritten) and be retried.
+            assert!(
+                !client["refusals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.as_str().unwrap().contains("namespace")),
+                "{context}"
+            );
             assert_eq!(client["end"], "io server disconnect", "{context}");
             assert!(client["node"].is_string(), "{context}");
             if upgrade {
@@ -892,4 +903,95 @@ async fn one_io_node_behind_the_proxy_passes_the_same_scenarios() {
     }
     python_clients(&cluster, &proxy, "polling").await;
     python_clients(&cluster, &proxy, "upgrade").await;
+}
+
+/// Redis restarted empty (kill -9, back 1.5 s later with nothing) under
+/// stock clients behind the round-robin proxy, their WebSockets relayed
+/// between io-nodes, with connection state recovery. Relay envelopes in
+/// flight are lost with Redis, so each io-node resets its relayed links
+/// when its subscription returns, and those clients reconnect at once,
+/// while Redis still lacks the served namespaces, the recovery key, the
+/// ledgers and the leases. Before the fixes this test holds, half the runs
+/// had a client refused "Invalid namespace" for good (socket.io-client
+/// does not retry it) and most had clients given new sessions outside
+/// their room. Now every client is back and served, none refused, and
+/// (most runs; see docs/RELIABILITY.md for the rest) with its session.
+#[tokio::test]
+async fn redis_restarted_empty_under_relayed_clients_refuses_nobody() {
+    let (mut cluster, proxy) = proxied(
+        "any-node-redis-restart",
+        3,
+        (2_000, 5_000),
+        &["--recovery", "60000"],
+    )
+    .await;
+    let mut live = cluster.live_scenario(
+        "any-node.mjs",
+        &[
+            "--mode=kill",
+            &format!("--url={}", proxy.url()),
+            "--transport=upgrade",
+            "--clients=9",
+            "--lossy",
+        ],
+    );
+    let ready = live.next_json(Duration::from_secs(60)).await;
+    assert_eq!(ready["ready"], json!(true), "{ready}");
+    cluster.redis.stop();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster.redis.restart().await;
+    live.send(&json!({ "lose": [] })).await;
+    let result = live.finish().await;
+    let mut kept = 0;
+    for client in clients(&result) {
+        eprintln!(
+            "{}: disconnects {}, recovered {}, same id {}, acked {}, failed {}, ticks missing {} extra {}",
+            client["id"],
+            client["disconnects"],
+            client["recovered"],
+            client["sameId"],
+            client["acked"],
+            client["failed"],
+            client["ticksMissing"],
+            client["ticksExtra"]
+        );
+        let context = format!("{}: {client}", client["id"]);
+        assert_eq!(client["connected"], json!(true), "{context}");
+        // No refusal for good; a reconnection attempt may fail on the way
+        // and be retried.
+        assert!(
+            !client["refusals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().contains("namespace")),
+            "{context}"
+        );
+        assert_eq!(client["acksInOrder"], json!(true), "{context}");
+        assert!(client["acked"].as_u64().unwrap() >= 5, "{context}");
+        assert_eq!(client["end"], "io server disconnect", "{context}");
+        if client["disconnects"].as_array().unwrap().is_empty() {
+            assert_eq!(client["failed"], json!([]), "{context}");
+        }
+        if client["sameId"] == json!(true) {
+            kept += 1;
+            // A kept session is in its room: it misses at most the ticks
+            // the owner was sending down a relayed link through Redis when
+            // it died (lost with it, and with the log that would replay
+            // them), never one sent after the clients were back.
+            let ticks = result["ticks"].as_u64().unwrap();
+            let missing = client["ticksMissing"].as_array().unwrap();
+            assert!(
+                missing.len() <= 2 && missing.iter().all(|t| t.as_u64().unwrap() + 10 < ticks),
+                "{context}"
+            );
+        }
+    }
+    eprintln!("{kept} of 9 sessions kept");
+    assert!(kept >= 6, "only {kept} of 9 sessions kept");
+    assert_eq!(
+        result["fresh"]["ack"],
+        json!({ "c": "new", "k": 0 }),
+        "{result}"
+    );
 }
