@@ -25,8 +25,9 @@ pub use node::{
     read_toml, redis_manager_config, shutdown_signal, unix_ms, wait_for_redis,
 };
 pub use store::{
-    CLUSTER_SCHEME, CLUSTER_TLS_SCHEME, ClusterUrl, Redis, RedisClient, check_url, cluster_prefix,
-    failovers, key_prefix, parse_cluster, redis_client,
+    CLUSTER_SCHEME, CLUSTER_TLS_SCHEME, ClusterUrl, Redis, RedisClient, SlotRange, check_url,
+    cluster_prefix, failovers, key_prefix, parse_cluster, redis_client, slot_map, slot_master,
+    within,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

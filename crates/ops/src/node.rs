@@ -107,14 +107,7 @@ pub async fn wait_for_redis(
     let mut backoff = crate::Backoff::new(Duration::from_secs(5));
     let mut failures = 0u32;
     loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), client.ping())
-            .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "no answer within 2 s",
-                )))
-            });
+        let attempt = crate::within(Duration::from_secs(2), "2 s", client.ping()).await;
         match attempt {
             Ok(()) => {
                 if failures > 0 {

@@ -219,40 +219,32 @@ impl RedisClient {
     /// master of `key`'s slot, where the nodes' scripts publish (classic
     /// pub/sub reaches every node of a cluster, but `PUBSUB NUMSUB` counts
     /// a node's own subscribers, and the nodes ask the masters); if that
-    /// master is not known, to the first seed node that answers, starting
-    /// after the one the last call used.
+    /// master is not known or does not answer, to the first seed node that
+    /// answers, starting after the one the last call used.
     pub async fn pubsub(&self, key: &str) -> RedisResult<redis::aio::PubSub> {
         match self {
             RedisClient::Single(client) => client.get_async_pubsub().await,
             RedisClient::Cluster(cluster) => {
-                if let Ok(address) = cluster.master_of(key).await
-                    && let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), async {
+                // The slot's master first, then the seeds in turn.
+                let master = match cluster.master_of(key).await {
+                    Ok(address) => {
                         let url = format!(
                             "{}://{}{address}",
                             cluster.url.scheme, cluster.url.credentials
                         );
-                        redis::Client::open(nodelay(url.as_str().into_connection_info()?)?)?
-                            .get_async_pubsub()
-                            .await
-                    })
-                    .await
-                {
-                    return Ok(pubsub);
-                }
+                        url.as_str().into_connection_info().and_then(nodelay).ok()
+                    }
+                    Err(_) => None,
+                };
                 let first = cluster.next.fetch_add(1, Ordering::Relaxed);
+                let seeds = (0..cluster.seeds.len())
+                    .map(|index| cluster.seeds[(first + index) % cluster.seeds.len()].clone());
                 let mut last = None;
-                for index in 0..cluster.seeds.len() {
-                    let seed = &cluster.seeds[(first + index) % cluster.seeds.len()];
-                    let attempt = tokio::time::timeout(Duration::from_secs(2), async {
-                        redis::Client::open(seed.clone())?.get_async_pubsub().await
+                for node in master.into_iter().chain(seeds) {
+                    let attempt = within(Duration::from_secs(2), "2 s", async {
+                        redis::Client::open(node)?.get_async_pubsub().await
                     })
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "no answer within 2 s",
-                        )))
-                    });
+                    .await;
                     match attempt {
                         Ok(pubsub) => return Ok(pubsub),
                         Err(error) => last = Some(error),
@@ -272,12 +264,31 @@ impl RedisClient {
                 let mut connection = client.get_multiplexed_async_connection().await?;
                 redis::cmd("PING").query_async::<()>(&mut connection).await
             }
-            RedisClient::Cluster(_) => {
-                let mut connection = self.connection(Some(Duration::from_secs(2))).await?;
+            RedisClient::Cluster(cluster) => {
+                let mut connection = cluster.shared().await?;
                 redis::cmd("PING").query_async::<()>(&mut connection).await
             }
         }
     }
+}
+
+/// `future`'s result, or an I/O error ("no answer within `said`") if it
+/// takes longer than `limit`: how a node bounds a Redis call that must not
+/// hang (a start-up ping, a lease renewal, a new connection).
+pub async fn within<T>(
+    limit: Duration,
+    said: &str,
+    future: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer",
+                format!("within {said}"),
+            )))
+        })
 }
 
 static FAILOVERS: AtomicU64 = AtomicU64::new(0);
@@ -319,8 +330,10 @@ fn watch_masters(url: &str, cluster: &Arc<ClusterSeeds>) {
         let mut known: Option<Vec<(u16, u16, String)>> = None;
         loop {
             if let Ok(mut redis) = cluster.shared().await
-                && let Ok(map) = slot_masters(&mut redis).await
+                && let Ok(map) = slot_map(&mut redis).await
             {
+                // Which master serves each range; not where it listens.
+                let map: Vec<_> = map.into_iter().map(|r| (r.start, r.end, r.id)).collect();
                 if known.as_ref().is_some_and(|known| *known != map) {
                     tracing::info!("a Redis Cluster slot has a new master");
                     count_failover();
@@ -347,64 +360,66 @@ impl ClusterSeeds {
 
     /// `host:port` of the master of `key`'s slot.
     async fn master_of(self: &Arc<Self>, key: &str) -> RedisResult<String> {
-        let mut redis = self.shared().await?;
-        let slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(key)
-            .query_async(&mut redis)
-            .await?;
-        let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut redis)
-            .await?;
-        for range in ranges {
-            let [start, end, master, ..] = range.as_slice() else {
-                continue;
-            };
-            let (start, end): (u16, u16) = (
-                redis::from_redis_value(start.clone())?,
-                redis::from_redis_value(end.clone())?,
-            );
-            if (start..=end).contains(&slot) {
-                let master: Vec<Value> = redis::from_redis_value(master.clone())?;
-                if let [host, port, ..] = master.as_slice() {
-                    let host: String = redis::from_redis_value(host.clone())?;
-                    let port: u16 = redis::from_redis_value(port.clone())?;
-                    return Ok(format!("{host}:{port}"));
-                }
-            }
-        }
-        Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "no master serves the slot",
-        )))
+        slot_master(&mut self.shared().await?, key).await
     }
 }
 
-/// Each slot range of a Redis Cluster with its master's node id, sorted.
-async fn slot_masters(redis: &mut Redis) -> RedisResult<Vec<(u16, u16, String)>> {
+/// One slot range of a Redis Cluster and its master, from `CLUSTER SLOTS`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SlotRange {
+    pub start: u16,
+    pub end: u16,
+    /// The master's node id (empty from a server too old to say).
+    pub id: String,
+    /// The master's `host:port`.
+    pub address: String,
+}
+
+/// The slot ranges of a Redis Cluster with their masters, sorted.
+pub async fn slot_map(redis: &mut Redis) -> RedisResult<Vec<SlotRange>> {
     let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(redis)
         .await?;
     let mut map = Vec::with_capacity(ranges.len());
     for range in ranges {
+        // start, end, master [host, port, id], replicas…
         let [start, end, master, ..] = range.as_slice() else {
             continue;
         };
         let master: Vec<Value> = redis::from_redis_value(master.clone())?;
-        let id = match master.get(2) {
-            Some(id) => redis::from_redis_value(id.clone())?,
-            None => String::new(),
+        let [host, port, rest @ ..] = master.as_slice() else {
+            continue;
         };
-        map.push((
-            redis::from_redis_value(start.clone())?,
-            redis::from_redis_value(end.clone())?,
-            id,
-        ));
+        let host: String = redis::from_redis_value(host.clone())?;
+        let port: u16 = redis::from_redis_value(port.clone())?;
+        map.push(SlotRange {
+            start: redis::from_redis_value(start.clone())?,
+            end: redis::from_redis_value(end.clone())?,
+            id: match rest.first() {
+                Some(id) => redis::from_redis_value(id.clone())?,
+                None => String::new(),
+            },
+            address: format!("{host}:{port}"),
+        });
     }
     map.sort();
     Ok(map)
+}
+
+/// `host:port` of the master of `key`'s slot in a Redis Cluster.
+pub async fn slot_master(redis: &mut Redis, key: &str) -> RedisResult<String> {
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(redis)
+        .await?;
+    slot_map(redis)
+        .await?
+        .into_iter()
+        .find(|range| (range.start..=range.end).contains(&slot))
+        .map(|range| range.address)
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no master serves the slot")))
 }
 
 /// [`RedisClient::key_prefix`] for the Redis URL `url`.

@@ -128,14 +128,12 @@ pub(super) async fn run(
         }
         if last_beat.is_none_or(|at| at.elapsed() >= beat) {
             // A Redis that does not answer within half a lease counts as down.
-            let renewed = tokio::time::timeout(lease / 2, renew(&context, &mut redis, started))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "no answer within half a lease",
-                    )))
-                });
+            let renewed = iocluster_ops::within(
+                lease / 2,
+                "half a lease",
+                renew(&context, &mut redis, started),
+            )
+            .await;
             match renewed {
                 Ok((missing, has_ledger, reaped)) => {
                     last_beat = Some(tokio::time::Instant::now());
