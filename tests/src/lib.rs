@@ -216,60 +216,46 @@ impl RedisServer {
 
     /// A server that also listens with TLS, with `tls`'s certificate.
     pub async fn start_with(logs: &Path, tls: Option<&RedisTls>) -> RedisServer {
-        let port = free_port();
-        let dir = logs.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let tls = tls.map(|tls| (tls.clone(), free_port()));
-        let process = Self::spawn(port, &dir, logs, tls.as_ref(), None);
-        let server = RedisServer {
-            process,
-            port,
-            dir,
-            tls,
-            cluster_port: None,
-        };
-        server.wait_ready().await;
-        server
+        Self::launch(logs, tls, false, None).await
     }
 
     /// A node for a Redis Cluster (not yet joined: see [`RedisCluster`]),
     /// with a short node timeout (1 s) so that a failover is quick.
     async fn start_cluster_node(logs: &Path, tls: Option<&RedisTls>) -> RedisServer {
-        let port = free_port();
-        let cluster_port = free_port();
-        let dir = logs.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let tls = tls.map(|tls| (tls.clone(), free_port()));
-        let process = Self::spawn(port, &dir, logs, tls.as_ref(), Some(cluster_port));
-        let server = RedisServer {
-            process,
-            port,
-            dir,
-            tls,
-            cluster_port: Some(cluster_port),
-        };
-        server.wait_ready().await;
-        server
+        Self::launch(logs, tls, true, None).await
     }
 
     /// A replica of `master` (over TLS when the master has it).
     pub async fn start_replica(logs: &Path, master: &RedisServer) -> RedisServer {
+        let tls = master.tls.as_ref().map(|(tls, _)| tls);
+        Self::launch(logs, tls, false, Some(master.node_port())).await
+    }
+
+    /// Starts a server on free ports (a TLS one too with `tls`, a cluster
+    /// bus port for a cluster node), replicating the master on
+    /// `replica_of` if given; returns once it answers.
+    async fn launch(
+        logs: &Path,
+        tls: Option<&RedisTls>,
+        cluster: bool,
+        replica_of: Option<u16>,
+    ) -> RedisServer {
         let port = free_port();
+        let cluster_port = cluster.then(free_port);
         let dir = logs.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("cannot create the redis directory");
-        let tls = master
-            .tls
-            .as_ref()
-            .map(|(tls, _)| (tls.clone(), free_port()));
-        let mut command = Self::command(port, &dir, tls.as_ref(), None);
-        command.args(["--replicaof", "127.0.0.1", &master.node_port().to_string()]);
+        let tls = tls.map(|tls| (tls.clone(), free_port()));
+        let mut command = Self::command(port, &dir, tls.as_ref(), cluster_port);
+        if let Some(master) = replica_of {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
         let process = Process::spawn_appending(command, logs.join(format!("redis-{port}.log")));
         let server = RedisServer {
             process,
             port,
             dir,
             tls,
-            cluster_port: None,
+            cluster_port,
         };
         server.wait_ready().await;
         server
@@ -1123,6 +1109,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Leases (8 s) and client heartbeats (2 s, 10 s timeout) longer than
+    /// a Redis failover (1 s to notice the master gone, then the
+    /// election), so no node's lease lapses and no client times out
+    /// meanwhile: for [`Cluster::master_failover_drill`].
+    pub fn outlasting_failovers(self) -> Self {
+        self.lease(8_000).heartbeat(2_000, 10_000)
+    }
+
     /// A replica and three Sentinels next to the Redis; nodes get the
     /// Sentinel URL.
     /// Nodes reach Redis (and the Sentinels, with [`Self::sentinel`]) over
@@ -1192,7 +1186,47 @@ impl ClusterBuilder {
     }
 }
 
+/// The parts of `cluster.mjs`, each "ok" when it passed.
+pub const CROSS_NODE_PARTS: [&str; 10] = [
+    "admission",
+    "rooms",
+    "broadcast",
+    "leave",
+    "acks",
+    "binary",
+    "namespaces",
+    "order",
+    "early_events",
+    "disconnects",
+];
+
 impl Cluster {
+    /// Runs `cluster.mjs` (admission, rooms, broadcasts, acks both ways,
+    /// binary, namespaces, order, early events, disconnects, across the
+    /// io-nodes), asserts every part passed, and returns its report.
+    pub async fn cross_node_scenario(&self) -> serde_json::Value {
+        let report = self.scenario("cluster.mjs", &[]).await;
+        for part in CROSS_NODE_PARTS {
+            assert_eq!(report[part], "ok", "{part}: {report}");
+        }
+        report
+    }
+
+    /// The failover drill: [`Cluster::kill_master_under_load`] with
+    /// `clients` × `events`, every ack asserted (none lost, no client
+    /// disconnected: load.mjs does not reconnect), then the whole
+    /// cross-node scenario on the new master. Prints how long after the
+    /// kill the last ack came (`what` names the setup).
+    pub async fn master_failover_drill(&mut self, clients: usize, events: usize, what: &str) {
+        let (result, took) = self.kill_master_under_load(clients, events).await;
+        eprintln!(
+            "{what}: master killed, every ack in {:.1} s after the kill",
+            took.as_secs_f64()
+        );
+        assert_eq!(result["acked"], clients * events, "{result}");
+        self.cross_node_scenario().await;
+    }
+
     /// Kills the Redis master (SIGKILL) one second into `load.mjs` with
     /// `clients` stock clients, each sending `events` acked events of 60 ms
     /// one after another and not reconnecting (a client disconnected by the
@@ -1238,34 +1272,13 @@ impl Cluster {
                 .await
                 .expect("cannot reach the Redis Cluster");
             let tag = iocluster_ops::cluster_prefix(true, &self.prefix);
-            let slot: u16 = redis::cmd("CLUSTER")
-                .arg("KEYSLOT")
-                .arg(&tag)
-                .query_async(&mut redis)
+            let address = iocluster_ops::slot_master(&mut redis, &tag)
                 .await
-                .expect("CLUSTER KEYSLOT");
-            // Each entry: start, end, master [host, port, id], replicas…
-            let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async::<Vec<Vec<redis::Value>>>(&mut redis)
-                .await
-                .expect("CLUSTER SLOTS")
-                .into_iter()
-                .map(|entry| {
-                    let start = redis::from_redis_value(entry[0].clone()).unwrap();
-                    let end = redis::from_redis_value(entry[1].clone()).unwrap();
-                    let master: Vec<redis::Value> =
-                        redis::from_redis_value(entry[2].clone()).unwrap();
-                    let host = redis::from_redis_value(master[0].clone()).unwrap();
-                    let port = redis::from_redis_value(master[1].clone()).unwrap();
-                    (start, end, (host, port))
-                })
-                .collect();
-            ranges
-                .into_iter()
-                .find(|(start, end, _)| (*start..=*end).contains(&slot))
-                .map(|(_, _, (_, port))| port)
-                .expect("no master serves the nodes' slot")
+                .expect("no master serves the nodes' slot");
+            address
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .expect("the master's address has a port")
         };
         if self.redis.port() == port {
             self.redis.stop();

@@ -24,21 +24,7 @@ async fn the_suites_scenarios_run_on_a_redis_cluster() {
     let tag = cluster.key_prefix();
     assert_eq!(tag, format!("{{{}}}", cluster.prefix));
 
-    let result = cluster.scenario("cluster.mjs", &[]).await;
-    for part in [
-        "admission",
-        "rooms",
-        "broadcast",
-        "leave",
-        "acks",
-        "binary",
-        "namespaces",
-        "order",
-        "early_events",
-        "disconnects",
-    ] {
-        assert_eq!(result[part], "ok", "{part}: {result}");
-    }
+    cluster.cross_node_scenario().await;
 
     // Every key the nodes wrote is in the prefix's slot.
     let mut redis = cluster.redis().await;
@@ -177,21 +163,10 @@ async fn lost(cluster: &Cluster) -> usize {
 async fn a_master_killed_under_load_fails_over_and_loses_nothing() {
     let mut cluster = Cluster::builder("redis-cluster-failover")
         .redis_cluster()
-        // Longer than the failover (1 s node timeout, then the election),
-        // so no node's lease lapses meanwhile.
-        .lease(8_000)
-        .heartbeat(2_000, 10_000)
+        .outlasting_failovers()
         .start()
         .await;
-    let (result, took) = cluster.kill_master_under_load(12, 50).await;
-    eprintln!(
-        "Redis Cluster master killed: every ack in {:.1} s after the kill",
-        took.as_secs_f64()
-    );
-    assert_eq!(result["acked"], 12 * 50, "{result}");
-    let report = cluster.scenario("cluster.mjs", &[]).await;
-    assert_eq!(report["rooms"], "ok", "{report}");
-    assert_eq!(report["acks"], "ok", "{report}");
+    cluster.master_failover_drill(12, 50, "Redis Cluster").await;
     let mut redis = cluster.redis().await;
     let nodes: Vec<String> = redis::cmd("ZRANGE")
         .arg(format!("{}:nodes", cluster.key_prefix()))
