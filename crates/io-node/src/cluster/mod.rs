@@ -237,7 +237,7 @@ impl Context {
     /// live set for dead (whichever task noticed first: the writer finds
     /// its registration gone, the registry its ledger, or a failover).
     fn resync(&self) {
-        self.peers.redis_lost_data(self.config.lease);
+        self.peers.grace(self.config.lease);
         self.sockets.resync(self.bridge.written());
     }
 

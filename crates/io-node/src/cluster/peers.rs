@@ -31,7 +31,8 @@ pub(crate) struct ClusterPeers {
     /// The io-nodes whose lease ran at the last beat.
     live: RwLock<HashSet<String>>,
     /// Until then (Unix ms), a node missing from the live set may simply
-    /// not have renewed its lease in a Redis that lost its data.
+    /// not have renewed its lease yet: in a Redis that lost its data, or
+    /// after an outage or failover that kept every node from renewing.
     grace_until: AtomicU64,
 }
 
@@ -52,14 +53,16 @@ impl ClusterPeers {
         }
     }
 
-    /// Redis lost its data (seen by this node's lease renewal): every live
-    /// node renews within a lease, so until then absence proves nothing.
-    pub(crate) fn redis_lost_data(&self, lease: Duration) {
+    /// Redis lost its data, or could not take lease renewals for a while
+    /// (an outage, a failover; seen by this node): every live node renews
+    /// within a lease once Redis answers, so until then a lapsed or
+    /// missing lease proves nothing, and no node is reaped.
+    pub(crate) fn grace(&self, lease: Duration) {
         let until = unix_ms() + crate::clock::millis(lease + lease / 3);
-        self.grace_until.store(until, Ordering::Release);
+        self.grace_until.fetch_max(until, Ordering::AcqRel);
     }
 
-    fn in_grace(&self) -> bool {
+    pub(crate) fn in_grace(&self) -> bool {
         unix_ms() < self.grace_until.load(Ordering::Acquire)
     }
 

@@ -117,6 +117,8 @@ pub(super) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = unix_ms();
     let mut last_beat: Option<tokio::time::Instant> = None;
+    let mut failovers = iocluster_ops::failovers();
+    let mut renewal_failed = false;
     let mut outage = iocluster_ops::Outage::new("registry");
     loop {
         tokio::select! {
@@ -136,6 +138,16 @@ pub(super) async fn run(
             .await;
             match renewed {
                 Ok((missing, has_ledger, reaped)) => {
+                    // After renewals failed (Redis down, failing over, or
+                    // refusing while a Cluster master fails over) or a
+                    // failover, the other nodes could not renew either:
+                    // until they had a lease to renew, reap none.
+                    let failover = iocluster_ops::failovers();
+                    if renewal_failed || failover != failovers {
+                        failovers = failover;
+                        context.peers.grace(lease);
+                    }
+                    renewal_failed = false;
                     last_beat = Some(tokio::time::Instant::now());
                     outage.recovered();
                     context.set_redis_ok(true);
@@ -155,6 +167,7 @@ pub(super) async fn run(
                     }
                 }
                 Err(error) => {
+                    renewal_failed = true;
                     context.set_redis_ok(false);
                     metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
                         .increment(1);
@@ -172,7 +185,9 @@ pub(super) async fn run(
                 Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
             }
             iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
-            if let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await {
+            if !context.peers.in_grace()
+                && let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await
+            {
                 tracing::warn!(%error, "cannot check for lost io-nodes");
             }
             match super::recovery::sweep(&mut redis, keys).await {
