@@ -190,3 +190,194 @@ fn bad_cluster_urls_are_refused_at_start() {
         assert!(text.contains("Redis Cluster"), "{url}: {text}");
     }
 }
+
+/// The ports of the cluster's six servers.
+fn redis_ports(cluster: &Cluster) -> Vec<u16> {
+    let mut ports = vec![cluster.redis.port()];
+    if let Some(redis_cluster) = &cluster.redis_cluster {
+        ports.extend(redis_cluster.nodes.iter().map(|node| node.port()));
+    }
+    ports
+}
+
+/// Each live master's port and the sharded channels subscribed on it.
+async fn shard_channels(cluster: &Cluster) -> Vec<(u16, Vec<String>)> {
+    let mut masters = Vec::new();
+    for port in redis_ports(cluster) {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            continue;
+        };
+        let Ok(Ok(mut redis)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            continue;
+        };
+        let Ok(role) = redis::cmd("ROLE")
+            .query_async::<Vec<redis::Value>>(&mut redis)
+            .await
+        else {
+            continue;
+        };
+        if !matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
+            continue;
+        }
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("SHARDCHANNELS")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        masters.push((port, channels));
+    }
+    masters
+}
+
+/// One member of a room, connected to one io-node.
+struct Member {
+    room: String,
+    _client: iocluster_client::Client,
+    socket: iocluster_client::Socket,
+}
+
+/// Has the first member of each room emit `news` with `tag` to its room
+/// (through the test app's `toRoom`, an SDK emit to a room); returns the
+/// members that did not receive it within `within`.
+async fn room_round(
+    members: &[Member],
+    rooms: &[String],
+    tag: &str,
+    within: Duration,
+) -> Vec<String> {
+    for room in rooms {
+        let sender = members.iter().find(|m| &m.room == room).unwrap();
+        sender
+            .socket
+            .emit_with_ack(
+                "toRoom",
+                vec![json!({ "rooms": [room], "event": "news", "data": tag })],
+                WAIT,
+            )
+            .await
+            .expect("the app acknowledges toRoom");
+    }
+    let mut missed = Vec::new();
+    for member in members {
+        let deadline = Instant::now() + within;
+        let got = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match member.socket.recv_event(left).await {
+                Ok(event) if event.name == "news" && event.args.first() == Some(&json!(tag)) => {
+                    break true;
+                }
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        if !got {
+            missed.push(format!("{} on {}", member.room, member.socket.id()));
+        }
+    }
+    missed
+}
+
+/// Room channels are sharded: each room's channel hashes to a slot of its
+/// own, so the io-nodes' subscriptions (and the app-nodes' `SPUBLISH`es)
+/// spread over the three masters. A master holding rooms (not the one
+/// holding the nodes' keys) is killed: its replica takes over, the io-nodes
+/// subscribe again there, and every room reaches every member again, no
+/// client disconnected.
+#[tokio::test]
+async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
+    let mut cluster = Cluster::builder("redis-cluster-shards")
+        .redis_cluster()
+        .io_nodes(2)
+        .start()
+        .await;
+    let rooms: Vec<String> = (0..12).map(|i| format!("room{i}")).collect();
+    let mut members = Vec::new();
+    for room in &rooms {
+        for io in 0..2 {
+            let client = iocluster_client::Client::connect(
+                &cluster.io[io].url(),
+                iocluster_client::ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+            let socket = client
+                .socket("/", Some(json!({ "rooms": [room] })))
+                .await
+                .unwrap();
+            members.push(Member {
+                room: room.clone(),
+                _client: client,
+                socket,
+            });
+        }
+    }
+    let missed = room_round(&members, &rooms, "before", WAIT).await;
+    assert!(missed.is_empty(), "missed before the failover: {missed:?}");
+
+    // Both io-nodes subscribe to each room on the master of its slot:
+    // the rooms are spread, and none is in the prefix's slot.
+    let masters = shard_channels(&cluster).await;
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let holding = masters.iter().filter(|(_, c)| !c.is_empty()).count();
+    assert!(holding >= 2, "rooms on {holding} master(s): {masters:?}");
+    let subscribed: usize = masters.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(subscribed, rooms.len(), "{masters:?}");
+
+    // Kill the master with the most rooms, unless it holds the nodes' keys.
+    let mut redis = cluster.redis().await;
+    let prefix_master = iocluster_ops::slot_master(&mut redis, &cluster.key_prefix())
+        .await
+        .unwrap();
+    drop(redis);
+    let (victim, victim_rooms) = masters
+        .iter()
+        .filter(|(port, _)| !prefix_master.ends_with(&format!(":{port}")))
+        .max_by_key(|(_, channels)| channels.len())
+        .cloned()
+        .unwrap();
+    assert!(!victim_rooms.is_empty(), "{masters:?}");
+    let killed = Instant::now();
+    if cluster.redis.port() == victim {
+        cluster.redis.stop();
+    } else {
+        cluster
+            .redis_cluster
+            .as_mut()
+            .unwrap()
+            .nodes
+            .iter_mut()
+            .find(|node| node.port() == victim)
+            .unwrap()
+            .stop();
+    }
+
+    // Until the replica is promoted and the io-nodes subscribed there, the
+    // rooms on that master miss emits (as on any lost subscription); then
+    // every room reaches every member again.
+    let mut round = 0;
+    let missed = loop {
+        round += 1;
+        let tag = format!("after{round}");
+        let missed = room_round(&members, &rooms, &tag, Duration::from_secs(1)).await;
+        if missed.is_empty() || killed.elapsed() > Duration::from_secs(40) {
+            break missed;
+        }
+    };
+    assert!(
+        missed.is_empty(),
+        "still missed after the failover: {missed:?}"
+    );
+    eprintln!(
+        "master with {} room(s) killed: every room delivered again {:.1} s after the kill",
+        victim_rooms.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    let masters = shard_channels(&cluster).await;
+    let subscribed: usize = masters.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(subscribed, rooms.len(), "{masters:?}");
+}

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use iocluster_protocol::keys::Keys;
 use tokio::sync::mpsc;
 
 use crate::config::AppConfig;
@@ -54,7 +53,7 @@ impl App {
         let (publisher, publish_rx) = mpsc::channel(runtime::PUBLISH_QUEUE);
         let ctx = Arc::new(Ctx::new(
             config.app_id.clone(),
-            Keys::new(iocluster_ops::key_prefix(&config.redis, &config.prefix)),
+            iocluster_ops::keys(&config.redis, &config.prefix),
             publisher,
             config.join_timeout,
             config.redis.clone(),

@@ -79,24 +79,38 @@ impl Frontend {
         self.redis.clone()
     }
 
-    /// Publishes one command on each channel, in one round trip; returns how
+    /// Publishes one command on each channel, all at once; returns how
     /// many io-node subscriptions received it in all.
     pub async fn publish(&self, channels: &[String], command: Command) -> redis::RedisResult<u64> {
-        let payload = command.encode();
+        let mut payload = command.encode();
         let mut redis = self.redis();
         if let Command::Emit(emit) = &command
             && emit.ack.is_none()
             && let Some(mark) = self.retention_mark(&mut redis, &emit.nsp).await?
         {
-            return self
-                .publish_retained(&mut redis, channels, &mark, &payload)
-                .await;
+            if !self.keys.sharded_rooms() {
+                return self
+                    .publish_retained(&mut redis, channels, &mark, &payload)
+                    .await;
+            }
+            // On a Redis Cluster the flush script cannot reach sharded
+            // room channels: log the emit, then publish it with its offset.
+            let key = self.keys.recovery();
+            let logged =
+                iocluster_ops::log_retained(&mut redis, &key, &[(&mark, &payload)]).await?;
+            payload = logged.into_iter().next().unwrap_or(payload);
         }
-        let mut pipe = redis::pipe();
-        for channel in channels {
-            pipe.cmd("PUBLISH").arg(channel).arg(&payload);
-        }
-        let counts: Vec<u64> = pipe.query_async(&mut redis).await?;
+        // One command per channel: on a Redis Cluster each room channel
+        // is in a slot of its own (`SPUBLISH`), and a pipeline is not.
+        let publishes = channels.iter().map(|channel| {
+            let mut redis = redis.clone();
+            let command = redis::cmd(self.keys.publish_command(channel))
+                .arg(channel)
+                .arg(&payload)
+                .to_owned();
+            async move { command.query_async::<u64>(&mut redis).await }
+        });
+        let counts = futures_util::future::try_join_all(publishes).await?;
         Ok(counts.iter().sum())
     }
 
@@ -186,7 +200,7 @@ pub async fn run(
     }
     let stop = CancellationToken::new();
     let frontend = Arc::new(Frontend {
-        keys: Keys::new(client.key_prefix(&config.prefix)),
+        keys: client.keys(&config.prefix),
         admin_addr: admin.local_addr()?,
         config,
         redis,

@@ -254,6 +254,7 @@ impl RawConfig {
             ));
         }
         Ok(Config {
+            keys: iocluster_ops::keys(&redis, &prefix),
             public_url: settings
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -344,8 +345,12 @@ pub struct Config {
     pub node_id: String,
     /// [`RawConfig::redis`].
     pub redis: String,
-    /// Prefix of every Redis key and channel ([`RawConfig::prefix`]).
+    /// Prefix of every Redis key and channel ([`RawConfig::prefix`]), as
+    /// given.
     pub prefix: String,
+    /// The names of keys and channels: under the prefix, on a Redis
+    /// Cluster as a hash tag, with sharded room channels.
+    pub keys: iocluster_protocol::keys::Keys,
     /// Client listener address ([`RawConfig::listen`]).
     pub listen: String,
     /// The URL browsers use to reach this node ([`RawConfig::public_url`]).

@@ -31,7 +31,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{any, get};
 use axum::serve::{Listener, ListenerExt};
-use iocluster_protocol::keys::Keys;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,12 +57,11 @@ pub enum RunError {
 /// all within `shutdown_timeout`.
 pub async fn run(
     listener: TcpListener,
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let client = iocluster_ops::redis_client(config.redis.as_str())?;
-    config.prefix = client.key_prefix(&config.prefix);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         waited = iocluster_ops::wait_for_redis(&client, config.redis_start_timeout) => waited?,
@@ -81,7 +79,7 @@ pub async fn run(
 
     // The layers, bottom up.
     let config = Arc::new(config);
-    let keys = Keys::new(config.prefix.clone());
+    let keys = config.keys.clone();
     let (engine, closed) = Engine::new((*config).clone());
     let engine = Arc::new(engine);
     let (bridge, receivers) = cluster::bridge(config.event_buffer);
@@ -115,11 +113,8 @@ pub async fn run(
         relay_in,
     };
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
-    let recovery = cluster::recovery::Recovery::new(
-        redis.clone(),
-        Keys::new(config.prefix.clone()),
-        config.lease,
-    );
+    let recovery =
+        cluster::recovery::Recovery::new(redis.clone(), config.keys.clone(), config.lease);
     let node = Arc::new(Node::new(
         engine.clone(),
         sockets.clone(),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use iocluster_protocol::keys::Keys;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -128,6 +129,26 @@ pub struct ClusterSeeds {
     shared: tokio::sync::OnceCell<Redis>,
 }
 
+impl ClusterSeeds {
+    /// A client builder for the seeds, with the given response timeout
+    /// (`None` for blocking commands).
+    fn builder(&self, response_timeout: Option<Duration>) -> ClusterClientBuilder {
+        let builder = ClusterClientBuilder::new(self.seeds.clone())
+            .connection_timeout(Duration::from_secs(2))
+            // Retries ride out a failover (the cluster's node timeout,
+            // then the election): about 7 s of them, at most 250 ms apart,
+            // so a command goes through soon after the new master is
+            // elected.
+            .retries(30)
+            .min_retry_wait(50)
+            .max_retry_wait(250);
+        match response_timeout {
+            Some(timeout) => builder.response_timeout(timeout),
+            None => builder,
+        }
+    }
+}
+
 /// A Redis client for `url` whose connections send at once (`TCP_NODELAY`):
 /// every node writes small pipelined commands and waits for their replies,
 /// so Nagle's algorithm would hold a write back until the previous one is
@@ -183,6 +204,13 @@ impl RedisClient {
         cluster_prefix(self.is_cluster(), prefix)
     }
 
+    /// The names of keys and channels under `prefix`: on a Redis Cluster
+    /// with the prefix as a hash tag and sharded room channels
+    /// ([`Keys::sharded`]).
+    pub fn keys(&self, prefix: &str) -> Keys {
+        cluster_keys(self.is_cluster(), prefix)
+    }
+
     /// A command connection that reconnects by itself (at most a second
     /// apart) with the given response timeout (`None` for blocking
     /// commands). In a Redis Cluster each call makes its own connections
@@ -195,24 +223,45 @@ impl RedisClient {
                     client.get_connection_manager_with_config(config).await?,
                 ))
             }
-            RedisClient::Cluster(cluster) => {
-                let mut builder = ClusterClientBuilder::new(cluster.seeds.clone())
-                    .connection_timeout(Duration::from_secs(2))
-                    // Retries ride out a failover (the cluster's
-                    // node timeout, then the election): about 7 s of
-                    // them, at most 250 ms apart, so a command goes
-                    // through soon after the new master is elected.
-                    .retries(30)
-                    .min_retry_wait(50)
-                    .max_retry_wait(250);
-                if let Some(timeout) = response_timeout {
-                    builder = builder.response_timeout(timeout);
-                }
-                Ok(Redis::Cluster(
-                    builder.build()?.get_async_connection().await?,
-                ))
-            }
+            RedisClient::Cluster(cluster) => Ok(Redis::Cluster(
+                cluster
+                    .builder(response_timeout)
+                    .build()?
+                    .get_async_connection()
+                    .await?,
+            )),
         }
+    }
+
+    /// On a Redis Cluster, a connection for sharded pub/sub (RESP3) and
+    /// the receiver of what it is pushed: `SSUBSCRIBE` on it goes to the
+    /// master owning each channel's slot, messages arrive as
+    /// [`redis::PushKind::SMessage`] pushes `[channel, payload]`. The
+    /// redis crate reconnects it and subscribes again to the channels of
+    /// a node it reconnects to, or that the slot map it reads again (after
+    /// a `MOVED` or a failed command) moves; a channel the *server* drops
+    /// (`sunsubscribe` push, when its slot moves away) is the caller's to
+    /// subscribe again. `None` elsewhere.
+    pub async fn sharded_pubsub(
+        &self,
+    ) -> RedisResult<
+        Option<(
+            ClusterConnection,
+            tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+        )>,
+    > {
+        let RedisClient::Cluster(cluster) = self else {
+            return Ok(None);
+        };
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let connection = cluster
+            .builder(Some(Duration::from_secs(10)))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(sender)
+            .build()?
+            .get_async_connection()
+            .await?;
+        Ok(Some((connection, receiver)))
     }
 
     /// A pub/sub connection: to the server, or in a Redis Cluster to the
@@ -425,6 +474,63 @@ pub async fn slot_master(redis: &mut Redis, key: &str) -> RedisResult<String> {
 /// [`RedisClient::key_prefix`] for the Redis URL `url`.
 pub fn key_prefix(url: &str, prefix: &str) -> String {
     cluster_prefix(parse_cluster(url).is_some(), prefix)
+}
+
+/// Adds retained emits to their namespaces' recovery logs with
+/// [`scripts::LOG`](iocluster_protocol::scripts::LOG) (`key`: any key of
+/// the prefix, to route the call) and returns, for each `(mark, envelope)`
+/// in order, the message that publishes it: its `offset` envelope, then
+/// the envelope. For publishers on a Redis Cluster, whose room channels
+/// the flush script cannot reach.
+pub async fn log_retained(
+    redis: &mut Redis,
+    key: &str,
+    emits: &[(&[u8], &[u8])],
+) -> RedisResult<Vec<Vec<u8>>> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(iocluster_protocol::scripts::LOG));
+    if emits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = SCRIPT.key(key);
+    for (mark, envelope) in emits {
+        invocation.arg(*mark).arg(*envelope);
+    }
+    let ids: Vec<String> = invocation.invoke_async(redis).await?;
+    if ids.len() != emits.len() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "the log script returned a wrong number of ids",
+        )));
+    }
+    Ok(ids
+        .into_iter()
+        .zip(emits)
+        .map(|(id, (_, envelope))| {
+            let mut message = iocluster_protocol::envelope::Command::Offset(
+                iocluster_protocol::envelope::Offset { id },
+            )
+            .encode();
+            message.extend_from_slice(envelope);
+            message
+        })
+        .collect())
+}
+
+/// [`RedisClient::keys`] for a Redis URL, without making a client.
+pub fn keys(url: &str, prefix: &str) -> Keys {
+    cluster_keys(parse_cluster(url).is_some(), prefix)
+}
+
+/// [`RedisClient::keys`] for a node that knows whether it runs on a Redis
+/// Cluster.
+pub fn cluster_keys(cluster: bool, prefix: &str) -> Keys {
+    let prefix = cluster_prefix(cluster, prefix);
+    if cluster {
+        Keys::sharded(prefix)
+    } else {
+        Keys::new(prefix)
+    }
 }
 
 /// [`RedisClient::key_prefix`] for a node that knows whether it runs on a

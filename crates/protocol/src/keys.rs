@@ -5,12 +5,53 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    /// What room channels start with: the prefix, or, with sharded rooms,
+    /// the prefix without its hash tag's braces.
+    rooms: String,
+    sharded: bool,
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Keys {
+        let prefix = prefix.into();
         Keys {
-            prefix: prefix.into(),
+            rooms: prefix.clone(),
+            prefix,
+            sharded: false,
+        }
+    }
+
+    /// Names for a Redis Cluster whose room channels are *sharded*
+    /// (`SPUBLISH` / `SSUBSCRIBE`): `prefix` is the hash-tagged prefix
+    /// every key uses (`{iocluster}`), and a room channel is named with
+    /// the prefix's braces dropped (`iocluster:r:/,lobby`), so that each
+    /// room hashes to a slot of its own and rooms spread over the masters.
+    pub fn sharded(prefix: impl Into<String>) -> Keys {
+        let prefix = prefix.into();
+        Keys {
+            rooms: prefix.replace(['{', '}'], ""),
+            prefix,
+            sharded: true,
+        }
+    }
+
+    /// Whether room channels are sharded ([`Keys::sharded`]).
+    pub fn sharded_rooms(&self) -> bool {
+        self.sharded
+    }
+
+    /// Whether `channel` is published with `SPUBLISH` (a room channel,
+    /// with sharded rooms) rather than `PUBLISH`.
+    pub fn is_sharded(&self, channel: &str) -> bool {
+        self.sharded && self.parse_room_channel(channel).is_some()
+    }
+
+    /// The command that publishes on `channel`: `SPUBLISH` or `PUBLISH`.
+    pub fn publish_command(&self, channel: &str) -> &'static str {
+        if self.is_sharded(channel) {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         }
     }
 
@@ -145,7 +186,10 @@ impl Keys {
     /// Channel: emits to one room. Namespaces cannot contain `,`, so the name is
     /// unambiguous whatever the room is called.
     pub fn room_channel(&self, nsp: &str, room: &str) -> String {
-        let mut key = self.join(&["r", nsp]);
+        let mut key = String::with_capacity(self.rooms.len() + nsp.len() + room.len() + 4);
+        key.push_str(&self.rooms);
+        key.push_str(":r:");
+        key.push_str(nsp);
         key.push(',');
         key.push_str(room);
         key
@@ -155,7 +199,7 @@ impl Keys {
     /// for any other name. The first `,` ends the namespace.
     pub fn parse_room_channel<'a>(&self, channel: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = channel
-            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(self.rooms.as_str())?
             .strip_prefix(":r:")?;
         rest.split_once(',')
     }
@@ -196,6 +240,26 @@ mod tests {
         assert_eq!(keys.app_channel("a1"), "ioc:a:a1");
         assert_eq!(keys.tail(), "ioc:tail");
         assert_eq!(keys.tail_on(), "ioc:tail:on");
+        assert!(!keys.sharded_rooms());
+        assert_eq!(keys.publish_command("ioc:r:/,a"), "PUBLISH");
+    }
+
+    #[test]
+    fn sharded_room_channels_leave_the_prefix_slot() {
+        let keys = Keys::sharded("{ioc}");
+        assert_eq!(keys.events(), "{ioc}:events");
+        assert_eq!(keys.node_channel("n1"), "{ioc}:n:n1");
+        assert_eq!(keys.room_channel("/", "lobby"), "ioc:r:/,lobby");
+        assert_eq!(
+            keys.parse_room_channel("ioc:r:/,lobby"),
+            Some(("/", "lobby"))
+        );
+        assert_eq!(keys.parse_room_channel("{ioc}:r:/,lobby"), None);
+        assert_eq!(keys.publish_command("ioc:r:/,lobby"), "SPUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:n:n1"), "PUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:all"), "PUBLISH");
+        let tagged = Keys::sharded("app:{ioc}");
+        assert_eq!(tagged.room_channel("/", "x"), "app:ioc:r:/,x");
     }
 
     #[test]

@@ -73,6 +73,24 @@ while i <= #ARGV do
 end
 return 0";
 
+/// Adds emits to their namespaces' recovery logs and returns their entry
+/// ids, in order: what [`FLUSH`] does for a retained emit, without
+/// publishing it. On a Redis Cluster room channels are sharded and a
+/// script can publish only in its own slot, so a publisher logs its
+/// retained emits with this script and then publishes each with its
+/// `offset` envelope itself. KEYS: any key of the prefix (so a cluster
+/// client routes the call to the prefix's slot, where the logs are).
+/// ARGV: pairs `mark, envelope`, the mark as in [`FLUSH`]
+/// (`#<maxlen>#<ttl ms>#<log stream>`).
+pub const LOG: &str = r"
+local ids = {}
+for i = 1, #ARGV, 2 do
+  local maxlen, ttl, stream = string.match(ARGV[i], '^#(%d+)#(%d+)#(.+)$')
+  ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[i + 1])
+  redis.call('PEXPIRE', stream, ttl)
+end
+return ids";
+
 /// Hands the in-flight events of an app-node whose lease lapsed back to the
 /// queue, and forgets the app-node. Atomic, so racing app-nodes move each
 /// event once. KEYS: apps, in-flight list of the lapsed app-node, events.
@@ -245,7 +263,7 @@ mod tests {
     #[test]
     fn the_protocol_document_shows_the_scripts_the_nodes_run() {
         let doc = lines(include_str!("../../../docs/PROTOCOL.md"));
-        for script in [FETCH, FLUSH, REAP, ANNOUNCE, PARK] {
+        for script in [FETCH, FLUSH, LOG, REAP, ANNOUNCE, PARK] {
             let script = lines(script);
             assert!(doc.contains(&script), "docs/PROTOCOL.md lacks:\n{script}");
         }

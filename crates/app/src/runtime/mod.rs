@@ -174,6 +174,7 @@ impl Node {
             RedisSink {
                 redis: redis.clone(),
                 inflight_key: keys.inflight(&config.app_id),
+                keys: keys.clone(),
             },
             publish_rx,
         );

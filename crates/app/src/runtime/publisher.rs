@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use iocluster_protocol::keys::Keys;
 use iocluster_protocol::scripts;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -53,14 +54,31 @@ pub(crate) trait Sink {
     fn write(&mut self, flush: &Flush<'_>) -> impl Future<Output = redis::RedisResult<()>> + Send;
 }
 
-/// The Redis [`Sink`]: one pipeline per flush.
+/// The Redis [`Sink`]: one pipeline per flush; on a Redis Cluster with
+/// room messages, a few ([`RedisSink::write_sharded`]).
 pub(crate) struct RedisSink {
     pub(crate) redis: iocluster_ops::Redis,
     pub(crate) inflight_key: String,
+    /// To tell sharded room channels (on a Redis Cluster) from the others.
+    pub(crate) keys: Keys,
 }
 
 impl Sink for RedisSink {
     async fn write(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
+        if flush
+            .messages
+            .iter()
+            .any(|m| self.keys.is_sharded(m.channel))
+        {
+            return self.write_sharded(flush).await;
+        }
+        self.write_flush(flush).await
+    }
+}
+
+impl RedisSink {
+    /// A flush in one pipeline: plain `PUBLISH`es, or the flush script.
+    async fn write_flush(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
         let pipe = flush.pipeline(&self.inflight_key);
         match pipe.query_async::<()>(&mut self.redis).await {
             Err(error) if is_noscript(&error) => {
@@ -74,6 +92,36 @@ impl Sink for RedisSink {
             }
             result => result,
         }
+    }
+
+    /// A flush with messages for sharded room channels (a Redis Cluster):
+    /// the flush script runs in the prefix's slot and cannot publish on
+    /// them. So, in order: the retained emits go into their logs
+    /// ([`iocluster_ops::log_retained`], once each, so every copy carries
+    /// the same offset); each room message is `SPUBLISH`ed on its room's
+    /// master (all at once: they are for different rooms, or in queue
+    /// order on one connection); and, once they are all published, the
+    /// rest as one flush, so a handler's room emits still go out before its
+    /// `done`. A retry sends it all again (at least once, as for any
+    /// flush that fails half way).
+    async fn write_sharded(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
+        let retained = flush.retained();
+        let logged =
+            iocluster_ops::log_retained(&mut self.redis, &self.inflight_key, &retained).await?;
+        let (rooms, rest) = flush.shard(&self.keys, &retained, &logged);
+        let publishes = rooms.iter().map(|message| {
+            let mut redis = self.redis.clone();
+            let command = redis::cmd("SPUBLISH")
+                .arg(message.channel)
+                .arg(message.payload())
+                .to_owned();
+            async move { command.query_async::<()>(&mut redis).await }
+        });
+        futures_util::future::try_join_all(publishes).await?;
+        if rest.messages.is_empty() {
+            return Ok(());
+        }
+        self.write_flush(&rest).await
     }
 }
 
@@ -192,6 +240,16 @@ struct Message<'a> {
     parts: Vec<Part<'a>>,
 }
 
+impl Message<'_> {
+    /// The envelopes back to back, as published when nothing is removed.
+    fn payload(&self) -> Vec<u8> {
+        self.parts
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    }
+}
+
 impl<'a> Flush<'a> {
     fn plan(batch: &'a [Publish]) -> Flush<'a> {
         let mut messages: Vec<Message<'a>> = Vec::new();
@@ -222,6 +280,54 @@ impl<'a> Flush<'a> {
         Flush { messages }
     }
 
+    /// The retained emits of the flush, each `(mark, envelope)` once, in
+    /// order.
+    fn retained(&self) -> Vec<(&'a [u8], &'a [u8])> {
+        let mut retained: Vec<(&[u8], &[u8])> = Vec::new();
+        for &(raw, envelope) in self.messages.iter().flat_map(|m| m.parts.iter()) {
+            if let Some(mark) = raw.filter(|raw| raw.first() == Some(&b'#'))
+                && !retained.contains(&(mark, envelope))
+            {
+                retained.push((mark, envelope));
+            }
+        }
+        retained
+    }
+
+    /// Splits the flush for sharded room channels: the room messages, to
+    /// `SPUBLISH` one by one, and the rest, one flush; every retained emit
+    /// (`retained[i]`) replaced by what publishes it (`logged[i]`: its
+    /// `offset` envelope and itself), so neither needs the flush script's
+    /// log.
+    fn shard<'b>(
+        &'b self,
+        keys: &Keys,
+        retained: &[(&[u8], &[u8])],
+        logged: &'b [Vec<u8>],
+    ) -> (Vec<Message<'b>>, Flush<'b>) {
+        let (rooms, rest) = self
+            .messages
+            .iter()
+            .map(|message| Message {
+                channel: message.channel,
+                parts: message
+                    .parts
+                    .iter()
+                    .map(|&(raw, envelope)| {
+                        let logged = raw
+                            .and_then(|raw| retained.iter().position(|r| *r == (raw, envelope)))
+                            .and_then(|i| logged.get(i));
+                        match logged {
+                            Some(message) => (None, &message[..]),
+                            None => (raw, envelope),
+                        }
+                    })
+                    .collect(),
+            })
+            .partition(|message| keys.is_sharded(message.channel));
+        (rooms, Flush { messages: rest })
+    }
+
     /// Whether the flush needs the script: something leaves the in-flight
     /// list (a `done` or a discard) or goes into a recovery log.
     fn removes(&self) -> bool {
@@ -236,14 +342,9 @@ impl<'a> Flush<'a> {
         let mut pipe = redis::pipe();
         if !self.removes() {
             for message in &self.messages {
-                let payload: Vec<u8> = message
-                    .parts
-                    .iter()
-                    .flat_map(|(_, b)| b.iter().copied())
-                    .collect();
                 pipe.cmd("PUBLISH")
                     .arg(message.channel)
-                    .arg(payload)
+                    .arg(message.payload())
                     .ignore();
             }
             return pipe;
@@ -376,6 +477,49 @@ pub(crate) mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn on_a_redis_cluster_room_messages_go_apart_and_retained_emits_carry_their_log_ids() {
+        let keys = Keys::sharded("{p}");
+        let room = keys.room_channel("/", "r");
+        let node = keys.node_channel("n1");
+        let retained = |channel: &str, payload: &[u8]| Publish::Retained {
+            mark: b"#10#60000#{p}:log:/"[..].into(),
+            channel: channel.into(),
+            payload: payload.to_vec(),
+        };
+        let batch = [
+            command(&room, b"plain"),
+            retained(&room, b"kept"),
+            done(b"ev1", &node, b"done1"),
+            // The same emit routed to a socket's node too: logged once.
+            retained(&node, b"kept"),
+            retained(&room, b"other"),
+        ];
+        let flush = Flush::plan(&batch);
+        let retained = flush.retained();
+        assert_eq!(
+            retained,
+            vec![
+                (&b"#10#60000#{p}:log:/"[..], &b"kept"[..]),
+                (&b"#10#60000#{p}:log:/"[..], &b"other"[..])
+            ]
+        );
+        let logged = vec![b"@1 kept".to_vec(), b"@2 other".to_vec()];
+        let (rooms, rest) = flush.shard(&keys, &retained, &logged);
+        let rooms: Vec<(&str, Vec<u8>)> = rooms.iter().map(|m| (m.channel, m.payload())).collect();
+        assert_eq!(
+            rooms,
+            vec![
+                (room.as_str(), b"plain@1 kept".to_vec()),
+                (room.as_str(), b"@2 other".to_vec())
+            ]
+        );
+        assert_eq!(describe(&rest), vec![format!("{node}: ev1>done1, @1 kept")]);
+        // Without sharded rooms nothing is set apart.
+        let (rooms, _) = flush.shard(&Keys::new("{p}"), &retained, &logged);
+        assert!(rooms.is_empty());
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Credentials {
             jwt_secret: config.jwt_secret.clone(),
             require_auth: config.require_auth,
             redis,
-            keys: iocluster_protocol::keys::Keys::new(config.prefix.clone()),
+            keys: config.keys.clone(),
         }
     }
 

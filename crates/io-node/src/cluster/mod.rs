@@ -29,6 +29,7 @@ mod namespaces;
 pub(crate) mod peers;
 pub(crate) mod recovery;
 pub(crate) mod registry;
+mod shards;
 mod subscriber;
 mod tail;
 mod writer;

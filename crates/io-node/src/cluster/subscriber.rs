@@ -1,6 +1,6 @@
 //! The subscriber task: the node's pub/sub connection. It subscribes to
 //! this node's channel, the broadcast channel and every room channel with
-//! local members, applies each command it receives to the sockets, and
+//! local members (on a Redis Cluster, room channels through [`Shards`]), applies each command it receives to the sockets, and
 //! carries out subscription changes in order (a join's reply goes once the
 //! subscriptions asked for before it are active). After a lost connection
 //! it reconnects, subscribes again to everything, and pushes again the
@@ -13,6 +13,7 @@ use iocluster_protocol::envelope::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::shards::Shards;
 use super::{Context, SubscriptionChange};
 use crate::sockets::Cluster as _;
 
@@ -28,6 +29,16 @@ pub(super) async fn run(
     let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
     let mut resubscribed = false;
     let mut outage = iocluster_ops::Outage::new("subscriber");
+    // On a Redis Cluster, room channels are sharded: subscribed through
+    // a connection of their own (`shards`), every other channel here.
+    let mut shards = if keys.sharded_rooms() {
+        match Shards::start(&context, &client, &stop).await {
+            Some(shards) => Some(shards),
+            None => return,
+        }
+    } else {
+        None
+    };
     loop {
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
@@ -47,7 +58,10 @@ pub(super) async fn run(
             keys.all_channel(),
             relay_channel.clone(),
         ];
-        channels.extend(context.sockets.room_channels());
+        match &shards {
+            Some(shards) => shards.resubscribe(),
+            None => channels.extend(context.sockets.room_channels()),
+        }
         if let Err(error) = sink.subscribe(&channels).await {
             outage.failed("cannot subscribe", &error);
             backoff.wait().await;
@@ -93,8 +107,20 @@ pub(super) async fn run(
                 change = changes.recv() => {
                     let result = match change {
                         None => return,
-                        Some(SubscriptionChange::Subscribe(channel)) => sink.subscribe(&channel).await,
-                        Some(SubscriptionChange::Unsubscribe(channel)) => sink.unsubscribe(&channel).await,
+                        Some(SubscriptionChange::Subscribe(channel)) => match &mut shards {
+                            Some(shards) if keys.is_sharded(&channel) => {
+                                shards.subscribe(&channel).await;
+                                Ok(())
+                            }
+                            _ => sink.subscribe(&channel).await,
+                        },
+                        Some(SubscriptionChange::Unsubscribe(channel)) => match &mut shards {
+                            Some(shards) if keys.is_sharded(&channel) => {
+                                shards.unsubscribe(&channel).await;
+                                Ok(())
+                            }
+                            _ => sink.unsubscribe(&channel).await,
+                        },
                         Some(SubscriptionChange::Reply(channel, payload)) => {
                             if !context.bridge.publish(channel, payload) {
                                 tracing::warn!("outgoing buffer full: a reply to an app-node was dropped");

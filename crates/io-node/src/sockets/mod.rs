@@ -192,7 +192,7 @@ pub(crate) use crate::config::Parser;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub node_id: String,
-    pub prefix: String,
+    pub keys: Keys,
     /// Client events one socket may have waiting before the node stops
     /// reading from its client (it reads again at half).
     pub max_pending_events: usize,
@@ -209,7 +209,7 @@ impl From<&crate::config::Config> for Settings {
     fn from(config: &crate::config::Config) -> Settings {
         Settings {
             node_id: config.node_id.clone(),
-            prefix: config.prefix.clone(),
+            keys: config.keys.clone(),
             max_pending_events: config.max_pending_events,
             event_batch: config.event_batch,
             outbox_capacity: config.outbox_capacity,
@@ -298,7 +298,7 @@ pub(crate) struct Sockets {
 impl Sockets {
     pub(crate) fn new(settings: Settings, cluster: Arc<dyn Cluster>) -> Sockets {
         Sockets {
-            keys: Keys::new(settings.prefix.clone()),
+            keys: settings.keys.clone(),
             settings,
             clock: Clock::new(),
             cluster,
@@ -357,6 +357,11 @@ impl Sockets {
 
     fn all_sockets(&self) -> Vec<Arc<Socket>> {
         read(&self.registry).sockets.values().cloned().collect()
+    }
+
+    /// Whether this node has members in the room of `channel`.
+    pub(crate) fn has_room_channel(&self, channel: &str) -> bool {
+        read(&self.registry).rooms.contains_key(channel)
     }
 
     /// The room channels this node has members in (to resubscribe after a

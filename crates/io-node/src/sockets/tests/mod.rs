@@ -119,7 +119,7 @@ pub(super) struct Fixture {
 pub(super) fn settings() -> Settings {
     Settings {
         node_id: "n1".into(),
-        prefix: "p".into(),
+        keys: iocluster_protocol::keys::Keys::new("p"),
         max_pending_events: 256,
         event_batch: 32,
         outbox_capacity: 1024,
