@@ -357,9 +357,10 @@ line = {"system": system, "round": int(round_), "result": result,
 if load_ticks:
     # From the start of the load to the end: setup excluded.
     line["server_cpu_seconds_load"] = int(load_ticks) / int(hz)
-# Redis PUBLISH calls over the whole run, setup (joins) included (summed
-# over the masters of a Redis Cluster).
-line["redis_publishes"] = sum(int(c) for c in re.findall(r"cmdstat_publish:calls=(\d+)", open(stats).read()))
+# Redis PUBLISH and SPUBLISH calls over the whole run, setup (joins)
+# included (summed over the masters of a Redis Cluster, whose room
+# channels are sharded).
+line["redis_publishes"] = sum(int(c) for c in re.findall(r"cmdstat_s?publish:calls=(\d+)", open(stats).read()))
 # Each Redis server: CPU seconds over the whole run, and its command calls.
 line["redis_nodes"] = []
 for entry in nodes.split():
@@ -367,6 +368,7 @@ for entry in nodes.split():
     calls = {name: int(n) for name, n in re.findall(r"cmdstat_(\w+):calls=(\d+)", open(node_stats).read())}
     line["redis_nodes"].append({"port": int(port), "cpu_seconds": int(node_ticks) / int(hz),
                                 "commands": sum(calls.values()), "publish": calls.get("publish", 0),
+                                "spublish": calls.get("spublish", 0),
                                 "evalsha": calls.get("evalsha", 0) + calls.get("eval", 0)})
 # What each io-node received from its Redis subscription (iocluster only).
 received = []

@@ -381,3 +381,133 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
     let subscribed: usize = masters.iter().map(|(_, c)| c.len()).sum();
     assert_eq!(subscribed, rooms.len(), "{masters:?}");
 }
+
+/// A plain connection to one server of the Redis Cluster.
+async fn server(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A room's slot moved to another master while its members stay (the
+/// server tells the subscribers with `sunsubscribe`, and publishers get
+/// `MOVED`): the io-nodes subscribe again on the new master, the app-node
+/// publishes there, and the room's traffic goes on; no client disconnected.
+#[tokio::test]
+async fn a_rooms_slot_moved_to_another_master_keeps_its_traffic() {
+    let cluster = Cluster::builder("redis-cluster-migrate")
+        .redis_cluster()
+        .io_nodes(2)
+        .start()
+        .await;
+    let rooms: Vec<String> = (0..4).map(|i| format!("room{i}")).collect();
+    let mut members = Vec::new();
+    for room in &rooms {
+        for io in 0..2 {
+            let client = iocluster_client::Client::connect(
+                &cluster.io[io].url(),
+                iocluster_client::ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+            let socket = client
+                .socket("/", Some(json!({ "rooms": [room] })))
+                .await
+                .unwrap();
+            members.push(Member {
+                room: room.clone(),
+                _client: client,
+                socket,
+            });
+        }
+    }
+    let missed = room_round(&members, &rooms, "before", WAIT).await;
+    assert!(missed.is_empty(), "missed before the move: {missed:?}");
+
+    // room0's channel, its slot, the master holding it and another one.
+    let channel = iocluster_ops::cluster_keys(true, &cluster.prefix).room_channel("/", "room0");
+    let masters = shard_channels(&cluster).await;
+    let (source, _) = masters
+        .iter()
+        .find(|(_, channels)| channels.contains(&channel))
+        .cloned()
+        .unwrap_or_else(|| panic!("{channel} is subscribed nowhere: {masters:?}"));
+    let target = masters
+        .iter()
+        .map(|(port, _)| *port)
+        .find(|port| *port != source)
+        .unwrap();
+    let mut source_redis = server(source).await;
+    let mut target_redis = server(target).await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&channel)
+        .query_async(&mut source_redis)
+        .await
+        .unwrap();
+    let id = |port: u16| async move {
+        let mut redis = server(port).await;
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async::<String>(&mut redis)
+            .await
+            .unwrap()
+    };
+    let (source_id, target_id) = (id(source).await, id(target).await);
+
+    // The move, as `redis-cli --cluster reshard` makes it (the slot has no
+    // keys: a channel is not one): importing, migrating, then the owner.
+    let setslot = |redis: &mut redis::aio::MultiplexedConnection, how: &str, node: &str| {
+        let mut redis = redis.clone();
+        let command = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(node)
+            .to_owned();
+        async move { command.query_async::<()>(&mut redis).await.unwrap() }
+    };
+    setslot(&mut target_redis, "IMPORTING", &source_id).await;
+    setslot(&mut source_redis, "MIGRATING", &target_id).await;
+    let moved = Instant::now();
+    setslot(&mut target_redis, "NODE", &target_id).await;
+    setslot(&mut source_redis, "NODE", &target_id).await;
+    for (port, _) in &masters {
+        if *port != source && *port != target {
+            setslot(&mut server(*port).await, "NODE", &target_id).await;
+        }
+    }
+
+    let mut round = 0;
+    let missed = loop {
+        round += 1;
+        let missed = room_round(
+            &members,
+            &rooms,
+            &format!("moved{round}"),
+            Duration::from_secs(1),
+        )
+        .await;
+        if missed.is_empty() || moved.elapsed() > Duration::from_secs(20) {
+            break missed;
+        }
+    };
+    assert!(missed.is_empty(), "still missed after the move: {missed:?}");
+    eprintln!(
+        "slot {slot} moved: every room delivered again {:.1} s after the move",
+        moved.elapsed().as_secs_f64()
+    );
+    let masters = shard_channels(&cluster).await;
+    let on_target = masters
+        .iter()
+        .find(|(port, _)| *port == target)
+        .map(|(_, channels)| channels.contains(&channel));
+    assert_eq!(on_target, Some(true), "{masters:?}");
+    let on_source = masters
+        .iter()
+        .find(|(port, _)| *port == source)
+        .map(|(_, channels)| channels.contains(&channel));
+    assert_eq!(on_source, Some(false), "{masters:?}");
+}
