@@ -80,6 +80,11 @@ impl LeaseKeeper {
         let mut outage = iocluster_ops::Outage::new("lease");
         let mut ticker = tokio::time::interval((self.lease / 4).max(Duration::from_millis(20)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed_at: Option<tokio::time::Instant> = None;
+        let mut failed = false;
+        let mut failovers = iocluster_ops::failovers();
+        // Until then, hand back nobody's events (see below).
+        let mut grace_until = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -97,14 +102,31 @@ impl LeaseKeeper {
                 self.readiness.set(false);
                 metrics::counter!("iocluster_redis_errors_total", "task" => "lease").increment(1);
                 outage.failed("cannot renew the lease", &error);
+                failed = true;
                 continue;
             }
             outage.recovered();
+            // Renewals that failed or came late (Redis down, failing over,
+            // or refusing while a Cluster master fails over), or a
+            // failover: the other app-nodes could not renew either. Until
+            // they had a lease to, a lapsed lease proves nothing, and
+            // handing their events back would run them twice.
+            let now = tokio::time::Instant::now();
+            let failover = iocluster_ops::failovers();
+            if failed
+                || failover != failovers
+                || renewed_at.is_some_and(|at| now - at >= self.lease / 2)
+            {
+                grace_until = now + self.lease + self.lease / 3;
+            }
+            (failed, failovers, renewed_at) = (false, failover, Some(now));
             if !self.serving.is_cancelled() {
                 self.readiness.set(true);
             }
             iocluster_ops::sample_queue_depth(&mut self.redis, &self.keys.events()).await;
-            self.hand_back_lapsed().await;
+            if now >= grace_until {
+                self.hand_back_lapsed().await;
+            }
         }
     }
 
