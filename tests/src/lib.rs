@@ -1280,17 +1280,22 @@ impl Cluster {
                 .and_then(|(_, port)| port.parse::<u16>().ok())
                 .expect("the master's address has a port")
         };
+        self.stop_redis_server(port);
+        port
+    }
+
+    /// Stops (SIGKILL) the Redis server on `port`: the first one, or a
+    /// node of the Redis Cluster.
+    pub fn stop_redis_server(&mut self, port: u16) {
         if self.redis.port() == port {
             self.redis.stop();
-        } else {
-            redis_cluster
-                .nodes
-                .iter_mut()
-                .find(|node| node.port() == port)
-                .expect("the slot's master is one of the cluster's nodes")
-                .stop();
+            return;
         }
-        port
+        self.redis_cluster
+            .as_mut()
+            .and_then(|cluster| cluster.nodes.iter_mut().find(|node| node.port() == port))
+            .expect("a server of the Redis Cluster")
+            .stop();
     }
 }
 

@@ -241,6 +241,32 @@ struct Member {
     socket: iocluster_client::Socket,
 }
 
+/// A member of each room on each of the first two io-nodes (joined by
+/// the test app from their `auth`).
+async fn join_rooms(cluster: &Cluster, rooms: &[String]) -> Vec<Member> {
+    let mut members = Vec::new();
+    for room in rooms {
+        for io in &cluster.io[..2] {
+            let client = iocluster_client::Client::connect(
+                &io.url(),
+                iocluster_client::ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+            let socket = client
+                .socket("/", Some(json!({ "rooms": [room] })))
+                .await
+                .unwrap();
+            members.push(Member {
+                room: room.clone(),
+                _client: client,
+                socket,
+            });
+        }
+    }
+    members
+}
+
 /// Has the first member of each room emit `news` with `tag` to its room
 /// (through the test app's `toRoom`, an SDK emit to a room); returns the
 /// members that did not receive it within `within`.
@@ -296,26 +322,7 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
         .start()
         .await;
     let rooms: Vec<String> = (0..12).map(|i| format!("room{i}")).collect();
-    let mut members = Vec::new();
-    for room in &rooms {
-        for io in 0..2 {
-            let client = iocluster_client::Client::connect(
-                &cluster.io[io].url(),
-                iocluster_client::ClientOptions::default(),
-            )
-            .await
-            .unwrap();
-            let socket = client
-                .socket("/", Some(json!({ "rooms": [room] })))
-                .await
-                .unwrap();
-            members.push(Member {
-                room: room.clone(),
-                _client: client,
-                socket,
-            });
-        }
-    }
+    let members = join_rooms(&cluster, &rooms).await;
     let missed = room_round(&members, &rooms, "before", WAIT).await;
     assert!(missed.is_empty(), "missed before the failover: {missed:?}");
 
@@ -342,19 +349,7 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
         .unwrap();
     assert!(!victim_rooms.is_empty(), "{masters:?}");
     let killed = Instant::now();
-    if cluster.redis.port() == victim {
-        cluster.redis.stop();
-    } else {
-        cluster
-            .redis_cluster
-            .as_mut()
-            .unwrap()
-            .nodes
-            .iter_mut()
-            .find(|node| node.port() == victim)
-            .unwrap()
-            .stop();
-    }
+    cluster.stop_redis_server(victim);
 
     // Until the replica is promoted and the io-nodes subscribed there, the
     // rooms on that master miss emits (as on any lost subscription); then
@@ -403,26 +398,7 @@ async fn a_rooms_slot_moved_to_another_master_keeps_its_traffic() {
         .start()
         .await;
     let rooms: Vec<String> = (0..4).map(|i| format!("room{i}")).collect();
-    let mut members = Vec::new();
-    for room in &rooms {
-        for io in 0..2 {
-            let client = iocluster_client::Client::connect(
-                &cluster.io[io].url(),
-                iocluster_client::ClientOptions::default(),
-            )
-            .await
-            .unwrap();
-            let socket = client
-                .socket("/", Some(json!({ "rooms": [room] })))
-                .await
-                .unwrap();
-            members.push(Member {
-                room: room.clone(),
-                _client: client,
-                socket,
-            });
-        }
-    }
+    let members = join_rooms(&cluster, &rooms).await;
     let missed = room_round(&members, &rooms, "before", WAIT).await;
     assert!(missed.is_empty(), "missed before the move: {missed:?}");
 
