@@ -105,105 +105,146 @@ pub(crate) async fn deregister(
         .await
 }
 
+/// The registry task: the lease, renewed every beat by a loop of its own
+/// (so that no slower call can hold it up past the lease), and after each
+/// renewal the upkeep: the live set, the queue depth, reaping dead io-nodes,
+/// sweeping expired sessions, redelivering overdue events, the served
+/// namespaces.
 pub(super) async fn run(
     context: Context,
     mut redis: iocluster_ops::Redis,
     stop: CancellationToken,
 ) {
-    let keys = &context.keys;
+    let renewed = tokio::sync::Notify::new();
+    tokio::join!(
+        keep_lease(&context, redis.clone(), &renewed, &stop),
+        upkeep(&context, redis.clone(), &renewed, &stop),
+    );
+    if let Err(error) = deregister(&context, &mut redis).await {
+        tracing::warn!(%error, "cannot deregister the node");
+    }
+}
+
+async fn keep_lease(
+    context: &Context,
+    mut redis: iocluster_ops::Redis,
+    renewed: &tokio::sync::Notify,
+    stop: &CancellationToken,
+) {
     let lease = context.config.lease;
+    // A renewal every tick: three a lease (skipping a tick that came a
+    // hair early, as the loop once did, left two a lease, and a lease
+    // lapsed when one of them was held up).
     let beat = (lease / 3).max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval(beat.min(Duration::from_secs(1)));
+    let mut ticker = tokio::time::interval(beat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = unix_ms();
-    let mut last_beat: Option<tokio::time::Instant> = None;
     let mut failovers = iocluster_ops::failovers();
     let mut renewal_failed = false;
     let mut outage = iocluster_ops::Outage::new("registry");
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         if context.engine.is_draining() {
             continue;
         }
-        if last_beat.is_none_or(|at| at.elapsed() >= beat) {
-            // A Redis that does not answer within half a lease counts as down.
-            let renewed = iocluster_ops::within(
-                lease / 2,
-                "half a lease",
-                renew(&context, &mut redis, started),
-            )
-            .await;
-            match renewed {
-                Ok((missing, has_ledger, reaped)) => {
-                    // After renewals failed (Redis down, failing over, or
-                    // refusing while a Cluster master fails over) or a
-                    // failover, the other nodes could not renew either:
-                    // until they had a lease to renew, reap none.
-                    let failover = iocluster_ops::failovers();
-                    if renewal_failed || failover != failovers {
-                        failovers = failover;
-                        context.peers.grace(lease);
-                    }
-                    renewal_failed = false;
-                    last_beat = Some(tokio::time::Instant::now());
-                    outage.recovered();
-                    context.set_redis_ok(true);
-                    if reaped {
-                        // Another node found this node's lease lapsed and
-                        // announced its clients gone. Make it true.
-                        context.fence();
-                    } else if !has_ledger {
-                        // Redis lost everything (a restart without
-                        // persistence): the queue lost the events in flight
-                        // and the ledger is gone. So is every node's lease:
-                        // until they renew, a node missing from the live
-                        // set is not a dead one.
-                        context.resync();
-                    } else if missing {
-                        tracing::warn!("the node's lease had lapsed; renewed");
-                    }
+        // A Redis that does not answer within half a lease counts as down.
+        let asked = tokio::time::Instant::now();
+        let renewal = iocluster_ops::within(
+            lease / 2,
+            "half a lease",
+            renew(context, &mut redis, started),
+        )
+        .await;
+        let took = asked.elapsed();
+        match renewal {
+            Ok((missing, has_ledger, reaped)) => {
+                // After renewals failed or were held up (Redis down,
+                // failing over, or refusing while a Cluster master fails
+                // over; a renewal takes a few ms) or a failover, the other
+                // nodes may not have renewed either: until they had a lease
+                // to, reap none.
+                let failover = iocluster_ops::failovers();
+                if renewal_failed || took >= lease / 6 || failover != failovers {
+                    tracing::debug!(
+                        took_ms = took.as_millis() as u64,
+                        renewal_failed,
+                        "Redis held the lease renewals up: no reaping for a lease"
+                    );
+                    failovers = failover;
+                    context.peers.grace(lease);
                 }
-                Err(error) => {
-                    renewal_failed = true;
-                    context.set_redis_ok(false);
-                    metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
-                        .increment(1);
-                    outage.failed("cannot renew the node lease", &error);
-                    // The rest of the beat needs Redis too.
-                    continue;
+                renewal_failed = false;
+                outage.recovered();
+                context.set_redis_ok(true);
+                if reaped {
+                    // Another node found this node's lease lapsed and
+                    // announced its clients gone. Make it true.
+                    context.fence();
+                } else if !has_ledger {
+                    // Redis lost everything (a restart without
+                    // persistence): the queue lost the events in flight
+                    // and the ledger is gone. So is every node's lease:
+                    // until they renew, a node missing from the live set
+                    // is not a dead one.
+                    context.resync();
+                } else if missing {
+                    tracing::warn!("the node's lease had lapsed; renewed");
                 }
+                renewed.notify_one();
             }
-            match context.peers.refresh(&mut redis).await {
-                Ok(lost) => {
-                    for node in lost {
-                        context.engine.relays().owner_lost(&node);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
+            Err(error) => {
+                renewal_failed = true;
+                context.set_redis_ok(false);
+                metrics::counter!("iocluster_redis_errors_total", "task" => "registry")
+                    .increment(1);
+                outage.failed("cannot renew the node lease", &error);
             }
-            iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
-            if !context.peers.in_grace()
-                && let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await
-            {
-                tracing::warn!(%error, "cannot check for lost io-nodes");
-            }
-            match super::recovery::sweep(&mut redis, keys).await {
-                Ok(0) => {}
-                Ok(announced) => {
-                    tracing::debug!(announced, "sessions not recovered in time announced gone");
-                }
-                Err(error) => tracing::warn!(%error, "cannot announce expired sessions"),
-            }
-            context.sockets.redeliver(context.config.redeliver_after);
-        }
-        if let Err(error) = context.namespaces.refresh().await {
-            outage.failed("cannot read the served namespaces", &error);
         }
     }
-    if let Err(error) = deregister(&context, &mut redis).await {
-        tracing::warn!(%error, "cannot deregister the node");
+}
+
+/// What the registry does after each renewal of the lease.
+async fn upkeep(
+    context: &Context,
+    mut redis: iocluster_ops::Redis,
+    renewed: &tokio::sync::Notify,
+    stop: &CancellationToken,
+) {
+    let keys = &context.keys;
+    let mut outage = iocluster_ops::Outage::new("registry upkeep");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = renewed.notified() => {}
+        }
+        match context.peers.refresh(&mut redis).await {
+            Ok(lost) => {
+                for node in lost {
+                    context.engine.relays().owner_lost(&node);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
+        }
+        iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
+        if !context.peers.in_grace()
+            && let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await
+        {
+            tracing::warn!(%error, "cannot check for lost io-nodes");
+        }
+        match super::recovery::sweep(&mut redis, keys).await {
+            Ok(0) => {}
+            Ok(announced) => {
+                tracing::debug!(announced, "sessions not recovered in time announced gone");
+            }
+            Err(error) => tracing::warn!(%error, "cannot announce expired sessions"),
+        }
+        context.sockets.redeliver(context.config.redeliver_after);
+        match context.namespaces.refresh().await {
+            Ok(_) => outage.recovered(),
+            Err(error) => outage.failed("cannot read the served namespaces", &error),
+        }
     }
 }

@@ -33,6 +33,10 @@ use super::Context;
 const CHECK: Duration = Duration::from_millis(500);
 /// Subscription commands in flight at once while subscribing again.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
+/// The longest a subscription command may take (the cluster client
+/// retries through a failover meanwhile); past it, it is given up and
+/// tried again.
+const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(5);
 
 /// The subscriber task's handle on the sharded subscriptions.
 pub(super) struct Shards {
@@ -80,7 +84,10 @@ impl Shards {
     /// `SSUBSCRIBE channel`, done once the master confirmed it. A failure
     /// leaves the resubscription to the push task.
     pub(super) async fn subscribe(&mut self, channel: &str) {
-        if let Err(error) = self.connection.ssubscribe(channel).await {
+        let subscribed =
+            iocluster_ops::within(SUBSCRIBE_LIMIT, "5 s", self.connection.ssubscribe(channel))
+                .await;
+        if let Err(error) = subscribed {
             tracing::warn!(%error, channel, "cannot subscribe to a room; retrying");
             self.stale.notify_one();
         }
@@ -89,7 +96,13 @@ impl Shards {
     /// `SUNSUBSCRIBE channel`. A failure leaves a subscription the node
     /// ignores (it has no member there) until the connection drops.
     pub(super) async fn unsubscribe(&mut self, channel: &str) {
-        if let Err(error) = self.connection.sunsubscribe(channel).await {
+        let unsubscribed = iocluster_ops::within(
+            SUBSCRIBE_LIMIT,
+            "5 s",
+            self.connection.sunsubscribe(channel),
+        )
+        .await;
+        if let Err(error) = unsubscribed {
             tracing::debug!(%error, channel, "cannot unsubscribe from a room");
         }
     }
@@ -143,7 +156,9 @@ fn as_bytes(value: &Value) -> Option<&[u8]> {
 }
 
 /// The push task: applies room commands, and subscribes again to every
-/// room channel when subscriptions may have been lost.
+/// room channel when subscriptions may have been lost (in a task of its
+/// own, so room messages keep flowing meanwhile; one at a time, another
+/// after it if a sign came meanwhile or it failed).
 async fn read(
     context: Context,
     connection: ClusterConnection,
@@ -155,11 +170,23 @@ async fn read(
     let bytes = metrics::counter!("iocluster_pubsub_bytes_total");
     let mut failovers = iocluster_ops::failovers();
     let mut resubscribe = false;
+    let mut resubscribing: Option<tokio::task::JoinHandle<bool>> = None;
     let mut check = tokio::time::interval(CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                if let Some(task) = resubscribing {
+                    task.abort();
+                }
+                return;
+            }
+            done = async { resubscribing.as_mut().expect("guarded").await }, if resubscribing.is_some() => {
+                resubscribing = None;
+                if !done.unwrap_or(false) {
+                    resubscribe = true;
+                }
+            }
             push = pushes.recv() => {
                 let Some(push) = push else { return };
                 match classify(&push) {
@@ -189,9 +216,6 @@ async fn read(
                     }
                     Push::Other => {}
                 }
-                if !resubscribe {
-                    continue;
-                }
             }
             () = stale.notified() => resubscribe = true,
             _ = check.tick() => {
@@ -202,35 +226,34 @@ async fn read(
                 }
             }
         }
-        if resubscribe {
-            resubscribe = !subscribe_all(&context, &connection, &stop).await;
+        if resubscribe && resubscribing.is_none() {
+            resubscribe = false;
+            resubscribing = Some(tokio::spawn(subscribe_all(
+                context.clone(),
+                connection.clone(),
+            )));
         }
     }
 }
 
 /// Subscribes to every room channel with local members, one command each
 /// (each may be in a slot of its own); whether all succeeded.
-async fn subscribe_all(
-    context: &Context,
-    connection: &ClusterConnection,
-    stop: &CancellationToken,
-) -> bool {
+async fn subscribe_all(context: Context, connection: ClusterConnection) -> bool {
     let channels = context.sockets.room_channels();
     let count = channels.len();
-    let subscribing = futures_util::stream::iter(channels)
+    let failed = futures_util::stream::iter(channels)
         .map(|channel| {
             let mut connection = connection.clone();
-            async move { connection.ssubscribe(channel).await }
+            async move {
+                iocluster_ops::within(SUBSCRIBE_LIMIT, "5 s", connection.ssubscribe(channel)).await
+            }
         })
         .buffer_unordered(RESUBSCRIBE_CONCURRENCY)
         .fold(
             None,
             |failed, result| async move { failed.or(result.err()) },
-        );
-    let failed = tokio::select! {
-        _ = stop.cancelled() => return true,
-        failed = subscribing => failed,
-    };
+        )
+        .await;
     match failed {
         None => {
             tracing::info!(channels = count, "room subscriptions restored");
