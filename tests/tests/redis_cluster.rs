@@ -116,6 +116,24 @@ async fn the_suites_scenarios_run_on_a_redis_cluster() {
         .await
         .unwrap();
     let sid = socket.id().to_owned();
+    // A publish to a room goes out with SPUBLISH on the room's master:
+    // the one io-node with a member hears it, and the member gets it.
+    let (status, body) = frontend
+        .api(
+            "POST",
+            "/api/v1/publish",
+            Some(json!({ "event": "news", "args": ["lobby"], "to": { "rooms": ["lobby"] } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ioNodesReached"], 1, "{body}");
+    let news = loop {
+        let event = socket.recv_event(WAIT).await.expect("the room's news");
+        if event.name == "news" && event.args.first() == Some(&json!("lobby")) {
+            break event;
+        }
+    };
+    assert_eq!(news.args, vec![json!("lobby")]);
     let (status, one) = frontend
         .api("GET", &format!("/api/v1/sockets/{sid}"), None)
         .await;
@@ -486,4 +504,80 @@ async fn a_rooms_slot_moved_to_another_master_keeps_its_traffic() {
         .find(|(port, _)| *port == source)
         .map(|(_, channels)| channels.contains(&channel));
     assert_eq!(on_source, Some(false), "{masters:?}");
+}
+
+/// With connection state recovery on a Redis Cluster, a retained emit to a
+/// (sharded) room is first added to the namespace's log in the prefix's
+/// slot, then published with its offset: from an app-node's handler and
+/// from the admin API alike, the member gets the emit with the id of its
+/// log entry as the last argument.
+#[tokio::test]
+async fn retained_room_emits_carry_their_log_offset_on_a_redis_cluster() {
+    let cluster = Cluster::builder("redis-cluster-retained")
+        .redis_cluster()
+        .io_nodes(2)
+        .app_args(&["--recovery", "60000"])
+        .start()
+        .await;
+    let members = join_rooms(&cluster, &["r".to_owned()]).await;
+    let frontend = cluster.start_frontend().await;
+    let log = format!("{}:log:/", cluster.key_prefix());
+
+    // The offset `member` gets with the `news` whose first argument is `tag`.
+    async fn offset_of(member: &Member, tag: &str) -> String {
+        loop {
+            let event = member.socket.recv_event(WAIT).await.expect("the news");
+            if event.name == "news" && event.args.first() == Some(&json!(tag)) {
+                let offset = event
+                    .args
+                    .last()
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                return offset.unwrap_or_else(|| panic!("no offset: {event:?}"));
+            }
+        }
+    }
+
+    members[0]
+        .socket
+        .emit_with_ack(
+            "toRoom",
+            vec![json!({ "rooms": ["r"], "event": "news", "data": "sdk" })],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let (status, body) = frontend
+        .api(
+            "POST",
+            "/api/v1/publish",
+            Some(json!({ "event": "news", "args": ["api"], "to": { "rooms": ["r"] } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ioNodesReached"], 2, "{body}");
+    let mut redis = cluster.redis().await;
+    // The log's entry ids.
+    let entries: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let logged: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    for tag in ["sdk", "api"] {
+        let offsets = [
+            offset_of(&members[0], tag).await,
+            offset_of(&members[1], tag).await,
+        ];
+        assert_eq!(
+            offsets[0], offsets[1],
+            "one entry, one offset, for both members"
+        );
+        assert!(
+            logged.contains(&offsets[0].as_str()),
+            "{tag}: {offsets:?} not in {logged:?}"
+        );
+    }
 }

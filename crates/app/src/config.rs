@@ -72,7 +72,8 @@ iocluster_ops::settings! {
     /// (rediss+sentinel:// with TLS) to follow the master that Sentinel names
     /// through failovers, or redis+cluster://[user:password@]h1:7000,h2:7001
     /// (rediss+cluster:// with TLS) for a Redis Cluster (keys and channels
-    /// in the slot of the prefix as a hash tag).
+    /// in the slot of the prefix as a hash tag, room channels sharded
+    /// over the masters).
     #[setting(flag = "redis", value_name = "URL", env = IOCLUSTER_REDIS_URL, default = iocluster_ops::DEFAULT_REDIS.into())]
     redis: String,
     /// Prefix of every Redis key and channel; must match the io-nodes'.

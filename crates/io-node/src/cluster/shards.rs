@@ -256,7 +256,9 @@ async fn subscribe_all(context: Context, connection: ClusterConnection) -> bool 
         .await;
     match failed {
         None => {
-            tracing::info!(channels = count, "room subscriptions restored");
+            if count > 0 {
+                tracing::info!(channels = count, "room subscriptions restored");
+            }
             true
         }
         Some(error) => {
