@@ -184,6 +184,8 @@ async fn redis_forgetting_its_scripts_loses_no_event() {
 #[tokio::test]
 async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     let mut cluster = Cluster::builder("redis-restart").start().await;
+    let frontend = cluster.start_frontend().await;
+    let frontend_ops = frontend.ops_addr();
     let (_a_client, a) = connected(&cluster.io[0].url(), Some(json!({ "rooms": ["r"] }))).await;
     let (_b_client, b) = connected(&cluster.io[1].url(), Some(json!({ "rooms": ["r"] }))).await;
     assert_eq!(a.recv_event(WAIT).await.unwrap().name, "welcome");
@@ -199,6 +201,12 @@ async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     let ops = cluster.io[0].ops_addr();
     eventually(WAIT, "io0 reports not ready", || async {
         let ready = http(&ops, "GET", "/ready", &[], b"").await.ok()?;
+        (ready.status == 503).then_some(())
+    })
+    .await;
+    // The frontend too: it can list no io-node without Redis.
+    eventually(WAIT, "the frontend reports not ready", || async {
+        let ready = http(&frontend_ops, "GET", "/ready", &[], b"").await.ok()?;
         (ready.status == 503).then_some(())
     })
     .await;
@@ -234,6 +242,11 @@ async fn redis_restarted_empty_keeps_clients_connected_and_loses_no_event() {
     .await;
     eventually(WAIT, "io0 ready again", || async {
         let ready = http(&ops, "GET", "/ready", &[], b"").await.ok()?;
+        (ready.status == 200).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the frontend ready again", || async {
+        let ready = http(&frontend_ops, "GET", "/ready", &[], b"").await.ok()?;
         (ready.status == 200).then_some(())
     })
     .await;

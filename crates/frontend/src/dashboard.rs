@@ -81,7 +81,7 @@ pub struct Dashboard {
     history: Mutex<History>,
     tail: Mutex<TailState>,
     /// Stops the sampler and the tail task at shutdown.
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
 }
 
 impl Dashboard {
@@ -555,8 +555,14 @@ pub async fn sample(frontend: Arc<Frontend>) {
             _ = ticker.tick() => {}
         }
         match sample_once(&frontend).await {
-            Ok(()) => outage.recovered(),
-            Err(error) => outage.failed("cannot sample the cluster", &error),
+            Ok(()) => {
+                outage.recovered();
+                frontend.set_redis_ok(true);
+            }
+            Err(error) => {
+                frontend.set_redis_ok(false);
+                outage.failed("cannot sample the cluster", &error);
+            }
         }
     }
 }

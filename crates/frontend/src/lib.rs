@@ -60,6 +60,9 @@ pub struct Frontend {
     redis: iocluster_ops::Redis,
     /// For the dashboard's tail subscription (opened only while watched).
     client: iocluster_ops::RedisClient,
+    /// `/ready`: set by the dashboard's sampler, which reads Redis every
+    /// 2 s ([`Frontend::set_redis_ok`]).
+    readiness: iocluster_ops::Readiness,
     /// The history sampler's and the event tail's state.
     pub dashboard: dashboard::Dashboard,
     /// The last reading of the live io-nodes, and the registry's outage.
@@ -77,6 +80,17 @@ struct Nodes {
 impl Frontend {
     pub fn redis(&self) -> iocluster_ops::Redis {
         self.redis.clone()
+    }
+
+    /// Whether Redis answered the last reading. Without it the frontend
+    /// cannot list the live io-nodes (`/config.json` answers 503, or the
+    /// static list when one is configured, which keeps it ready) nor serve
+    /// the admin API, so `/ready` answers 503 and a balancer sends pages to
+    /// a frontend that can. Never ready again once shutting down.
+    pub(crate) fn set_redis_ok(&self, ok: bool) {
+        let serving = !self.dashboard.stop.is_cancelled();
+        self.readiness
+            .set(serving && (ok || !self.config.fallback_nodes.is_empty()));
     }
 
     /// Publishes one command on each channel, all at once; returns how
@@ -205,6 +219,7 @@ pub async fn run(
         config,
         redis,
         client,
+        readiness: readiness.clone(),
         dashboard: dashboard::Dashboard::new(stop.child_token()),
         nodes: tokio::sync::Mutex::new(Nodes {
             reading: None,
@@ -234,6 +249,7 @@ pub async fn run(
     let _ = public.await;
     let _ = admin.await;
     let _ = sampler.await;
+    readiness.set(false);
     ops_stop.cancel();
     if let Some(ops) = ops {
         let _ = ops.await;
