@@ -173,15 +173,17 @@ if holder and redis.call('HEXISTS', ARGV[3] .. holder, ARGV[1]) == 1 then return
 return {0}";
 
 /// Announces the sessions whose time to recover is over: each parked
-/// session past its deadline leaves the parked set and its disconnect
-/// event goes to the queue, once. KEYS: parked, events. ARGV: now (ms),
-/// batch, the prefix of session keys (`P:session:`).
+/// session past its deadline leaves the parked set (and `P:where`, where a
+/// recovered socket's holder was noted) and its disconnect event goes to
+/// the queue, once. KEYS: parked, events, located (`P:where`). ARGV: now
+/// (ms), batch, the prefix of session keys (`P:session:`).
 /// Returns the number announced.
 pub const SWEEP: &str = r"
 local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
 local announced = 0
 for _, sid in ipairs(due) do
   redis.call('ZREM', KEYS[1], sid)
+  redis.call('HDEL', KEYS[3], sid)
   local session = redis.call('GET', ARGV[3] .. sid)
   if session then
     redis.call('DEL', ARGV[3] .. sid)
@@ -195,7 +197,7 @@ return announced";
 /// for sockets of a namespace with connection state recovery, parks their
 /// sessions (as [`PARK`] does) so their clients can still come back.
 /// KEYS: nodes, ledger, events, ledgers, reaped mark, node info, recovery
-/// namespaces, parked.
+/// namespaces, parked, located (`P:where`: an announced socket's entry goes).
 /// ARGV: node, now (ms), batch, force (1: the node's own previous life),
 /// mark TTL (ms), the prefix of session keys (`P:session:`).
 /// Returns {moved, left}; left is -1 when the node is alive.
@@ -233,6 +235,7 @@ repeat
       redis.call('ZADD', KEYS[8], tonumber(ARGV[2]) + window, items[i])
     else
       redis.call('LPUSH', KEYS[3], items[i + 1])
+      redis.call('HDEL', KEYS[9], items[i])
     end
     redis.call('HDEL', KEYS[2], items[i])
     moved = moved + 1

@@ -65,6 +65,7 @@ pub(crate) async fn drain(
             .key(keys.node_info(node))
             .key(keys.recovery())
             .key(keys.parked())
+            .key(keys.located())
             .arg(node)
             .arg(crate::clock::unix_ms())
             .arg(DRAIN_BATCH)

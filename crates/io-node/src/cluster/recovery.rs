@@ -284,6 +284,7 @@ pub(crate) async fn sweep(
         let announced: u64 = script
             .key(keys.parked())
             .key(keys.events())
+            .key(keys.located())
             .arg(crate::clock::unix_ms())
             .arg(SWEEP_BATCH)
             .arg(keys.session(""))
