@@ -13,6 +13,7 @@
 //! recipient sees one app-node's commands in the order they were queued, and
 //! a handler's commands before its `done`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -107,7 +108,8 @@ impl RedisSink {
     async fn write_sharded(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
         let retained = flush.retained();
         let logged =
-            iocluster_ops::log_retained(&mut self.redis, &self.inflight_key, &retained).await?;
+            iocluster_ops::log_retained(&mut self.redis, &self.inflight_key, &retained.list)
+                .await?;
         let (rooms, rest) = flush.shard(&self.keys, &retained, &logged);
         let publishes = rooms.iter().map(|message| {
             let mut redis = self.redis.clone();
@@ -232,6 +234,14 @@ pub(crate) struct Flush<'a> {
 /// log.
 type Part<'a> = (Option<&'a [u8]>, &'a [u8]);
 
+/// The retained emits of a flush, `(mark, envelope)`, each once: in order,
+/// and where each is in that order.
+#[derive(Default)]
+struct Retained<'a> {
+    list: Vec<(&'a [u8], &'a [u8])>,
+    index: HashMap<(&'a [u8], &'a [u8]), usize>,
+}
+
 /// One message of a flush; `channel` is empty for in-flight removals that
 /// publish nothing (undecodable events).
 #[derive(Debug, PartialEq)]
@@ -282,13 +292,14 @@ impl<'a> Flush<'a> {
 
     /// The retained emits of the flush, each `(mark, envelope)` once, in
     /// order.
-    fn retained(&self) -> Vec<(&'a [u8], &'a [u8])> {
-        let mut retained: Vec<(&[u8], &[u8])> = Vec::new();
+    fn retained(&self) -> Retained<'a> {
+        let mut retained = Retained::default();
         for &(raw, envelope) in self.messages.iter().flat_map(|m| m.parts.iter()) {
-            if let Some(mark) = raw.filter(|raw| raw.first() == Some(&b'#'))
-                && !retained.contains(&(mark, envelope))
-            {
-                retained.push((mark, envelope));
+            if let Some(mark) = raw.filter(|raw| raw.first() == Some(&b'#')) {
+                let next = retained.list.len();
+                if *retained.index.entry((mark, envelope)).or_insert(next) == next {
+                    retained.list.push((mark, envelope));
+                }
             }
         }
         retained
@@ -302,7 +313,7 @@ impl<'a> Flush<'a> {
     fn shard<'b>(
         &'b self,
         keys: &Keys,
-        retained: &[(&[u8], &[u8])],
+        retained: &Retained<'_>,
         logged: &'b [Vec<u8>],
     ) -> (Vec<Message<'b>>, Flush<'b>) {
         let (rooms, rest) = self
@@ -315,8 +326,8 @@ impl<'a> Flush<'a> {
                     .iter()
                     .map(|&(raw, envelope)| {
                         let logged = raw
-                            .and_then(|raw| retained.iter().position(|r| *r == (raw, envelope)))
-                            .and_then(|i| logged.get(i));
+                            .and_then(|raw| retained.index.get(&(raw, envelope)))
+                            .and_then(|&i| logged.get(i));
                         match logged {
                             Some(message) => (None, &message[..]),
                             None => (raw, envelope),
@@ -500,7 +511,7 @@ pub(crate) mod tests {
         let flush = Flush::plan(&batch);
         let retained = flush.retained();
         assert_eq!(
-            retained,
+            retained.list,
             vec![
                 (&b"#10#60000#{p}:log:/"[..], &b"kept"[..]),
                 (&b"#10#60000#{p}:log:/"[..], &b"other"[..])
