@@ -102,13 +102,9 @@ impl Frontend {
             && emit.ack.is_none()
             && let Some(mark) = self.retention_mark(&mut redis, &emit.nsp).await?
         {
-            if !self.keys.sharded_rooms() {
-                return self
-                    .publish_retained(&mut redis, channels, &mark, &payload)
-                    .await;
-            }
-            // On a Redis Cluster the flush script cannot reach sharded
-            // room channels: log the emit, then publish it with its offset.
+            // Into the namespace's log first, then published with its
+            // offset (the log script: on a Redis Cluster the flush script
+            // could not reach sharded room channels).
             let key = self.keys.recovery();
             let logged =
                 iocluster_ops::log_retained(&mut redis, &key, &[(&mark, &payload)]).await?;
@@ -128,7 +124,7 @@ impl Frontend {
         Ok(counts.iter().sum())
     }
 
-    /// The flush script's mark for emits to `nsp`, when its app-nodes keep
+    /// The log script's mark for emits to `nsp`, when its app-nodes keep
     /// them for connection state recovery (`P:recovery`).
     async fn retention_mark(
         &self,
@@ -147,31 +143,6 @@ impl Frontend {
             .map(|(window, packets)| {
                 iocluster_protocol::recovery::mark(packets, window + 60_000, &self.keys.log(nsp))
             }))
-    }
-
-    /// An emit kept in its namespace's recovery log, then published on each
-    /// channel, through the app-nodes' flush script (which adds it to the
-    /// log and publishes it with its offset). Returns the subscribers the
-    /// channels had.
-    async fn publish_retained(
-        &self,
-        redis: &mut iocluster_ops::Redis,
-        channels: &[String],
-        mark: &[u8],
-        payload: &[u8],
-    ) -> redis::RedisResult<u64> {
-        let script = redis::Script::new(iocluster_protocol::scripts::FLUSH);
-        let mut invocation = script.key(self.keys.inflight("-frontend"));
-        for channel in channels {
-            invocation.arg(channel).arg(1).arg(mark).arg(payload);
-        }
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channels)
-            .query_async(redis)
-            .await?;
-        let () = invocation.invoke_async(redis).await?;
-        Ok(counts.iter().map(|(_, count)| count).sum())
     }
 }
 

@@ -26,8 +26,8 @@ pub use node::{
 };
 pub use store::{
     CLUSTER_SCHEME, CLUSTER_TLS_SCHEME, ClusterUrl, Redis, RedisClient, SlotRange, check_url,
-    cluster_keys, cluster_prefix, failovers, key_prefix, keys, log_retained, parse_cluster,
-    redis_client, slot_map, slot_master, within,
+    cluster_keys, cluster_prefix, failovers, keys, log_retained, parse_cluster, redis_client,
+    slot_map, slot_master, within,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

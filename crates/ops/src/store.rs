@@ -471,11 +471,6 @@ pub async fn slot_master(redis: &mut Redis, key: &str) -> RedisResult<String> {
         .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no master serves the slot")))
 }
 
-/// [`RedisClient::key_prefix`] for the Redis URL `url`.
-pub fn key_prefix(url: &str, prefix: &str) -> String {
-    cluster_prefix(parse_cluster(url).is_some(), prefix)
-}
-
 /// Adds retained emits to their namespaces' recovery logs with
 /// [`scripts::LOG`](iocluster_protocol::scripts::LOG) (`key`: any key of
 /// the prefix, to route the call) and returns, for each `(mark, envelope)`

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use iocluster_protocol::envelope::Command;
 use iocluster_protocol::keys::Keys;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -240,6 +241,20 @@ impl Context {
     fn resync(&self) {
         self.peers.grace(self.config.lease);
         self.sockets.resync(self.bridge.written());
+    }
+
+    /// Applies the commands of one pub/sub message (one or more, in order)
+    /// to the sockets; one that does not decode is logged and skipped.
+    fn apply_message(&self, channel: &[u8], payload: &[u8]) {
+        for command in Command::decode_all(payload) {
+            match command {
+                Ok(command) => self.sockets.apply(command),
+                Err(error) => {
+                    let channel = String::from_utf8_lossy(channel);
+                    tracing::warn!(%error, %channel, "invalid command");
+                }
+            }
+        }
     }
 
     /// Another node declared this one dead: close every client.

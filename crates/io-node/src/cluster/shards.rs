@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use iocluster_protocol::envelope::Command;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
@@ -193,12 +192,7 @@ async fn read(
                     Push::Message(channel, payload) => {
                         messages.increment(1);
                         bytes.increment(payload.len() as u64);
-                        for command in Command::decode_all(payload) {
-                            match command {
-                                Ok(command) => context.sockets.apply(command),
-                                Err(error) => tracing::warn!(%error, channel = %String::from_utf8_lossy(channel), "invalid command"),
-                            }
-                        }
+                        context.apply_message(channel, payload);
                     }
                     Push::Dropped(channel) => {
                         // Also the confirmation of the node's own

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use iocluster_protocol::envelope::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,12 +96,7 @@ pub(super) async fn run(
                         let _ = context.relay_in.send(payload.to_vec());
                         continue;
                     }
-                    for command in Command::decode_all(payload) {
-                        match command {
-                            Ok(command) => context.sockets.apply(command),
-                            Err(error) => tracing::warn!(%error, channel = message.get_channel_name(), "invalid command"),
-                        }
-                    }
+                    context.apply_message(message.get_channel_name().as_bytes(), payload);
                 }
                 change = changes.recv() => {
                     let result = match change {
