@@ -703,6 +703,11 @@ impl FrontendNode {
         let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
         (response.status, json)
     }
+
+    /// `POST /api/v1/publish` with `request`; the status and the JSON body.
+    pub async fn publish(&self, request: serde_json::Value) -> (u16, serde_json::Value) {
+        self.api("POST", "/api/v1/publish", Some(request)).await
+    }
 }
 
 /// The value of a Prometheus sample (`name{labels}` exactly as exposed, or

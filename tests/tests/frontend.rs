@@ -127,11 +127,7 @@ async fn the_admin_api_reaches_every_socket_of_a_user_once() {
     assert_eq!(state.args[0]["rooms"], json!(["$user:ann"]));
 
     let (status, body) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "notice", "args": [{"n": 1}], "to": { "users": ["ann"] } })),
-        )
+        .publish(json!({ "event": "notice", "args": [{"n": 1}], "to": { "users": ["ann"] } }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ioNodesReached"], 2, "{body}");
@@ -143,11 +139,12 @@ async fn the_admin_api_reaches_every_socket_of_a_user_once() {
 
     // Except: all but one tab.
     let (status, _) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "notice", "args": [2], "to": { "all": true }, "except": { "sids": [tab2.id()] } })),
-        )
+        .publish(json!({
+            "event": "notice",
+            "args": [2],
+            "to": { "all": true },
+            "except": { "sids": [tab2.id()] },
+        }))
         .await;
     assert_eq!(status, 200);
     for socket in [&tab1, &phone, &other] {
@@ -241,11 +238,7 @@ async fn tokens_admit_users_until_they_expire() {
         .await
         .unwrap();
     let (status, body) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "hi", "to": { "users": ["carol"] } })),
-        )
+        .publish(json!({ "event": "hi", "to": { "users": ["carol"] } }))
         .await;
     assert_eq!((status, body["ioNodesReached"].clone()), (200, json!(1)));
     next_named(&socket, "hi").await;
@@ -258,11 +251,7 @@ async fn tokens_admit_users_until_they_expire() {
             .await
             .unwrap();
         let (status, body) = frontend
-            .api(
-                "POST",
-                "/api/v1/publish",
-                Some(json!({ "event": "hi", "to": { "users": [user] } })),
-            )
+            .publish(json!({ "event": "hi", "to": { "users": [user] } }))
             .await;
         assert_eq!(
             (status, body["ioNodesReached"].clone()),
@@ -343,11 +332,7 @@ async fn the_cluster_view_and_client_actions() {
     })
     .await;
     let (status, _) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "vip-news", "to": { "rooms": ["vip"] } })),
-        )
+        .publish(json!({ "event": "vip-news", "to": { "rooms": ["vip"] } }))
         .await;
     assert_eq!(status, 200);
     next_named(&a, "vip-news").await;
@@ -435,9 +420,7 @@ async fn the_admin_api_refuses_bad_requests_and_does_nothing() {
         ),
     ];
     for (body, expected) in bad {
-        let (status, answer) = frontend
-            .api("POST", "/api/v1/publish", Some(body.clone()))
-            .await;
+        let (status, answer) = frontend.publish(body.clone()).await;
         assert_eq!(status, expected, "{body}: {answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }

@@ -94,11 +94,7 @@ async fn the_suites_scenarios_run_on_a_redis_cluster() {
     // hear it.
     let frontend = cluster.start_frontend().await;
     let (status, body) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "news", "args": [1], "to": { "all": true } })),
-        )
+        .publish(json!({ "event": "news", "args": [1], "to": { "all": true } }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ioNodesReached"], 2, "{body}");
@@ -119,11 +115,7 @@ async fn the_suites_scenarios_run_on_a_redis_cluster() {
     // A publish to a room goes out with SPUBLISH on the room's master:
     // the one io-node with a member hears it, and the member gets it.
     let (status, body) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "news", "args": ["lobby"], "to": { "rooms": ["lobby"] } })),
-        )
+        .publish(json!({ "event": "news", "args": ["lobby"], "to": { "rooms": ["lobby"] } }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ioNodesReached"], 1, "{body}");
@@ -548,11 +540,7 @@ async fn retained_room_emits_carry_their_log_offset_on_a_redis_cluster() {
         .await
         .unwrap();
     let (status, body) = frontend
-        .api(
-            "POST",
-            "/api/v1/publish",
-            Some(json!({ "event": "news", "args": ["api"], "to": { "rooms": ["r"] } })),
-        )
+        .publish(json!({ "event": "news", "args": ["api"], "to": { "rooms": ["r"] } }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ioNodesReached"], 2, "{body}");

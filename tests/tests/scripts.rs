@@ -8,18 +8,21 @@ use iocluster_protocol::keys::Keys;
 use iocluster_protocol::scripts;
 use iocluster_tests::RedisServer;
 
-fn logs(test: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// A fresh redis-server (logging under `target/test-logs/<test>`) and a
+/// connection to it.
+async fn redis_server(test: &str) -> (RedisServer, redis::aio::MultiplexedConnection) {
+    let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/test-logs")
         .join(test);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = RedisServer::start(&logs).await;
+    let connection = server.connection().await.unwrap();
+    (server, connection)
 }
 
 #[tokio::test]
 async fn the_sweep_forgets_where_an_expired_session_was_held() {
-    let redis_server = RedisServer::start(&logs("scripts-sweep")).await;
-    let mut redis = redis_server.connection().await.unwrap();
+    let (_server, mut redis) = redis_server("scripts-sweep").await;
     let keys = Keys::new("p");
     // io1.a was recovered on io2, then io2 parked it; its window is over.
     let sid = "io1.a";
@@ -75,8 +78,7 @@ async fn the_sweep_forgets_where_an_expired_session_was_held() {
 
 #[tokio::test]
 async fn draining_a_dead_holder_forgets_where_its_sockets_were_held() {
-    let redis_server = RedisServer::start(&logs("scripts-drain")).await;
-    let mut redis = redis_server.connection().await.unwrap();
+    let (_server, mut redis) = redis_server("scripts-drain").await;
     let keys = Keys::new("p");
     // io2 holds io1.a (recovered there) in a namespace without recovery,
     // and died: its lease lapsed.
