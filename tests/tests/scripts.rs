@@ -20,6 +20,17 @@ async fn redis_server(test: &str) -> (RedisServer, redis::aio::MultiplexedConnec
     (server, connection)
 }
 
+/// The event queue, newest first.
+async fn queued(redis: &mut redis::aio::MultiplexedConnection, keys: &Keys) -> Vec<Vec<u8>> {
+    redis::cmd("LRANGE")
+        .arg(keys.events())
+        .arg(0)
+        .arg(-1)
+        .query_async(redis)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_sweep_forgets_where_an_expired_session_was_held() {
     let (_server, mut redis) = redis_server("scripts-sweep").await;
@@ -56,14 +67,10 @@ async fn the_sweep_forgets_where_an_expired_session_was_held() {
         .await
         .unwrap();
     assert_eq!(announced, 1);
-    let events: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys.events())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(events, vec!["disconnect-envelope"]);
+    assert_eq!(
+        queued(&mut redis, &keys).await,
+        vec![b"disconnect-envelope".to_vec()]
+    );
     let located: Vec<String> = redis::cmd("HKEYS")
         .arg(keys.located())
         .query_async(&mut redis)
@@ -139,14 +146,7 @@ async fn draining_a_dead_holder_forgets_where_its_sockets_were_held() {
         .await
         .unwrap();
     assert_eq!((moved, left), (1, 0));
-    let events: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(keys.events())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(events, vec![envelope]);
+    assert_eq!(queued(&mut redis, &keys).await, vec![envelope]);
     let located: bool = redis::cmd("HEXISTS")
         .arg(keys.located())
         .arg(sid)
