@@ -1057,14 +1057,33 @@ impl Cluster {
         counts.iter().sum()
     }
 
-    /// How many items are in app-node `app`'s in-flight list.
+    /// The names of the keys and channels of this cluster's prefix.
+    pub fn keys(&self) -> iocluster_protocol::keys::Keys {
+        if self.redis_cluster.is_some() {
+            iocluster_protocol::keys::Keys::sharded(self.key_prefix())
+        } else {
+            iocluster_protocol::keys::Keys::new(self.key_prefix())
+        }
+    }
+
+    /// How many items are in app-node `app`'s in-flight lists, over every
+    /// partition of the event queue.
     pub async fn inflight_len(&self, app: &str) -> i64 {
         let mut redis = self.redis().await;
-        redis::cmd("LLEN")
-            .arg(format!("{}:inflight:{app}", self.key_prefix()))
-            .query_async(&mut redis)
+        let keys = self.keys();
+        let partitions = iocluster_ops::queue_partitions(&mut redis, &keys)
             .await
-            .expect("cannot read the in-flight list")
+            .expect("cannot read the queue's partitions");
+        let mut total = 0;
+        for k in 0..partitions {
+            let n: i64 = redis::cmd("LLEN")
+                .arg(keys.partition(k).inflight(app))
+                .query_async(&mut redis)
+                .await
+                .expect("cannot read the in-flight list");
+            total += n;
+        }
+        total
     }
 
     /// Whether `member` is in the registry sorted set `<prefix>:<set>`

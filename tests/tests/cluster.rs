@@ -184,6 +184,79 @@ async fn an_app_node_killed_mid_batch_loses_nothing() {
     );
 }
 
+/// A queue of four partitions on one Redis: a socket's messages go to its
+/// partition, its connect to the first; app-nodes take from all four. A
+/// burst keeps its order, and an app-node killed with items in flight in
+/// several partitions has every one of them handed back.
+#[tokio::test]
+async fn a_partitioned_queue_keeps_order_and_hands_back_every_partition() {
+    let mut cluster = Cluster::builder("partitions")
+        .io_args(&["--queue-partitions", "4"])
+        .start()
+        .await;
+    let keys = cluster.keys();
+    let mut redis = cluster.redis().await;
+    assert_eq!(
+        iocluster_ops::queue_partitions(&mut redis, &keys)
+            .await
+            .unwrap(),
+        4
+    );
+    let result = cluster.scenario("burst.mjs", &["--events=500"]).await;
+    for transport in ["websocket", "polling", "upgrade"] {
+        assert_eq!(result[transport]["acks"], 500, "{result}");
+    }
+
+    let scenario = cluster.spawn_scenario(
+        "load.mjs",
+        &["--clients=16", "--events=8", "--slow=150", "--burst"],
+    );
+    // Items in flight in at least two partitions past the first.
+    eventually(
+        Duration::from_secs(20),
+        "items in several partitions",
+        || {
+            let keys = keys.clone();
+            let mut redis = redis.clone();
+            async move {
+                let mut busy = 0;
+                for k in 1..4 {
+                    let mut held = 0;
+                    for app in ["app0", "app1"] {
+                        let n: i64 = redis::cmd("LLEN")
+                            .arg(keys.partition(k).inflight(app))
+                            .query_async(&mut redis)
+                            .await
+                            .unwrap();
+                        held += n;
+                    }
+                    busy += i32::from(held > 0);
+                }
+                (busy >= 2).then_some(())
+            }
+        },
+    )
+    .await;
+    cluster.apps[0].process.kill();
+    let result = scenario.await.unwrap();
+    assert_eq!(result["acked"], 16 * 8, "{result}");
+    assert!(result["apps"]["app1"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(
+        cluster.inflight_len("app0").await,
+        0,
+        "the dead app-node's items were handed back from every partition"
+    );
+    // Its lease keys went with them.
+    for k in 1..4 {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(keys.partition(k).lease("app0"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!exists, "partition {k} still holds app0's lease");
+    }
+}
+
 /// Every app-node stops (a deploy that restarts them all at once) for longer
 /// than their leases: stock clients connecting meanwhile are never refused
 /// for good. The namespace stays served (`namespace_memory`); an admission

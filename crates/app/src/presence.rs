@@ -411,6 +411,7 @@ impl Emitter {
             let publish = Publish::Command {
                 channel: ctx.keys.node_channel(&node),
                 payload: command.encode(),
+                partition: crate::socket::current_partition(),
             };
             let failure = match tokio::time::timeout_at(deadline, ctx.publisher.send(publish)).await
             {

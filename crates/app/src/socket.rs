@@ -35,19 +35,27 @@ pub enum EmitError {
     Closed,
 }
 
-/// Work for the publisher task, written to Redis in order.
+/// Work for the publisher task, written to Redis in order. Each carries the
+/// partition of the event queue whose item's handler issued it
+/// ([`current_partition`]): its `done` leaves that partition's in-flight
+/// list, and what the handler issued before goes out no later.
 pub(crate) enum Publish {
     /// `PUBLISH channel payload`.
-    Command { channel: String, payload: Vec<u8> },
+    Command {
+        channel: String,
+        payload: Vec<u8>,
+        partition: u16,
+    },
     /// The handler of `raw` finished: remove it from this app-node's in-flight
     /// list and, if it was still there, publish `payload` (a done command).
     Done {
         raw: Vec<u8>,
         channel: String,
         payload: Vec<u8>,
+        partition: u16,
     },
     /// Remove an undecodable event from the in-flight list.
-    Discard { raw: Vec<u8> },
+    Discard { raw: Vec<u8>, partition: u16 },
     /// `PUBLISH channel payload` of an emit retained for connection state
     /// recovery: added to its namespace's log first (see the flush script),
     /// `mark` saying which log and how much it keeps.
@@ -55,24 +63,46 @@ pub(crate) enum Publish {
         mark: Arc<[u8]>,
         channel: String,
         payload: Vec<u8>,
+        partition: u16,
     },
+}
+
+tokio::task_local! {
+    /// The partition of the queue item whose handlers run in this task.
+    static PARTITION: u16;
+}
+
+/// The partition of the queue item being handled in this task; 0 outside
+/// handlers (a timer's emit, a spawned task's).
+pub(crate) fn current_partition() -> u16 {
+    PARTITION.try_with(|k| *k).unwrap_or(0)
+}
+
+/// Runs `work` (a queue item's handlers) as taken from partition `k`: what
+/// it publishes goes out with the item's `done`.
+pub(crate) async fn in_partition<F: std::future::Future>(k: u16, work: F) -> F::Output {
+    PARTITION.scope(k, work).await
 }
 
 impl Publish {
     /// Bytes it sends to Redis.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Publish::Command { channel, payload } => channel.len() + payload.len(),
+            Publish::Command {
+                channel, payload, ..
+            } => channel.len() + payload.len(),
             Publish::Done {
                 raw,
                 channel,
                 payload,
+                ..
             } => raw.len() + channel.len() + payload.len(),
-            Publish::Discard { raw } => raw.len(),
+            Publish::Discard { raw, .. } => raw.len(),
             Publish::Retained {
                 mark,
                 channel,
                 payload,
+                ..
             } => mark.len() + channel.len() + payload.len(),
         }
     }
@@ -172,6 +202,7 @@ impl Ctx {
             .try_send(Publish::Command {
                 channel,
                 payload: command.encode(),
+                partition: current_partition(),
             })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => EmitError::Overloaded,
@@ -333,16 +364,19 @@ impl Emitter {
         let routes = emit.route(&self.ctx.keys, rand::random);
         let encoded = Command::Emit(emit).encode();
         let mark = self.ctx.retention_mark(&self.nsp);
+        let partition = current_partition();
         for channel in routes {
             let publish = match &mark {
                 Some(mark) => Publish::Retained {
                     mark: mark.clone(),
                     channel,
                     payload: encoded.clone(),
+                    partition,
                 },
                 None => Publish::Command {
                     channel,
                     payload: encoded.clone(),
+                    partition,
                 },
             };
             self.ctx

@@ -217,21 +217,32 @@ pub async fn cluster_view(
         .arg("BYSCORE")
         .query_async(redis)
         .await?;
-    let mut pipe = redis::pipe();
-    pipe.cmd("LLEN").arg(keys.events());
-    for (app, _) in &apps {
-        pipe.cmd("LLEN").arg(keys.inflight(app));
+    // Every partition of the queue: on a Redis Cluster each in a slot of
+    // its own, so one pipeline per partition.
+    let partitions = iocluster_ops::queue_partitions(redis, keys).await?;
+    let mut queue_depth = 0;
+    let mut inflight = vec![0; apps.len()];
+    for k in 0..partitions {
+        let partition = keys.partition(k);
+        let mut pipe = redis::pipe();
+        pipe.cmd("LLEN").arg(partition.events());
+        for (app, _) in &apps {
+            pipe.cmd("LLEN").arg(partition.inflight(app));
+        }
+        let lengths: Vec<u64> = pipe.query_async(redis).await?;
+        queue_depth += lengths.first().copied().unwrap_or(0);
+        for (sum, n) in inflight.iter_mut().zip(lengths.iter().skip(1)) {
+            *sum += n;
+        }
     }
-    let lengths: Vec<u64> = pipe.query_async(redis).await?;
-    let queue_depth = lengths.first().copied().unwrap_or(0);
     let app_nodes: Vec<AppNodeView> = apps
         .into_iter()
-        .zip(lengths.iter().skip(1))
+        .zip(inflight)
         .map(|((id, lease), inflight)| AppNodeView {
             id,
             alive: lease as u64 > now,
             lease_left_ms: lease as i64 - now as i64,
-            inflight: *inflight,
+            inflight,
         })
         .collect();
     let mut namespaces = BTreeMap::new();

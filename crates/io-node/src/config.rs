@@ -95,6 +95,15 @@ iocluster_ops::settings! {
     /// round trip through Redis and an app-node. 1 sends every event alone.
     #[setting(flag = "event-batch", value_name = "N", env = IOCLUSTER_EVENT_BATCH, default = 32)]
     event_batch: usize,
+    /// Partitions of the event queue this node spreads its sockets'
+    /// `message` events over (each socket always to the same one; connects
+    /// and disconnects go to the first, beside the ledger). On a Redis
+    /// Cluster each partition hashes to a slot of its own, so the client
+    /// event path spreads over the masters; on one Redis more than one
+    /// only costs app-nodes a blocking connection each. App-nodes take
+    /// from as many as the io-node with the most asks for.
+    #[setting(flag = "queue-partitions", value_name = "N", env = IOCLUSTER_QUEUE_PARTITIONS, unset = "8 on a Redis Cluster, else 1")]
+    queue_partitions: usize,
     /// Events waiting to be written to Redis before clients are refused.
     #[setting(flag = "event-buffer", value_name = "N", env = IOCLUSTER_EVENT_BUFFER, default = 100_000)]
     event_buffer: usize,
@@ -254,6 +263,7 @@ impl RawConfig {
                 "socket.io-client 2.x has no msgpack parser: use parser = \"default\"".into(),
             ));
         }
+        let on_cluster = iocluster_ops::parse_cluster(&redis).is_some();
         Ok(Config {
             keys: iocluster_ops::keys(&redis, &prefix),
             public_url: settings
@@ -284,6 +294,17 @@ impl RawConfig {
             outbox_capacity: positive(settings.outbox_capacity, "outbox_capacity")?,
             max_pending_events: positive(settings.max_pending_events, "max_pending_events")?,
             event_batch: positive(settings.event_batch, "event_batch")?,
+            queue_partitions: match settings.queue_partitions {
+                Some(n) if (1..=1024).contains(&n) => n as u16,
+                Some(n) => {
+                    return Err(ConfigError::Invalid(
+                        "queue_partitions",
+                        format!("{n}: use 1 to 1024"),
+                    ));
+                }
+                None if on_cluster => 8,
+                None => 1,
+            },
             event_buffer: positive(settings.event_buffer, "event_buffer")?,
             lease: millis(settings.lease_ms, "lease_ms")?,
             cors_origins: validate_origins(settings.cors_origins)?,
@@ -386,6 +407,8 @@ pub struct Config {
     /// Most `message` events of one socket in one queue item
     /// ([`RawConfig::event_batch`]).
     pub event_batch: usize,
+    /// Partitions of the event queue ([`RawConfig::queue_partitions`]).
+    pub queue_partitions: u16,
     /// Events waiting to be written to Redis before clients are refused
     /// ([`RawConfig::event_buffer`]).
     pub event_buffer: usize,
@@ -587,7 +610,7 @@ mod tests {
     #[test]
     fn every_setting_has_an_env_var_named_after_its_key() {
         iocluster_ops::settings::check_env_names(RawConfig::SETTINGS).unwrap();
-        assert_eq!(RawConfig::SETTINGS.len(), 40);
+        assert_eq!(RawConfig::SETTINGS.len(), 41);
     }
 
     #[test]

@@ -140,15 +140,40 @@ pub async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-pub async fn sample_queue_depth(redis: &mut crate::Redis, events_key: &str) {
-    match redis::cmd("LLEN")
-        .arg(events_key)
-        .query_async::<u64>(redis)
-        .await
-    {
-        Ok(depth) => metrics::gauge!("iocluster_queue_depth").set(depth as f64),
-        Err(error) => tracing::debug!(%error, "cannot read the queue depth"),
+pub async fn sample_queue_depth(redis: &mut crate::Redis, events_keys: &[String]) {
+    let mut depth = 0;
+    for key in events_keys {
+        match redis::cmd("LLEN").arg(key).query_async::<u64>(redis).await {
+            Ok(n) => depth += n,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the queue depth");
+                return;
+            }
+        }
     }
+    metrics::gauge!("iocluster_queue_depth").set(depth as f64);
+}
+
+/// The event queue's keys, partition by partition, for `partitions` of
+/// them (docs/PROTOCOL.md, "Partitions").
+pub fn queue_keys(keys: &iocluster_protocol::keys::Keys, partitions: u16) -> Vec<String> {
+    (0..partitions.max(1))
+        .map(|k| keys.partition(k).events())
+        .collect()
+}
+
+/// How many partitions the event queue has, as the io-nodes say
+/// (`P:partitions`; one when they have not said).
+pub async fn queue_partitions(
+    redis: &mut crate::Redis,
+    keys: &iocluster_protocol::keys::Keys,
+) -> redis::RedisResult<u16> {
+    let count: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys.partitions())
+        .arg("count")
+        .query_async(redis)
+        .await?;
+    Ok(count.map_or(1, |n| n.clamp(1.0, f64::from(u16::MAX)) as u16))
 }
 
 /// The ops routes.

@@ -81,6 +81,33 @@ impl Keys {
         self.join(&["inflight", app])
     }
 
+    /// Sorted set with one member, `count`, scored by the number of
+    /// partitions the event queue has (docs/PROTOCOL.md, "Partitions"):
+    /// io-nodes raise it (`ZADD GT`) to their own count, app-nodes take
+    /// from that many. Missing: one.
+    pub fn partitions(&self) -> String {
+        self.join(&["partitions"])
+    }
+
+    /// The names of partition `k` of the event queue. Partition 0 is the
+    /// queue above (`P:events`, `P:inflight:<app>`); partition `k ≥ 1`
+    /// lives under `P` with `:k` added inside its hash tag (`{iocluster:3}`
+    /// for `{iocluster}`), so on a Redis Cluster each partition hashes to
+    /// a slot of its own, or after it when `P` has no tag (`iocluster:3`).
+    pub fn partition(&self, k: u16) -> Partition {
+        if k == 0 {
+            return Partition {
+                base: self.prefix.clone(),
+                k,
+            };
+        }
+        let base = match hash_tag_end(&self.prefix) {
+            Some(end) => format!("{}:{k}{}", &self.prefix[..end], &self.prefix[end..]),
+            None => format!("{}:{k}", self.prefix),
+        };
+        Partition { base, k }
+    }
+
     /// Sorted set: live app-nodes, scored by the time (ms) their lease ends.
     pub fn apps(&self) -> String {
         self.join(&["apps"])
@@ -222,6 +249,66 @@ impl Keys {
     }
 }
 
+/// Where the first hash tag of `name` ends (the index of its `}`), if it
+/// has one Redis Cluster would use: a `{` followed, later, by a `}` with
+/// something between them.
+fn hash_tag_end(name: &str) -> Option<usize> {
+    let open = name.find('{')?;
+    let close = open + 1 + name[open + 1..].find('}')?;
+    (close > open + 1).then_some(close)
+}
+
+/// The keys of one partition of the event queue ([`Keys::partition`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    base: String,
+    k: u16,
+}
+
+impl Partition {
+    /// Its number.
+    pub fn number(&self) -> u16 {
+        self.k
+    }
+
+    /// List: the partition's events; io-nodes `LPUSH`, app-nodes move from
+    /// the right.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.base)
+    }
+
+    /// List: the events of this partition app-node `app` took and has not
+    /// finished.
+    pub fn inflight(&self, app: &str) -> String {
+        format!("{}:inflight:{app}", self.base)
+    }
+
+    /// String with a TTL (partitions `k ≥ 1`): app-node `app`'s lease, as
+    /// seen in this partition's slot, so that handing back its events
+    /// checks the lease in the same atomic step (`P:apps` is in another
+    /// slot on a Redis Cluster).
+    pub fn lease(&self, app: &str) -> String {
+        format!("{}:lease:{app}", self.base)
+    }
+}
+
+/// The partition of the event queue that takes the `message` events of
+/// socket `sid` when there are `partitions` of them: FNV-1a (32 bits) of
+/// the id's bytes, modulo the count. Any io-node must choose the same way
+/// only for tidiness: order holds whatever the partition (an io-node has
+/// one item of a socket in flight at a time).
+pub fn partition_of(sid: &str, partitions: u16) -> u16 {
+    if partitions <= 1 {
+        return 0;
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in sid.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % u32::from(partitions)) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +347,43 @@ mod tests {
         assert_eq!(keys.publish_command("{ioc}:all"), "PUBLISH");
         let tagged = Keys::sharded("app:{ioc}");
         assert_eq!(tagged.room_channel("/", "x"), "app:ioc:r:/,x");
+    }
+
+    #[test]
+    fn partition_zero_is_the_queue_and_the_others_get_a_slot_of_their_own() {
+        let sharded = Keys::sharded("{ioc}");
+        assert_eq!(sharded.partition(0).events(), sharded.events());
+        assert_eq!(sharded.partition(0).inflight("a"), sharded.inflight("a"));
+        assert_eq!(sharded.partition(3).events(), "{ioc:3}:events");
+        assert_eq!(sharded.partition(3).inflight("a"), "{ioc:3}:inflight:a");
+        assert_eq!(sharded.partition(3).lease("a"), "{ioc:3}:lease:a");
+        assert_eq!(sharded.partition(3).number(), 3);
+        assert_eq!(
+            Keys::sharded("app:{ioc}x").partition(2).events(),
+            "app:{ioc:2}x:events"
+        );
+        let plain = Keys::new("ioc");
+        assert_eq!(plain.partition(2).events(), "ioc:2:events");
+        assert_eq!(plain.partitions(), "ioc:partitions");
+        // `{}` is no hash tag: Redis Cluster hashes the whole name.
+        assert_eq!(Keys::new("a{}b").partition(1).events(), "a{}b:1:events");
+    }
+
+    #[test]
+    fn a_socket_keeps_its_partition_and_sockets_spread() {
+        assert_eq!(partition_of("io1.abc", 1), 0);
+        assert_eq!(partition_of("io1.abc", 0), 0);
+        assert_eq!(partition_of("io1.abc", 8), partition_of("io1.abc", 8));
+        // FNV-1a of "a" is 0xe40c292c.
+        assert_eq!(partition_of("a", 1000), (0xe40c_292c_u32 % 1000) as u16);
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[partition_of(&format!("io1.s{i}"), 8) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -104,6 +104,19 @@ while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 
 redis.call('ZREM', KEYS[1], ARGV[1])
 return moved";
 
+/// [`REAP`] for a partition `k ≥ 1` of the event queue: moves back, oldest
+/// first, the events a lapsed app-node took from the partition, unless its
+/// lease key in the partition's slot still lives. KEYS: the app-node's
+/// lease key, its in-flight list and the events of the partition. ARGV:
+/// `1` to move whatever the lease says (an app-node's own shutdown or
+/// start), else `0`. Returns the events moved, or -1 when the lease lives.
+pub const REAP_PARTITION: &str = r"
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end
+redis.call('DEL', KEYS[1])
+return moved";
+
 /// Rewrites an entry only if it is still there (a closed socket's entry never
 /// comes back). KEYS: ledger. ARGV: sid, envelope.
 pub const UPDATE: &str = r"
@@ -266,7 +279,7 @@ mod tests {
     #[test]
     fn the_protocol_document_shows_the_scripts_the_nodes_run() {
         let doc = lines(include_str!("../../../docs/PROTOCOL.md"));
-        for script in [FETCH, FLUSH, LOG, REAP, ANNOUNCE, PARK] {
+        for script in [FETCH, FLUSH, LOG, REAP, REAP_PARTITION, ANNOUNCE, PARK] {
             let script = lines(script);
             assert!(doc.contains(&script), "docs/PROTOCOL.md lacks:\n{script}");
         }

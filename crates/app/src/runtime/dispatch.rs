@@ -127,12 +127,24 @@ impl Dispatcher {
     /// handler sees the joins, leaves and data of the handlers before it,
     /// just as the next item's snapshot would. A `done` for the last event of
     /// each socket finishes the item.
-    pub(crate) async fn handle(&self, raw: Vec<u8>) {
+    ///
+    /// `partition`: the partition of the event queue it was taken from,
+    /// where its `done` removes it (and with which every command its
+    /// handlers issue goes out).
+    pub(crate) async fn handle(&self, raw: Vec<u8>, partition: u16) {
+        crate::socket::in_partition(partition, self.handle_item(raw, partition)).await
+    }
+
+    async fn handle_item(&self, raw: Vec<u8>, partition: u16) {
         let events = match Event::decode_all(&raw) {
             Ok(events) => events,
             Err(error) => {
                 tracing::error!(%error, "undecodable event discarded");
-                let _ = self.ctx.publisher.send(Publish::Discard { raw }).await;
+                let _ = self
+                    .ctx
+                    .publisher
+                    .send(Publish::Discard { raw, partition })
+                    .await;
                 return;
             }
         };
@@ -173,13 +185,18 @@ impl Dispatcher {
             let channel = self.ctx.keys.node_channel(&event.node);
             let payload = done.encode();
             let publish = if next.is_some() {
-                Publish::Command { channel, payload }
+                Publish::Command {
+                    channel,
+                    payload,
+                    partition,
+                }
             } else {
                 // The item leaves the in-flight list with its last done.
                 Publish::Done {
                     raw: raw.take().unwrap_or_default(),
                     channel,
                     payload,
+                    partition,
                 }
             };
             let _ = self.ctx.publisher.send(publish).await;

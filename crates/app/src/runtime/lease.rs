@@ -1,6 +1,8 @@
 //! Leases: this app-node's (and its namespaces') in `P:apps` / `P:nsps`,
-//! renewed every quarter lease, and the hand-back of the in-flight events of
-//! app-nodes whose lease lapsed, this one's own at a clean shutdown
+//! and its lease key in each other partition of the event queue, renewed
+//! every quarter lease; the number of partitions, read with it; and the
+//! hand-back of the in-flight events of app-nodes whose lease lapsed,
+//! partition by partition, this one's own at a clean shutdown
 //! ([`hand_back_own`]) and those a previous run under its id left at start
 //! ([`hand_back_previous`]).
 //!
@@ -16,19 +18,37 @@ use iocluster_ops::unix_ms;
 
 use iocluster_protocol::keys::Keys;
 use iocluster_protocol::scripts;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// [`scripts::REAP`] with its hash, computed once.
 static REAP: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(scripts::REAP));
+/// [`scripts::REAP_PARTITION`] with its hash, computed once.
+static REAP_PARTITION: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(scripts::REAP_PARTITION));
 
-/// Renews this app-node's lease and the leases of its namespaces.
+/// Renews this app-node's lease and the leases of its namespaces, and its
+/// lease key in each partition `1..partitions` of the queue (one command
+/// each: on a Redis Cluster they are in slots of their own).
 pub(super) async fn heartbeat(
     redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app_id: &str,
     lease: Duration,
     nsps: &[(String, String)],
+    partitions: u16,
 ) -> redis::RedisResult<()> {
+    let marks = (1..partitions).map(|k| {
+        let mut redis = redis.clone();
+        let command = redis::cmd("SET")
+            .arg(keys.partition(k).lease(app_id))
+            .arg(1)
+            .arg("PX")
+            .arg(lease.as_millis() as u64)
+            .to_owned();
+        async move { command.query_async::<()>(&mut redis).await }
+    });
+    futures_util::future::try_join_all(marks).await?;
     let until = unix_ms() + lease.as_millis() as u64;
     let mut pipe = redis::pipe();
     pipe.cmd("ZADD")
@@ -66,6 +86,9 @@ pub(super) struct LeaseKeeper {
     pub(super) app_id: String,
     pub(super) lease: Duration,
     pub(super) nsps: Vec<(String, String)>,
+    /// The partitions of the queue: read at each renewal, never lowered
+    /// (the takers follow it).
+    pub(super) partitions: watch::Sender<u16>,
     pub(super) readiness: iocluster_ops::Readiness,
     /// Cancelled when shutdown begins: from then on a renewal no longer
     /// makes the node ready again.
@@ -90,12 +113,25 @@ impl LeaseKeeper {
                 () = self.stop.cancelled() => return,
                 _ = ticker.tick() => {}
             }
+            match iocluster_ops::queue_partitions(&mut self.redis, &self.keys).await {
+                Ok(count) if count > *self.partitions.borrow() => {
+                    tracing::info!(
+                        partitions = count,
+                        "the event queue has more partitions: taking from them too"
+                    );
+                    self.partitions.send_replace(count);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "cannot read the queue's partitions"),
+            }
+            let partitions = *self.partitions.borrow();
             if let Err(error) = heartbeat(
                 &mut self.redis,
                 &self.keys,
                 &self.app_id,
                 self.lease,
                 &self.nsps,
+                partitions,
             )
             .await
             {
@@ -123,7 +159,11 @@ impl LeaseKeeper {
             if !self.serving.is_cancelled() {
                 self.readiness.set(true);
             }
-            iocluster_ops::sample_queue_depth(&mut self.redis, &self.keys.events()).await;
+            iocluster_ops::sample_queue_depth(
+                &mut self.redis,
+                &iocluster_ops::queue_keys(&self.keys, partitions),
+            )
+            .await;
             if now >= grace_until {
                 self.hand_back_lapsed().await;
             }
@@ -147,7 +187,8 @@ impl LeaseKeeper {
             if app == self.app_id {
                 continue;
             }
-            match hand_back(&mut self.redis, &self.keys, &app, now).await {
+            let partitions = *self.partitions.borrow();
+            match hand_back(&mut self.redis, &self.keys, &app, now, partitions).await {
                 Ok(moved) if moved >= 0 => {
                     metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);
                     tracing::warn!(app = %app, moved, "app-node lease lapsed: its events went back to the queue")
@@ -160,21 +201,47 @@ impl LeaseKeeper {
 }
 
 /// Moves the in-flight events of `app` back to the queue and forgets `app`,
-/// if its lease ended before `now` (ms). Returns the events moved, or -1
-/// when the lease had not lapsed.
+/// if its lease ended before `now` (ms; `u64::MAX`: whatever the lease
+/// says). Partition by partition, each atomically with a check of the
+/// app-node's lease in its slot, the first (`P:apps`) last: an app-node is
+/// forgotten only once every other partition was handed back. Returns the
+/// events moved, or -1 when the lease had not lapsed.
 async fn hand_back(
     redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app: &str,
     now: u64,
+    partitions: u16,
 ) -> redis::RedisResult<i64> {
-    REAP.key(keys.apps())
+    let force = if now == u64::MAX { "1" } else { "0" };
+    let mut moved = 0;
+    for k in 1..partitions {
+        let partition = keys.partition(k);
+        let n: i64 = REAP_PARTITION
+            .key(partition.lease(app))
+            .key(partition.inflight(app))
+            .key(partition.events())
+            .arg(force)
+            .invoke_async(redis)
+            .await?;
+        if n < 0 {
+            return Ok(-1);
+        }
+        moved += n;
+    }
+    let n: i64 = REAP
+        .key(keys.apps())
         .key(keys.inflight(app))
         .key(keys.events())
         .arg(app)
         .arg(now)
         .invoke_async(redis)
-        .await
+        .await?;
+    Ok(if n < 0 && moved == 0 {
+        -1
+    } else {
+        moved + n.max(0)
+    })
 }
 
 /// At start, with the lease just taken: whatever a previous run under this
@@ -190,8 +257,9 @@ pub(super) async fn hand_back_previous(
     app_id: &str,
     lease: Duration,
     nsps: &[(String, String)],
+    partitions: u16,
 ) -> redis::RedisResult<()> {
-    let moved = hand_back(redis, keys, app_id, u64::MAX).await?;
+    let moved = hand_back(redis, keys, app_id, u64::MAX, partitions).await?;
     if moved > 0 {
         metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);
         tracing::warn!(
@@ -199,15 +267,20 @@ pub(super) async fn hand_back_previous(
             "a previous run under this app id left events in flight: handed back to the queue"
         );
     }
-    heartbeat(redis, keys, app_id, lease, nsps).await
+    heartbeat(redis, keys, app_id, lease, nsps, partitions).await
 }
 
 /// The end of a clean shutdown, once the lease keeper has stopped: whatever
 /// is still in this app-node's in-flight list (events taken and not started,
 /// handlers dropped when the grace period ran out, `done`s the last flush
 /// could not write) goes back to the queue, and the app-node leaves `P:apps`.
-pub(super) async fn hand_back_own(redis: &mut iocluster_ops::Redis, keys: &Keys, app_id: &str) {
-    match hand_back(redis, keys, app_id, u64::MAX).await {
+pub(super) async fn hand_back_own(
+    redis: &mut iocluster_ops::Redis,
+    keys: &Keys,
+    app_id: &str,
+    partitions: u16,
+) {
+    match hand_back(redis, keys, app_id, u64::MAX, partitions).await {
         Ok(moved) if moved > 0 => {
             tracing::info!(moved, "handed unfinished events back to the queue")
         }

@@ -38,7 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ use dispatch::{Dispatcher, Finished, Running};
 use lease::LeaseKeeper;
 pub(crate) use publisher::PUBLISH_QUEUE;
 use publisher::{Publisher, RedisSink};
-use taker::{BLOCKING_POP, Taker};
+use taker::{BLOCKING_POP, Takers};
 
 use crate::config::AppConfig;
 use crate::error::AppError;
@@ -102,8 +102,13 @@ struct Node {
     config: AppConfig,
     ctx: Arc<Ctx>,
     redis: iocluster_ops::Redis,
+    /// To connect the takers of the queue's other partitions.
+    client: iocluster_ops::RedisClient,
     /// Kept until the taker starts, which takes it.
     blocking: Option<iocluster_ops::Redis>,
+    /// The partitions of the event queue, as the lease keeper last read
+    /// them; the takers follow.
+    partitions: watch::Receiver<u16>,
     dispatcher: Arc<Dispatcher>,
     readiness: iocluster_ops::Readiness,
     /// Cancelled by the reply listener once it is subscribed.
@@ -167,13 +172,31 @@ impl Node {
             .keys()
             .map(|nsp| (nsp.clone(), ctx.recovery_setting(nsp)))
             .collect();
-        lease::heartbeat(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
-        lease::hand_back_previous(&mut redis, &keys, &config.app_id, config.lease, &nsps).await?;
+        let partitions = iocluster_ops::queue_partitions(&mut redis, &keys).await?;
+        let (partitions_tx, partitions_rx) = watch::channel(partitions);
+        lease::heartbeat(
+            &mut redis,
+            &keys,
+            &config.app_id,
+            config.lease,
+            &nsps,
+            partitions,
+        )
+        .await?;
+        lease::hand_back_previous(
+            &mut redis,
+            &keys,
+            &config.app_id,
+            config.lease,
+            &nsps,
+            partitions,
+        )
+        .await?;
 
         let publisher = Publisher::spawn(
             RedisSink {
                 redis: redis.clone(),
-                inflight_key: keys.inflight(&config.app_id),
+                app_id: config.app_id.clone(),
                 keys: keys.clone(),
             },
             publish_rx,
@@ -182,7 +205,7 @@ impl Node {
         let background = CancellationToken::new();
         let replies_ready = CancellationToken::new();
         let replies = tokio::spawn(replies::replies(
-            client,
+            client.clone(),
             ctx.clone(),
             background.clone(),
             replies_ready.clone(),
@@ -194,6 +217,7 @@ impl Node {
                 app_id: config.app_id.clone(),
                 lease: config.lease,
                 nsps,
+                partitions: partitions_tx,
                 readiness: readiness.clone(),
                 serving: serving.clone(),
                 stop: background.clone(),
@@ -210,7 +234,9 @@ impl Node {
             config,
             ctx,
             redis,
+            client,
             blocking: Some(blocking),
+            partitions: partitions_rx,
             dispatcher,
             readiness,
             replies_ready,
@@ -232,20 +258,20 @@ impl Node {
         let (Some(blocking), Some(running)) = (self.blocking.take(), self.running.take()) else {
             return;
         };
-        let keys = &self.ctx.keys;
-        self.taker = Some(tokio::spawn(
-            Taker {
+        self.taker = Some(tokio::spawn(taker::take_all(
+            Takers {
                 dispatcher: self.dispatcher.clone(),
                 running,
                 semaphore: Arc::new(Semaphore::new(self.config.concurrency)),
                 redis: self.redis.clone(),
-                blocking,
-                events_key: keys.events(),
-                inflight_key: keys.inflight(&self.config.app_id),
+                client: self.client.clone(),
+                keys: self.ctx.keys.clone(),
+                app_id: self.config.app_id.clone(),
                 serving: self.serving.clone(),
-            }
-            .run(),
-        ));
+            },
+            blocking,
+            self.partitions.clone(),
+        )));
         self.readiness.set(true);
         let nsps: Vec<&String> = self.dispatcher.namespaces().collect();
         tracing::info!(app = %self.config.app_id, prefix = %self.config.prefix, namespaces = ?nsps, "app-node serving");
@@ -282,7 +308,9 @@ impl Node {
         // `Io` user's `emit_with_ack`) hears `Closed`.
         self.ctx.fail_pending();
         let mut redis = self.redis;
-        lease::hand_back_own(&mut redis, &self.ctx.keys, &self.config.app_id).await;
+        // Every partition the takers may have taken from.
+        let partitions = *self.partitions.borrow();
+        lease::hand_back_own(&mut redis, &self.ctx.keys, &self.config.app_id, partitions).await;
         self.ops_stop.cancel();
         if let Some(ops) = self.ops
             && tokio::time::timeout(OPS_STOP, ops).await.is_err()

@@ -11,7 +11,11 @@
 //! Ordering: the queue is the only way commands leave an app-node, and this
 //! task writes a batch only after the previous one was written, so every
 //! recipient sees one app-node's commands in the order they were queued, and
-//! a handler's commands before its `done`.
+//! a handler's commands before its `done`. With a partitioned event queue
+//! (docs/PROTOCOL.md, "Partitions"), a batch is written as one flush per
+//! partition, at once: order holds within a partition (a handler's commands
+//! go with its `done`), not between the commands of items of different
+//! partitions in one batch, whose handlers ran concurrently anyway.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,44 +59,56 @@ pub(crate) trait Sink {
     fn write(&mut self, flush: &Flush<'_>) -> impl Future<Output = redis::RedisResult<()>> + Send;
 }
 
-/// The Redis [`Sink`]: one pipeline per flush; on a Redis Cluster with
-/// room messages, a few ([`RedisSink::write_sharded`]).
+/// The Redis [`Sink`]: one pipeline per flush and partition; on a Redis
+/// Cluster with room messages or partitions, a few more steps
+/// ([`RedisSink::write_sharded`]).
 pub(crate) struct RedisSink {
     pub(crate) redis: iocluster_ops::Redis,
-    pub(crate) inflight_key: String,
+    /// This app-node's id: its in-flight lists are named after it.
+    pub(crate) app_id: String,
     /// To tell sharded room channels (on a Redis Cluster) from the others.
     pub(crate) keys: Keys,
 }
 
 impl Sink for RedisSink {
     async fn write(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
-        if flush
-            .messages
-            .iter()
-            .any(|m| self.keys.is_sharded(m.channel))
+        // On a Redis Cluster the flush script runs in its partition's slot:
+        // it can neither `SPUBLISH` a room's channel nor, outside the
+        // prefix's slot, add to a recovery log.
+        if self.keys.sharded_rooms()
+            && flush
+                .messages
+                .iter()
+                .any(|m| m.partition != 0 || self.keys.is_sharded(m.channel))
         {
             return self.write_sharded(flush).await;
         }
-        self.write_flush(flush).await
+        self.write_partitions(flush).await
     }
 }
 
 impl RedisSink {
-    /// A flush in one pipeline: plain `PUBLISH`es, or the flush script.
-    async fn write_flush(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
-        let pipe = flush.pipeline(&self.inflight_key);
-        match pipe.query_async::<()>(&mut self.redis).await {
-            Err(error) if is_noscript(&error) => {
-                // A Redis that restarted (or flushed its scripts): nothing
-                // of the flush ran. Load the script and send it again.
-                flush_script()
-                    .prepare_invoke()
-                    .load_async(&mut self.redis)
-                    .await?;
-                pipe.query_async(&mut self.redis).await
-            }
-            result => result,
+    /// Each partition's part of a flush, at once ([`Flush::by_partition`]).
+    async fn write_partitions(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
+        let mut parts = flush.by_partition();
+        if parts.len() == 1 {
+            let (k, part) = parts.remove(0);
+            return self.write_flush(&part, k).await;
         }
+        let writes = parts.iter().map(|(k, part)| {
+            let mut redis = self.redis.clone();
+            let pipe = part.pipeline(&self.keys.partition(*k).inflight(&self.app_id));
+            async move { write_pipeline(&mut redis, pipe).await }
+        });
+        futures_util::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    /// A flush of partition `k` in one pipeline: plain `PUBLISH`es, or the
+    /// flush script.
+    async fn write_flush(&mut self, flush: &Flush<'_>, k: u16) -> redis::RedisResult<()> {
+        let inflight = self.keys.partition(k).inflight(&self.app_id);
+        write_pipeline(&mut self.redis, flush.pipeline(&inflight)).await
     }
 
     /// A flush with messages for sharded room channels (a Redis Cluster):
@@ -108,7 +124,7 @@ impl RedisSink {
     async fn write_sharded(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
         let retained = flush.retained();
         let logged =
-            iocluster_ops::log_retained(&mut self.redis, &self.inflight_key, &retained.list)
+            iocluster_ops::log_retained(&mut self.redis, &self.keys.events(), &retained.list)
                 .await?;
         let (rooms, rest) = flush.shard(&self.keys, &retained, &logged);
         let publishes = rooms.iter().map(|message| {
@@ -123,7 +139,23 @@ impl RedisSink {
         if rest.messages.is_empty() {
             return Ok(());
         }
-        self.write_flush(&rest).await
+        self.write_partitions(&rest).await
+    }
+}
+
+/// Sends one flush's pipeline.
+async fn write_pipeline(
+    redis: &mut iocluster_ops::Redis,
+    pipe: redis::Pipeline,
+) -> redis::RedisResult<()> {
+    match pipe.query_async::<()>(redis).await {
+        Err(error) if is_noscript(&error) => {
+            // A Redis that restarted (or flushed its scripts): nothing of
+            // the flush ran. Load the script and send it again.
+            flush_script().prepare_invoke().load_async(redis).await?;
+            pipe.query_async(redis).await
+        }
+        result => result,
     }
 }
 
@@ -243,11 +275,13 @@ struct Retained<'a> {
 }
 
 /// One message of a flush; `channel` is empty for in-flight removals that
-/// publish nothing (undecodable events).
-#[derive(Debug, PartialEq)]
+/// publish nothing (undecodable events). `partition`: the partition of the
+/// queue its parts were issued for.
+#[derive(Debug, PartialEq, Clone)]
 struct Message<'a> {
     channel: &'a str,
     parts: Vec<Part<'a>>,
+    partition: u16,
 }
 
 impl Message<'_> {
@@ -264,30 +298,68 @@ impl<'a> Flush<'a> {
     fn plan(batch: &'a [Publish]) -> Flush<'a> {
         let mut messages: Vec<Message<'a>> = Vec::new();
         for item in batch {
-            let (channel, part) = match item {
-                Publish::Command { channel, payload } => (channel.as_str(), (None, &payload[..])),
+            let (channel, part, partition) = match item {
+                Publish::Command {
+                    channel,
+                    payload,
+                    partition,
+                } => (channel.as_str(), (None, &payload[..]), *partition),
                 Publish::Done {
                     raw,
                     channel,
                     payload,
-                } => (channel.as_str(), (Some(&raw[..]), &payload[..])),
-                Publish::Discard { raw } => ("", (Some(&raw[..]), &[][..])),
+                    partition,
+                } => (channel.as_str(), (Some(&raw[..]), &payload[..]), *partition),
+                Publish::Discard { raw, partition } => ("", (Some(&raw[..]), &[][..]), *partition),
                 // The flush script tells a retained emit by its mark's `#`.
                 Publish::Retained {
                     mark,
                     channel,
                     payload,
-                } => (channel.as_str(), (Some(&mark[..]), &payload[..])),
+                    partition,
+                } => (
+                    channel.as_str(),
+                    (Some(&mark[..]), &payload[..]),
+                    *partition,
+                ),
             };
             match messages.last_mut() {
-                Some(last) if last.channel == channel => last.parts.push(part),
+                Some(last) if last.channel == channel && last.partition == partition => {
+                    last.parts.push(part)
+                }
                 _ => messages.push(Message {
                     channel,
                     parts: vec![part],
+                    partition,
                 }),
             }
         }
         Flush { messages }
+    }
+
+    /// The flush split by partition, in order within each; the partitions
+    /// in the order they first appear.
+    fn by_partition(&self) -> Vec<(u16, Flush<'a>)> {
+        let mut parts: Vec<(u16, Flush<'a>)> = Vec::new();
+        for message in &self.messages {
+            match parts.iter_mut().find(|(k, _)| *k == message.partition) {
+                // Consecutive in its partition, for the same channel: one
+                // message, as the plan would have made it.
+                Some((_, part)) => match part.messages.last_mut() {
+                    Some(last) if last.channel == message.channel => {
+                        last.parts.extend(message.parts.iter().copied())
+                    }
+                    _ => part.messages.push(message.clone()),
+                },
+                None => parts.push((
+                    message.partition,
+                    Flush {
+                        messages: vec![message.clone()],
+                    },
+                )),
+            }
+        }
+        parts
     }
 
     /// The retained emits of the flush, each `(mark, envelope)` once, in
@@ -321,6 +393,7 @@ impl<'a> Flush<'a> {
             .iter()
             .map(|message| Message {
                 channel: message.channel,
+                partition: message.partition,
                 parts: message
                     .parts
                     .iter()
@@ -389,14 +462,20 @@ pub(crate) mod tests {
         Publish::Command {
             channel: channel.into(),
             payload: payload.to_vec(),
+            partition: 0,
         }
     }
 
     pub(crate) fn done(raw: &[u8], channel: &str, payload: &[u8]) -> Publish {
+        done_in(0, raw, channel, payload)
+    }
+
+    pub(crate) fn done_in(partition: u16, raw: &[u8], channel: &str, payload: &[u8]) -> Publish {
         Publish::Done {
             raw: raw.to_vec(),
             channel: channel.into(),
             payload: payload.to_vec(),
+            partition,
         }
     }
 
@@ -462,6 +541,7 @@ pub(crate) mod tests {
             done(b"ev2", "n2", b"done2"),
             Publish::Discard {
                 raw: b"bad".to_vec(),
+                partition: 0,
             },
             done(b"ev3", "n1", b"done3"),
             command("n1", b"late"),
@@ -499,6 +579,7 @@ pub(crate) mod tests {
             mark: b"#10#60000#{p}:log:/"[..].into(),
             channel: channel.into(),
             payload: payload.to_vec(),
+            partition: 0,
         };
         let batch = [
             command(&room, b"plain"),
@@ -534,12 +615,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_flush_splits_by_partition_keeping_each_handlers_commands_with_its_done() {
+        let in_partition = |k, channel: &str, payload: &[u8]| Publish::Command {
+            channel: channel.into(),
+            payload: payload.to_vec(),
+            partition: k,
+        };
+        let batch = [
+            in_partition(2, "n1", b"ack-a"),
+            in_partition(0, "n1", b"timer"),
+            in_partition(5, "n1", b"ack-b"),
+            done_in(2, b"ev-a", "n1", b"done-a"),
+            done_in(5, b"ev-b", "n1", b"done-b"),
+            in_partition(2, "n2", b"emit"),
+        ];
+        let flush = Flush::plan(&batch);
+        let parts: Vec<(u16, Vec<String>)> = flush
+            .by_partition()
+            .iter()
+            .map(|(k, part)| (*k, describe(part)))
+            .collect();
+        assert_eq!(
+            parts,
+            vec![
+                (
+                    2,
+                    vec!["n1: ack-a, ev-a>done-a".to_owned(), "n2: emit".to_owned()]
+                ),
+                (0, vec!["n1: timer".to_owned()]),
+                (5, vec!["n1: ack-b, ev-b>done-b".to_owned()]),
+            ]
+        );
+    }
+
+    #[test]
     fn only_a_flush_that_removes_events_needs_the_script() {
         let commands = [command("n1", b"a"), command("room", b"b")];
         assert!(!Flush::plan(&commands).removes());
         let with_done = [command("n1", b"a"), done(b"ev", "n1", b"d")];
         assert!(Flush::plan(&with_done).removes());
-        let discard = [Publish::Discard { raw: b"x".to_vec() }];
+        let discard = [Publish::Discard {
+            raw: b"x".to_vec(),
+            partition: 0,
+        }];
         assert!(Flush::plan(&discard).removes());
     }
 

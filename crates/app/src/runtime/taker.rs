@@ -1,7 +1,10 @@
-//! The queue taker: moves events from the queue into this app-node's
-//! in-flight list (the take script while it finds events; `BLMOVE` and the
-//! script in one round trip when the queue was empty) and starts a handler
-//! task for each, as many at once as the concurrency allows.
+//! The queue takers: one per partition of the event queue, each moving
+//! events from its partition into this app-node's in-flight list there (the
+//! take script while it finds events; `BLMOVE` and the script in one round
+//! trip when the partition was empty) and starting a handler task for each,
+//! as many at once as the concurrency allows (one semaphore for all, which
+//! serves them in turn). [`take_all`] starts them, and more when the queue
+//! gets more partitions.
 //!
 //! Running the events is the dispatcher's job; finishing them (their `done`
 //! and their removal from the in-flight list) the publisher's; handing back
@@ -10,8 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use iocluster_protocol::keys::Keys;
 use iocluster_protocol::scripts;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatcher, Running};
@@ -37,11 +42,112 @@ pub(super) struct Taker {
     /// A connection of its own for blocking pops, whose response timeout is
     /// longer than the pop.
     pub(super) blocking: iocluster_ops::Redis,
+    /// The partition it takes from.
+    pub(super) partition: u16,
     pub(super) events_key: String,
     pub(super) inflight_key: String,
     /// Cancelled when shutdown begins: no take starts after it, and what a
     /// take under way brings is not started (it is handed back).
     pub(super) serving: CancellationToken,
+}
+
+/// What every taker shares, to start them.
+pub(super) struct Takers {
+    pub(super) dispatcher: Arc<Dispatcher>,
+    pub(super) running: Running,
+    pub(super) semaphore: Arc<Semaphore>,
+    pub(super) redis: iocluster_ops::Redis,
+    /// To connect the blocking pops of partitions after the first.
+    pub(super) client: iocluster_ops::RedisClient,
+    pub(super) keys: Keys,
+    pub(super) app_id: String,
+    pub(super) serving: CancellationToken,
+}
+
+/// Runs a taker for each partition of the queue, the first on `blocking`,
+/// and one more for each partition the queue gains, until `serving` is
+/// cancelled and every taker has ended.
+pub(super) async fn take_all(
+    takers: Takers,
+    blocking: iocluster_ops::Redis,
+    mut partitions: watch::Receiver<u16>,
+) {
+    let mut set = JoinSet::new();
+    let mut blocking = Some(blocking);
+    let mut started = 0u16;
+    let mut watching = true;
+    loop {
+        let wanted = *partitions.borrow_and_update();
+        while started < wanted && !takers.serving.is_cancelled() {
+            let k = started;
+            let blocking = match blocking.take() {
+                Some(blocking) => blocking,
+                None => match connect_blocking(&takers.client, &takers.serving).await {
+                    Some(blocking) => blocking,
+                    None => break,
+                },
+            };
+            let partition = takers.keys.partition(k);
+            set.spawn(
+                Taker {
+                    dispatcher: takers.dispatcher.clone(),
+                    running: takers.running.clone(),
+                    semaphore: takers.semaphore.clone(),
+                    redis: takers.redis.clone(),
+                    blocking,
+                    partition: k,
+                    events_key: partition.events(),
+                    inflight_key: partition.inflight(&takers.app_id),
+                    serving: takers.serving.clone(),
+                }
+                .run(),
+            );
+            if k > 0 {
+                tracing::debug!(partition = k, "taking from another partition of the queue");
+            }
+            started += 1;
+        }
+        tokio::select! {
+            changed = partitions.changed(), if watching => watching = changed.is_ok(),
+            () = takers.serving.cancelled() => break,
+            Some(ended) = set.join_next() => {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a taker failed");
+                }
+            }
+        }
+    }
+    // Their `Running`s go with them; this one too.
+    drop(takers.running);
+    while let Some(ended) = set.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "a taker failed");
+        }
+    }
+}
+
+/// A connection for blocking pops, retried until it connects or `serving`
+/// is cancelled.
+async fn connect_blocking(
+    client: &iocluster_ops::RedisClient,
+    serving: &CancellationToken,
+) -> Option<iocluster_ops::Redis> {
+    let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
+    loop {
+        match client
+            .connection(Some(BLOCKING_POP + Duration::from_secs(5)))
+            .await
+        {
+            Ok(connection) => return Some(connection),
+            Err(error) => {
+                tracing::warn!(%error, "cannot connect a taker to Redis");
+                tokio::select! {
+                    () = backoff.wait() => {}
+                    () = serving.cancelled() => return None,
+                }
+            }
+        }
+    }
 }
 
 impl Taker {
@@ -128,8 +234,9 @@ impl Taker {
                     },
                 };
                 let dispatcher = self.dispatcher.clone();
+                let partition = self.partition;
                 self.running.spawn(async move {
-                    dispatcher.handle(raw).await;
+                    dispatcher.handle(raw, partition).await;
                     drop(permit);
                 });
             }

@@ -52,8 +52,9 @@ use crate::sockets::{self, Client, LedgerOp, Sockets};
 
 /// Work for the writer task.
 enum Outgoing {
-    /// An event and its place in the order events were queued.
-    Event(Bytes, u64),
+    /// An event, its place in the order events were queued, and the
+    /// partition of the event queue it goes to.
+    Event(Bytes, u64, u16),
     Publish(String, Vec<u8>),
 }
 
@@ -130,11 +131,11 @@ pub(crate) fn bridge(capacity: usize) -> (Bridge, BridgeReceivers) {
 }
 
 impl sockets::Cluster for Bridge {
-    fn push_event(&self, envelope: Bytes) -> Option<u64> {
+    fn push_event(&self, envelope: Bytes, partition: u16) -> Option<u64> {
         self.tail.offer(&envelope);
         let number = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.outgoing
-            .try_send(Outgoing::Event(envelope, number))
+            .try_send(Outgoing::Event(envelope, number, partition))
             .ok()
             .map(|()| number)
     }

@@ -50,6 +50,14 @@ async fn renew(
         .arg(keys.node_info(node))
         .arg(lease * 2)
         .ignore()
+        // App-nodes take from as many partitions of the queue as any
+        // io-node pushes to (raised, never lowered).
+        .cmd("ZADD")
+        .arg(keys.partitions())
+        .arg("GT")
+        .arg(context.config.queue_partitions)
+        .arg("count")
+        .ignore()
         .query_async(redis)
         .await?;
     Ok((added == 1, has_ledger, reaped))
@@ -214,6 +222,7 @@ async fn upkeep(
     stop: &CancellationToken,
 ) {
     let keys = &context.keys;
+    let queue = iocluster_ops::queue_keys(keys, context.config.queue_partitions);
     let mut outage = iocluster_ops::Outage::new("registry upkeep");
     loop {
         tokio::select! {
@@ -228,7 +237,7 @@ async fn upkeep(
             }
             Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
         }
-        iocluster_ops::sample_queue_depth(&mut redis, &keys.events()).await;
+        iocluster_ops::sample_queue_depth(&mut redis, &queue).await;
         if !context.peers.in_grace()
             && let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await
         {

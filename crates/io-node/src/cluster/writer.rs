@@ -1,9 +1,12 @@
 //! The writer task: everything the node writes to Redis but its lease, in
-//! batches. Each batch is one `MULTI`/`EXEC` ([`plan`], pure): a batch is
-//! written whole or not at all, so a socket's events and its ledger entry
-//! never disagree. It starts by checking that this Redis still knows the
-//! node: if not, Redis lost its data (a restart), and with it the events
-//! written before this batch, which the node then pushes again.
+//! batches. Each batch is one `MULTI`/`EXEC` ([`plan`], pure) in the
+//! prefix's slot: written whole or not at all, so a socket's connect and
+//! disconnect events and its ledger entry never disagree. It starts by
+//! checking that this Redis still knows the node: if not, Redis lost its
+//! data (a restart), and with it the events written before this batch,
+//! which the node then pushes again. `message` events for the other
+//! partitions of the queue (their own slots on a Redis Cluster) follow, one
+//! `LPUSH` per partition, each retried on its own until it is written.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +25,8 @@ const MAX_BATCH: usize = 512;
 /// The names a batch writes to, made once.
 pub(super) struct Names {
     node: String,
-    events: String,
+    /// The events key of each partition, the first `P:events`.
+    events: Vec<String>,
     ledger: String,
     ledgers: String,
     reaped: String,
@@ -36,10 +40,10 @@ pub(super) struct Names {
 }
 
 impl Names {
-    pub(super) fn new(keys: &Keys, node: &str, lease: Duration) -> Names {
+    pub(super) fn new(keys: &Keys, node: &str, lease: Duration, partitions: u16) -> Names {
         Names {
             node: node.to_owned(),
-            events: keys.events(),
+            events: iocluster_ops::queue_keys(keys, partitions),
             ledger: keys.ledger(node),
             ledgers: keys.ledgers(),
             reaped: keys.reaped(node),
@@ -52,33 +56,46 @@ impl Names {
     }
 }
 
-/// One batch as a transaction. Its reply is `(known, reaped)`: whether this
-/// Redis still lists the node's ledger, and whether another node drained
-/// it. Also returns the highest event number in the batch.
+/// A batch: the transaction in the prefix's slot, whose reply is `(known,
+/// reaped)` (whether this Redis still lists the node's ledger, and whether
+/// another node drained it); one `LPUSH` for each other partition with
+/// events; the highest event number in the batch.
+pub(super) struct Plan {
+    pub(super) transaction: redis::Pipeline,
+    pub(super) partitions: Vec<redis::Cmd>,
+    pub(super) highest: u64,
+}
+
+/// Plans one batch ([`Plan`]). Each partition's events are pushed in the
+/// order they were queued.
 pub(super) fn plan(
     names: &Names,
     items: &[Outgoing],
     ops: &[LedgerOp],
     stale: &[(Arc<str>, Vec<u8>)],
     now_ms: u64,
-) -> (redis::Pipeline, u64) {
+) -> Plan {
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("SISMEMBER").arg(&names.ledgers).arg(&names.node);
     pipe.cmd("EXISTS").arg(&names.reaped);
     let mut highest = 0;
-    let events: Vec<&[u8]> = items
-        .iter()
-        .filter_map(|item| match item {
-            Outgoing::Event(bytes, number) => {
-                highest = highest.max(*number);
-                Some(bytes.as_ref())
-            }
-            Outgoing::Publish(..) => None,
-        })
-        .collect();
-    if !events.is_empty() {
-        pipe.cmd("LPUSH").arg(&names.events).arg(events).ignore();
+    let mut events: Vec<Vec<&[u8]>> = vec![Vec::new(); names.events.len()];
+    for item in items {
+        if let Outgoing::Event(bytes, number, partition) = item {
+            highest = highest.max(*number);
+            // A partition past this node's count (cannot happen) goes to
+            // the first: never lost.
+            let k = usize::from(*partition);
+            let k = if k < events.len() { k } else { 0 };
+            events[k].push(bytes.as_ref());
+        }
+    }
+    if !events[0].is_empty() {
+        pipe.cmd("LPUSH")
+            .arg(&names.events[0])
+            .arg(&events[0])
+            .ignore();
     }
     for item in items {
         if let Outgoing::Publish(channel, payload) = item {
@@ -105,7 +122,7 @@ pub(super) fn plan(
                     .arg(ledger::ANNOUNCE)
                     .arg(4)
                     .arg(&names.ledger)
-                    .arg(&names.events)
+                    .arg(&names.events[0])
                     .arg(&names.ledgers)
                     .arg(&names.reaped)
                     .arg(sid.as_ref())
@@ -149,6 +166,7 @@ pub(super) fn plan(
                     .arg(now_ms + names.lease_ms)
                     .arg(&names.node)
                     .ignore();
+
                 pipe.cmd("SADD")
                     .arg(&names.ledgers)
                     .arg(&names.node)
@@ -166,7 +184,42 @@ pub(super) fn plan(
             .arg(envelope)
             .ignore();
     }
-    (pipe, highest)
+    let partitions = events
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, events)| !events.is_empty())
+        .map(|(k, events)| {
+            redis::cmd("LPUSH")
+                .arg(&names.events[k])
+                .arg(events)
+                .to_owned()
+        })
+        .collect();
+    Plan {
+        transaction: pipe,
+        partitions,
+        highest,
+    }
+}
+
+/// Runs `command` until Redis accepts it.
+async fn write_until_done(mut redis: iocluster_ops::Redis, command: redis::Cmd) {
+    let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
+    let mut outage = iocluster_ops::Outage::new("writer");
+    loop {
+        match command.query_async::<()>(&mut redis).await {
+            Ok(()) => {
+                outage.recovered();
+                return;
+            }
+            Err(error) => {
+                metrics::counter!("iocluster_redis_errors_total", "task" => "writer").increment(1);
+                outage.failed("cannot write a partition of the event queue", &error);
+                backoff.wait().await;
+            }
+        }
+    }
 }
 
 /// Writes batches until `drain` is cancelled and everything queued before
@@ -179,7 +232,12 @@ pub(super) async fn run(
     drain: CancellationToken,
 ) {
     let bridge = context.bridge.clone();
-    let names = Names::new(&context.keys, context.node_id(), context.config.lease);
+    let names = Names::new(
+        &context.keys,
+        context.node_id(),
+        context.config.lease,
+        context.config.queue_partitions,
+    );
     let mut items = Vec::with_capacity(MAX_BATCH);
     let mut ops = Vec::new();
     let mut draining = false;
@@ -217,10 +275,14 @@ pub(super) async fn run(
             }
             continue;
         }
-        let (pipe, highest) = plan(&names, &items, &ops, &stale, crate::clock::unix_ms());
+        let plan = plan(&names, &items, &ops, &stale, crate::clock::unix_ms());
         let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
         let (known, reaped) = loop {
-            match pipe.query_async::<(bool, bool)>(&mut redis).await {
+            match plan
+                .transaction
+                .query_async::<(bool, bool)>(&mut redis)
+                .await
+            {
                 Ok(checks) => {
                     outage.recovered();
                     break checks;
@@ -233,6 +295,15 @@ pub(super) async fn run(
                 }
             }
         };
+        // The other partitions, each on its own: a retry never pushes one
+        // twice. The batch counts as written once they all are.
+        futures_util::future::join_all(
+            plan.partitions
+                .into_iter()
+                .map(|command| write_until_done(redis.clone(), command)),
+        )
+        .await;
+        let highest = plan.highest;
         let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
         if !known && !reaped && !registers {
             context.resync();
@@ -274,20 +345,21 @@ mod tests {
     }
 
     fn names() -> Names {
-        Names::new(&Keys::new("p"), "n1", Duration::from_secs(5))
+        Names::new(&Keys::new("p"), "n1", Duration::from_secs(5), 1)
     }
 
     #[test]
     fn a_batch_checks_the_node_then_pushes_every_event_in_one_command() {
         let items = vec![
-            Outgoing::Event(Bytes::from_static(b"e1"), 7),
+            Outgoing::Event(Bytes::from_static(b"e1"), 7, 0),
             Outgoing::Publish("p:a:app".into(), b"r".to_vec()),
-            Outgoing::Event(Bytes::from_static(b"e2"), 9),
+            Outgoing::Event(Bytes::from_static(b"e2"), 9, 0),
         ];
-        let (pipe, highest) = plan(&names(), &items, &[], &[], 1000);
-        assert_eq!(highest, 9);
+        let plan = plan(&names(), &items, &[], &[], 1000);
+        assert_eq!(plan.highest, 9);
+        assert!(plan.partitions.is_empty());
         assert_eq!(
-            commands(&pipe),
+            commands(&plan.transaction),
             [
                 vec!["SISMEMBER", "p:ledgers", "n1"],
                 vec!["EXISTS", "p:reaped:n1"],
@@ -307,9 +379,9 @@ mod tests {
             LedgerOp::Forget(sid.clone()),
         ];
         let stale = vec![(sid.clone(), b"u".to_vec())];
-        let items = vec![Outgoing::Event(Bytes::from_static(b"e"), 1)];
-        let (pipe, _) = plan(&names(), &items, &ops, &stale, 1000);
-        let commands = commands(&pipe);
+        let items = vec![Outgoing::Event(Bytes::from_static(b"e"), 1, 0)];
+        let plan = plan(&names(), &items, &ops, &stale, 1000);
+        let commands = commands(&plan.transaction);
         let verbs: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
         assert_eq!(
             verbs,
@@ -349,10 +421,61 @@ mod tests {
     }
 
     #[test]
+    fn events_of_other_partitions_go_in_one_push_each_beside_the_transaction() {
+        let names = Names::new(&Keys::sharded("{p}"), "n1", Duration::from_secs(5), 4);
+        let event =
+            |bytes: &'static [u8], number, k| Outgoing::Event(Bytes::from_static(bytes), number, k);
+        let items = vec![
+            event(b"c", 1, 0),
+            event(b"a1", 2, 2),
+            event(b"b1", 3, 3),
+            event(b"a2", 4, 2),
+            // Past the count: to the first partition, never dropped.
+            event(b"x", 5, 9),
+        ];
+        let ops = [LedgerOp::Announce(Arc::from("n1~s"), b"d".to_vec())];
+        let plan = plan(&names, &items, &ops, &[], 0);
+        assert_eq!(plan.highest, 5);
+        let transaction = commands(&plan.transaction);
+        assert_eq!(transaction[2], ["LPUSH", "{p}:events", "c", "x"]);
+        // A disconnect goes to the first partition, beside the ledger.
+        assert_eq!(
+            transaction[3][2..8],
+            [
+                "4",
+                "{p}:sockets:n1",
+                "{p}:events",
+                "{p}:ledgers",
+                "{p}:reaped:n1",
+                "n1~s"
+            ]
+        );
+        let pushes: Vec<Vec<String>> = plan
+            .partitions
+            .iter()
+            .map(|cmd| {
+                cmd.args_iter()
+                    .map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            pushes,
+            [
+                vec!["LPUSH", "{p:2}:events", "a1", "a2"],
+                vec!["LPUSH", "{p:3}:events", "b1"],
+            ]
+        );
+    }
+
+    #[test]
     fn a_batch_of_publishes_only_writes_no_event() {
         let items = vec![Outgoing::Publish("c".into(), b"x".to_vec())];
-        let (pipe, highest) = plan(&names(), &items, &[], &[], 0);
-        assert_eq!(highest, 0);
-        assert!(commands(&pipe).iter().all(|c| c[0] != "LPUSH"));
+        let plan = plan(&names(), &items, &[], &[], 0);
+        assert_eq!(plan.highest, 0);
+        assert!(commands(&plan.transaction).iter().all(|c| c[0] != "LPUSH"));
     }
 }

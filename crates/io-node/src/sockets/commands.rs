@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use iocluster_protocol::envelope::{self, Command, EventKind, Reply};
+use iocluster_protocol::keys::partition_of;
 use iocluster_protocol::recovery::{self, Offset};
 use iocluster_protocol::socketio::{self, PacketKind};
 
@@ -486,13 +487,21 @@ impl Sockets {
             return;
         }
         let envelope = Bytes::from(envelope);
-        let number = self.cluster.push_event(envelope.clone());
+        // A socket's messages spread over the queue's partitions by its id;
+        // its connect goes to the first, where its ledger entry is written.
+        // Order holds either way: this is its only item in flight.
+        let partition = match kind {
+            EventKind::Message => partition_of(&socket.id, self.settings.queue_partitions),
+            _ => 0,
+        };
+        let number = self.cluster.push_event(envelope.clone(), partition);
         state.inflight = Some(Inflight {
             seq,
             events,
             envelope,
             since_us: self.clock.now_us(),
             number: number.unwrap_or(0),
+            partition,
         });
         if number.is_none() {
             tracing::warn!(socket = %socket.id, "event buffer full: closing the client");

@@ -166,7 +166,7 @@ pub(crate) trait Cluster: Send + Sync {
     /// Queues an event (one or more envelopes back to back) for the event
     /// queue; returns its number in the order events were queued, or `None`
     /// when the buffer is full.
-    fn push_event(&self, envelope: Bytes) -> Option<u64>;
+    fn push_event(&self, envelope: Bytes, partition: u16) -> Option<u64>;
     /// Queues a publish; `false` when the buffer is full.
     fn publish(&self, channel: String, payload: Vec<u8>) -> bool;
     fn ledger(&self, op: LedgerOp);
@@ -198,6 +198,8 @@ pub(crate) struct Settings {
     pub max_pending_events: usize,
     /// Most `message` events in one queue item.
     pub event_batch: usize,
+    /// Partitions of the event queue a socket's messages spread over.
+    pub queue_partitions: u16,
     /// Frames a socket waiting for admission may hold.
     pub outbox_capacity: usize,
     /// Most binary attachments one packet may carry.
@@ -212,6 +214,7 @@ impl From<&crate::config::Config> for Settings {
             keys: config.keys.clone(),
             max_pending_events: config.max_pending_events,
             event_batch: config.event_batch,
+            queue_partitions: config.queue_partitions,
             outbox_capacity: config.outbox_capacity,
             max_attachments: config.max_attachments,
             parser: config.parser,

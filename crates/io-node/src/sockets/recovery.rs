@@ -124,7 +124,10 @@ impl Sockets {
             if let Some(inflight) = state.inflight.as_mut()
                 && inflight.number <= lost_upto
             {
-                match self.cluster.push_event(inflight.envelope.clone()) {
+                match self
+                    .cluster
+                    .push_event(inflight.envelope.clone(), inflight.partition)
+                {
                     Some(number) => inflight.number = number,
                     None => socket.session.close(CloseReason::Overloaded),
                 }
@@ -178,7 +181,10 @@ impl Sockets {
                 continue;
             }
             inflight.since_us = now;
-            if let Some(number) = self.cluster.push_event(inflight.envelope.clone()) {
+            if let Some(number) = self
+                .cluster
+                .push_event(inflight.envelope.clone(), inflight.partition)
+            {
                 inflight.number = number;
                 again += 1;
             }

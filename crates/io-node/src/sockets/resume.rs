@@ -107,7 +107,7 @@ impl Sockets {
     /// Queues the disconnect event of a session taken back that cannot be
     /// used after all.
     pub(crate) fn announce_lost(&self, envelope: Vec<u8>) {
-        let _ = self.cluster.push_event(bytes::Bytes::from(envelope));
+        let _ = self.cluster.push_event(bytes::Bytes::from(envelope), 0);
     }
 
     /// The log of a recovered socket's namespace after its client's offset

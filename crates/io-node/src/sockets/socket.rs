@@ -84,6 +84,9 @@ pub(crate) struct Inflight {
     pub since_us: u64,
     /// Its number in the order events were queued (see `Cluster::push_event`).
     pub number: u64,
+    /// The partition of the event queue it went to (pushed again, it goes
+    /// there again).
+    pub partition: u16,
 }
 
 #[derive(Debug)]

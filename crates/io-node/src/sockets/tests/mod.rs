@@ -49,6 +49,8 @@ pub(super) type Replay = (Arc<str>, Arc<str>, Option<String>);
 #[derive(Default)]
 pub(super) struct Recorder {
     effects: Mutex<Vec<Effect>>,
+    /// The partition of each event pushed, in order.
+    pub(super) partitions: Mutex<Vec<u16>>,
     numbers: AtomicU64,
     /// Refuse events and publishes, as a full buffer does.
     pub(super) full: AtomicBool,
@@ -66,10 +68,11 @@ impl Recorder {
 }
 
 impl Cluster for Recorder {
-    fn push_event(&self, envelope: Bytes) -> Option<u64> {
+    fn push_event(&self, envelope: Bytes, partition: u16) -> Option<u64> {
         if self.full.load(Ordering::Relaxed) {
             return None;
         }
+        self.partitions.lock().unwrap().push(partition);
         let events = Event::decode_all(&envelope).expect("the io-node's own envelopes decode");
         self.record(Effect::Event(events));
         Some(self.numbers.fetch_add(1, Ordering::Relaxed) + 1)
@@ -122,6 +125,7 @@ pub(super) fn settings() -> Settings {
         keys: iocluster_protocol::keys::Keys::new("p"),
         max_pending_events: 256,
         event_batch: 32,
+        queue_partitions: 1,
         outbox_capacity: 1024,
         max_attachments: 10,
         parser: crate::sockets::Parser::Default,

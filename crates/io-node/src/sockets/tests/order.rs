@@ -37,6 +37,28 @@ fn a_sockets_events_go_one_item_at_a_time_and_pile_up_into_one_item() {
 }
 
 #[test]
+fn a_sockets_messages_go_to_its_partition_and_its_connect_and_disconnect_to_the_first() {
+    let fixture = Fixture::with(Settings {
+        queue_partitions: 8,
+        ..settings()
+    });
+    let session = fixture.session();
+    let sid = fixture.admitted(&session, "/");
+    let home = iocluster_protocol::keys::partition_of(&sid, 8);
+    fixture.send(&session, "2[\"a\"]").unwrap();
+    fixture.done(&sid, "/", 1);
+    fixture.send(&session, "2[\"b\"]").unwrap();
+    // Redis lost its data: the item in flight goes to its partition again.
+    fixture.sockets.resync(u64::MAX);
+    let partitions = fixture.cluster.partitions.lock().unwrap().clone();
+    assert_eq!(partitions, [0, home, home, home]);
+    let other = (0..100)
+        .map(|i| iocluster_protocol::keys::partition_of(&format!("n1.s{i}"), 8))
+        .collect::<std::collections::HashSet<_>>();
+    assert!(other.len() > 1, "sockets spread over the partitions");
+}
+
+#[test]
 fn an_item_holds_at_most_event_batch_events() {
     let fixture = Fixture::with(Settings {
         event_batch: 2,
