@@ -188,6 +188,60 @@ async fn a_master_killed_under_load_fails_over_and_loses_nothing() {
     assert_eq!(nodes.len(), 2, "{nodes:?}");
 }
 
+/// The event queue's partitions spread over the masters; the master
+/// holding the most of them (not the prefix's) is killed under load: its
+/// replica takes over, the nodes follow it, and every ack arrives.
+#[tokio::test]
+async fn a_partitions_master_killed_under_load_fails_over_and_loses_nothing() {
+    let mut cluster = Cluster::builder("redis-cluster-partitions")
+        .redis_cluster()
+        .outlasting_failovers()
+        .start()
+        .await;
+    let keys = cluster.keys();
+    let mut redis = cluster.redis().await;
+    let prefix_master = iocluster_ops::slot_master(&mut redis, &cluster.key_prefix())
+        .await
+        .unwrap();
+    let mut held: std::collections::HashMap<String, Vec<u16>> = Default::default();
+    for k in 1..8 {
+        let master = iocluster_ops::slot_master(&mut redis, &keys.partition(k).events())
+            .await
+            .unwrap();
+        held.entry(master).or_default().push(k);
+    }
+    drop(redis);
+    let (victim, partitions) = held
+        .iter()
+        .filter(|(master, _)| **master != prefix_master)
+        .max_by_key(|(_, partitions)| partitions.len())
+        .map(|(master, partitions)| (master.clone(), partitions.clone()))
+        .expect("a master holds partitions and not the prefix");
+    let port: u16 = victim.rsplit_once(':').unwrap().1.parse().unwrap();
+
+    let (clients, events) = (12, 50);
+    let load = cluster.spawn_scenario(
+        "load.mjs",
+        &[
+            &format!("--clients={clients}"),
+            &format!("--events={events}"),
+            "--slow=60",
+            "--ackTimeout=30000",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let killed = Instant::now();
+    cluster.stop_redis_server(port);
+    let result = load.await.unwrap();
+    eprintln!(
+        "master of partitions {partitions:?} killed: every ack {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(result["acked"], clients * events, "{result}");
+    assert_eq!(lost(&cluster).await, 0, "no client was declared lost");
+    cluster.cross_node_scenario().await;
+}
+
 #[test]
 fn bad_cluster_urls_are_refused_at_start() {
     for url in ["redis+cluster://", "redis+cluster://127.0.0.1:1/3"] {
@@ -337,8 +391,23 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
     assert!(missed.is_empty(), "missed before the failover: {missed:?}");
 
     // Both io-nodes subscribe to each room on the master of its slot:
-    // the rooms are spread, and none is in the prefix's slot.
-    let masters = shard_channels(&cluster).await;
+    // the rooms are spread, and none is in the prefix's slot. Each also
+    // listens on its node channel of each partition of the queue past
+    // the first (8 by default on a Redis Cluster).
+    let all = shard_channels(&cluster).await;
+    let keys = cluster.keys();
+    for io in ["io0", "io1"] {
+        let mut partitions: Vec<u16> = all
+            .iter()
+            .flat_map(|(_, channels)| channels)
+            .filter_map(|channel| keys.partition_node_channel(channel))
+            .filter(|(_, node)| *node == io)
+            .map(|(k, _)| k)
+            .collect();
+        partitions.sort();
+        assert_eq!(partitions, (1..8).collect::<Vec<u16>>(), "{all:?}");
+    }
+    let masters = room_shards(all);
     assert_eq!(masters.len(), 3, "{masters:?}");
     let holding = masters.iter().filter(|(_, c)| !c.is_empty()).count();
     assert!(holding >= 2, "rooms on {holding} master(s): {masters:?}");
@@ -382,9 +451,20 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
         victim_rooms.len(),
         killed.elapsed().as_secs_f64()
     );
-    let masters = shard_channels(&cluster).await;
+    let masters = room_shards(shard_channels(&cluster).await);
     let subscribed: usize = masters.iter().map(|(_, c)| c.len()).sum();
     assert_eq!(subscribed, rooms.len(), "{masters:?}");
+}
+
+/// [`shard_channels`], room channels only.
+fn room_shards(masters: Vec<(u16, Vec<String>)>) -> Vec<(u16, Vec<String>)> {
+    masters
+        .into_iter()
+        .map(|(port, channels)| {
+            let rooms = channels.into_iter().filter(|c| c.contains(":r:")).collect();
+            (port, rooms)
+        })
+        .collect()
 }
 
 /// A plain connection to one server of the Redis Cluster.

@@ -111,6 +111,7 @@ pub async fn run(
         readiness: readiness.clone(),
         peers,
         relay_in,
+        partitions: Default::default(),
     };
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
     let recovery =

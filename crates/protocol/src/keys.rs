@@ -40,10 +40,35 @@ impl Keys {
         self.sharded
     }
 
-    /// Whether `channel` is published with `SPUBLISH` (a room channel,
-    /// with sharded rooms) rather than `PUBLISH`.
+    /// Whether `channel` is published with `SPUBLISH` (a room channel, or
+    /// a node channel of a partition `k ≥ 1`, with sharded rooms) rather
+    /// than `PUBLISH`.
     pub fn is_sharded(&self, channel: &str) -> bool {
-        self.sharded && self.parse_room_channel(channel).is_some()
+        self.sharded
+            && (self.parse_room_channel(channel).is_some()
+                || self.partition_node_channel(channel).is_some())
+    }
+
+    /// The io-node of a node channel of this prefix (`P:n:<node>`), or
+    /// `None` for any other name.
+    pub fn parse_node_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":n:")
+    }
+
+    /// The partition and io-node of a partition's node channel
+    /// ([`Partition::node_channel`], `k ≥ 1`), or `None`.
+    pub fn partition_node_channel<'a>(&self, channel: &'a str) -> Option<(u16, &'a str)> {
+        let (head, tail) = match hash_tag_end(&self.prefix) {
+            Some(end) => self.prefix.split_at(end),
+            None => (self.prefix.as_str(), ""),
+        };
+        let rest = channel.strip_prefix(head)?.strip_prefix(':')?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let k: u16 = rest[..digits].parse().ok().filter(|k| *k > 0)?;
+        let node = rest[digits..].strip_prefix(tail)?.strip_prefix(":n:")?;
+        (self.partition(k).node_channel(node) == channel).then_some((k, node))
     }
 
     /// The command that publishes on `channel`: `SPUBLISH` or `PUBLISH`.
@@ -283,6 +308,15 @@ impl Partition {
         format!("{}:inflight:{app}", self.base)
     }
 
+    /// Channel (partitions `k ≥ 1`, on a Redis Cluster): the commands and
+    /// `done`s for io-node `node` that items of this partition brought,
+    /// sharded in the partition's slot, so that the flush script running
+    /// there publishes them (`SPUBLISH`) in the same atomic step as it
+    /// removes the items. Partition 0's is `P:n:<node>` (classic).
+    pub fn node_channel(&self, node: &str) -> String {
+        format!("{}:n:{node}", self.base)
+    }
+
     /// String with a TTL (partitions `k ≥ 1`): app-node `app`'s lease, as
     /// seen in this partition's slot, so that handing back its events
     /// checks the lease in the same atomic step (`P:apps` is in another
@@ -358,6 +392,23 @@ mod tests {
         assert_eq!(sharded.partition(3).inflight("a"), "{ioc:3}:inflight:a");
         assert_eq!(sharded.partition(3).lease("a"), "{ioc:3}:lease:a");
         assert_eq!(sharded.partition(3).number(), 3);
+        assert_eq!(sharded.partition(3).node_channel("io1"), "{ioc:3}:n:io1");
+        assert_eq!(
+            sharded.partition_node_channel("{ioc:3}:n:io1"),
+            Some((3, "io1"))
+        );
+        assert!(sharded.is_sharded("{ioc:3}:n:io1"));
+        assert!(!sharded.is_sharded("{ioc}:n:io1"));
+        assert_eq!(sharded.partition_node_channel("{ioc}:n:io1"), None);
+        assert_eq!(sharded.partition_node_channel("{ioc:0}:n:io1"), None);
+        assert_eq!(sharded.partition_node_channel("{ioc:3}:events"), None);
+        assert_eq!(sharded.parse_node_channel("{ioc}:n:io1"), Some("io1"));
+        assert_eq!(sharded.parse_node_channel("{ioc}:all"), None);
+        let tagged = Keys::sharded("app:{ioc}x");
+        assert_eq!(
+            tagged.partition_node_channel(&tagged.partition(12).node_channel("a")),
+            Some((12, "a"))
+        );
         assert_eq!(
             Keys::sharded("app:{ioc}x").partition(2).events(),
             "app:{ioc:2}x:events"

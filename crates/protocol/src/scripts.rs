@@ -104,6 +104,13 @@ while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 
 redis.call('ZREM', KEYS[1], ARGV[1])
 return moved";
 
+/// [`FLUSH`] publishing with `SPUBLISH`: for a partition `k ≥ 1` of the
+/// event queue on a Redis Cluster, whose messages (its node channels, in
+/// its slot) are sharded.
+pub fn flush_sharded() -> String {
+    FLUSH.replacen("redis.call('PUBLISH'", "redis.call('SPUBLISH'", 1)
+}
+
 /// [`REAP`] for a partition `k ≥ 1` of the event queue: moves back, oldest
 /// first, the events a lapsed app-node took from the partition, unless its
 /// lease key in the partition's slot still lives. KEYS: the app-node's
@@ -263,6 +270,14 @@ return {moved, left}";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sharded_flush_differs_only_by_its_publish() {
+        assert_eq!(FLUSH.matches("redis.call('PUBLISH'").count(), 1);
+        let sharded = flush_sharded();
+        assert_eq!(sharded.matches("'SPUBLISH'").count(), 1);
+        assert_eq!(sharded.replace("SPUBLISH", "PUBLISH"), FLUSH);
+    }
 
     /// Non-empty lines, trimmed: the document indents its code blocks.
     fn lines(text: &str) -> String {

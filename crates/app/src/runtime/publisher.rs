@@ -51,6 +51,13 @@ fn flush_script() -> &'static redis::Script {
     &SCRIPT
 }
 
+/// [`scripts::flush_sharded`] with its hash, computed once.
+fn flush_sharded_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(&scripts::flush_sharded()));
+    &SCRIPT
+}
+
 /// Where flushes go: Redis when serving, a recorder in tests.
 pub(crate) trait Sink {
     /// Writes one flush. An error means it may not have run: it is sent
@@ -93,22 +100,16 @@ impl RedisSink {
         let mut parts = flush.by_partition();
         if parts.len() == 1 {
             let (k, part) = parts.remove(0);
-            return self.write_flush(&part, k).await;
+            let (pipe, script) = partition_pipeline(&self.keys, &self.app_id, k, &part);
+            return write_pipeline(&mut self.redis, pipe, script).await;
         }
         let writes = parts.iter().map(|(k, part)| {
             let mut redis = self.redis.clone();
-            let pipe = part.pipeline(&self.keys.partition(*k).inflight(&self.app_id));
-            async move { write_pipeline(&mut redis, pipe).await }
+            let (pipe, script) = partition_pipeline(&self.keys, &self.app_id, *k, part);
+            async move { write_pipeline(&mut redis, pipe, script).await }
         });
         futures_util::future::try_join_all(writes).await?;
         Ok(())
-    }
-
-    /// A flush of partition `k` in one pipeline: plain `PUBLISH`es, or the
-    /// flush script.
-    async fn write_flush(&mut self, flush: &Flush<'_>, k: u16) -> redis::RedisResult<()> {
-        let inflight = self.keys.partition(k).inflight(&self.app_id);
-        write_pipeline(&mut self.redis, flush.pipeline(&inflight)).await
     }
 
     /// A flush with messages for sharded room channels (a Redis Cluster):
@@ -129,7 +130,7 @@ impl RedisSink {
         let (rooms, rest) = flush.shard(&self.keys, &retained, &logged);
         let publishes = rooms.iter().map(|message| {
             let mut redis = self.redis.clone();
-            let command = redis::cmd("SPUBLISH")
+            let command = redis::cmd(self.keys.publish_command(message.channel))
                 .arg(message.channel)
                 .arg(message.payload())
                 .to_owned();
@@ -143,16 +144,46 @@ impl RedisSink {
     }
 }
 
-/// Sends one flush's pipeline.
+/// The pipeline that writes partition `k`'s part of a flush for app-node
+/// `app_id`, and the script it calls. On a Redis Cluster a partition
+/// `k ≥ 1` publishes its node channels' messages sharded in its own slot
+/// (`Q:n:<node>`, `SPUBLISH`), where its flush script runs.
+fn partition_pipeline(
+    keys: &Keys,
+    app_id: &str,
+    k: u16,
+    part: &Flush<'_>,
+) -> (redis::Pipeline, &'static redis::Script) {
+    let partition = keys.partition(k);
+    let inflight = partition.inflight(app_id);
+    if k == 0 || !keys.sharded_rooms() {
+        let pipe = part.pipeline(&inflight, flush_script(), "PUBLISH", &|channel| {
+            channel.to_owned()
+        });
+        return (pipe, flush_script());
+    }
+    let rename = |channel: &str| match keys.parse_node_channel(channel) {
+        Some(node) => partition.node_channel(node),
+        None => channel.to_owned(),
+    };
+    let script = flush_sharded_script();
+    (
+        part.pipeline(&inflight, script, "SPUBLISH", &rename),
+        script,
+    )
+}
+
+/// Sends one flush's pipeline, which calls `script`.
 async fn write_pipeline(
     redis: &mut iocluster_ops::Redis,
     pipe: redis::Pipeline,
+    script: &redis::Script,
 ) -> redis::RedisResult<()> {
     match pipe.query_async::<()>(redis).await {
         Err(error) if is_noscript(&error) => {
             // A Redis that restarted (or flushed its scripts): nothing of
             // the flush ran. Load the script and send it again.
-            flush_script().prepare_invoke().load_async(redis).await?;
+            script.prepare_invoke().load_async(redis).await?;
             pipe.query_async(redis).await
         }
         result => result,
@@ -408,7 +439,14 @@ impl<'a> Flush<'a> {
                     })
                     .collect(),
             })
-            .partition(|message| keys.is_sharded(message.channel));
+            // Outside the flush script: sharded rooms, and whatever is not
+            // a node channel (the broadcast channel), which a partition's
+            // script on a Redis Cluster would publish from the wrong slot.
+            .partition(|message| {
+                keys.is_sharded(message.channel)
+                    || (!message.channel.is_empty()
+                        && keys.parse_node_channel(message.channel).is_none())
+            });
         (rooms, Flush { messages: rest })
     }
 
@@ -420,14 +458,22 @@ impl<'a> Flush<'a> {
             .any(|message| message.parts.iter().any(|(raw, _)| raw.is_some()))
     }
 
-    /// Plain `PUBLISH`es when nothing leaves the in-flight list, else the
-    /// whole flush as one [`scripts::FLUSH`] call.
-    fn pipeline(&self, inflight_key: &str) -> redis::Pipeline {
+    /// Plain `publish`es (`PUBLISH` or `SPUBLISH`) when nothing leaves the
+    /// in-flight list, else the whole flush as one call of `script` (the
+    /// flush script, or its sharded kind); each channel as `channel` names
+    /// it.
+    fn pipeline(
+        &self,
+        inflight_key: &str,
+        script: &redis::Script,
+        publish: &str,
+        channel: &dyn Fn(&str) -> String,
+    ) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         if !self.removes() {
             for message in &self.messages {
-                pipe.cmd("PUBLISH")
-                    .arg(message.channel)
+                pipe.cmd(publish)
+                    .arg(channel(message.channel))
                     .arg(message.payload())
                     .ignore();
             }
@@ -438,11 +484,16 @@ impl<'a> Flush<'a> {
         // publisher loads the script and sends the flush again.
         let cmd = pipe
             .cmd("EVALSHA")
-            .arg(flush_script().get_hash())
+            .arg(script.get_hash())
             .arg(1)
             .arg(inflight_key);
         for message in &self.messages {
-            cmd.arg(message.channel).arg(message.parts.len());
+            let name = if message.channel.is_empty() {
+                String::new()
+            } else {
+                channel(message.channel)
+            };
+            cmd.arg(name).arg(message.parts.len());
             for (raw, bytes) in &message.parts {
                 cmd.arg(raw.unwrap_or_default()).arg(*bytes);
             }
@@ -609,9 +660,24 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(describe(&rest), vec![format!("{node}: ev1>done1, @1 kept")]);
-        // Without sharded rooms nothing is set apart.
-        let (rooms, _) = flush.shard(&Keys::new("{p}"), &retained, &logged);
-        assert!(rooms.is_empty());
+        // The broadcast channel goes apart too (a partition's script may
+        // run in another slot), node channels and discards stay.
+        let all = keys.all_channel();
+        let batch = [
+            command(&all, b"everyone"),
+            done(b"ev1", &node, b"done1"),
+            Publish::Discard {
+                raw: b"bad".to_vec(),
+                partition: 0,
+            },
+        ];
+        let flush = Flush::plan(&batch);
+        let (apart, rest) = flush.shard(&keys, &flush.retained(), &[]);
+        assert_eq!(
+            apart.iter().map(|m| m.channel).collect::<Vec<_>>(),
+            [all.as_str()]
+        );
+        assert_eq!(rest.messages.len(), 2);
     }
 
     #[test]
@@ -646,6 +712,60 @@ pub(crate) mod tests {
                 (5, vec!["n1: ack-b, ev-b>done-b".to_owned()]),
             ]
         );
+    }
+
+    /// Each command of a pipeline as text.
+    fn commands(pipe: &redis::Pipeline) -> Vec<Vec<String>> {
+        pipe.cmd_iter()
+            .map(|cmd| {
+                cmd.args_iter()
+                    .map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn on_a_redis_cluster_a_partition_publishes_sharded_in_its_own_slot() {
+        let keys = Keys::sharded("{p}");
+        let node = keys.node_channel("n1");
+        let batch = [
+            Publish::Command {
+                channel: node.clone(),
+                payload: b"ack".to_vec(),
+                partition: 3,
+            },
+            done_in(3, b"ev", &node, b"done"),
+        ];
+        let flush = Flush::plan(&batch);
+        let (pipe, script) = partition_pipeline(&keys, "app", 3, &flush);
+        assert_eq!(script.get_hash(), flush_sharded_script().get_hash());
+        assert_eq!(
+            commands(&pipe),
+            [[
+                "EVALSHA",
+                flush_sharded_script().get_hash(),
+                "1",
+                "{p:3}:inflight:app",
+                "{p:3}:n:n1",
+                "2",
+                "",
+                "ack",
+                "ev",
+                "done"
+            ]]
+        );
+        // Partition 0 keeps the classic channel and script.
+        let (pipe, script) = partition_pipeline(&keys, "app", 0, &flush);
+        assert_eq!(script.get_hash(), flush_script().get_hash());
+        assert_eq!(commands(&pipe)[0][3..5], ["{p}:inflight:app", "{p}:n:n1"]);
+        // On one Redis every partition publishes on the classic channel.
+        let plain = Keys::new("p");
+        let (pipe, _) = partition_pipeline(&plain, "app", 3, &Flush::plan(&batch[..1]));
+        assert_eq!(commands(&pipe), [["PUBLISH", "{p}:n:n1", "ack"]]);
     }
 
     #[test]

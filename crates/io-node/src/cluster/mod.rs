@@ -48,6 +48,7 @@ pub(crate) use namespaces::Namespaces;
 
 use crate::config::Config;
 use crate::engine::{CloseReason, Engine};
+use crate::sockets::Cluster as _;
 use crate::sockets::{self, Client, LedgerOp, Sockets};
 
 /// Work for the writer task.
@@ -223,11 +224,52 @@ pub(crate) struct Context {
     pub peers: peers::SharedPeers,
     /// Relay envelopes for this node, to the engine's relay task.
     pub relay_in: mpsc::UnboundedSender<Vec<u8>>,
+    /// How many partitions of the event queue app-nodes take from (the
+    /// most of this node's and `P:partitions`): on a Redis Cluster the node
+    /// listens on the sharded node channel of each ([`Context::partition_channels`]).
+    pub partitions: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Context {
     fn node_id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// The partitions app-nodes take from, at least this node's own.
+    fn partitions(&self) -> u16 {
+        self.partitions
+            .load(Ordering::Relaxed)
+            .max(self.config.queue_partitions)
+    }
+
+    /// On a Redis Cluster, this node's sharded node channels of partitions
+    /// `1..` ([`Keys::partition`]): where app-nodes publish the commands
+    /// and `done`s of those partitions' items. Empty on one Redis, where
+    /// every partition publishes on `P:n:<node>`.
+    fn partition_channels(&self) -> Vec<String> {
+        if !self.keys.sharded_rooms() {
+            return Vec::new();
+        }
+        (1..self.partitions())
+            .map(|k| self.keys.partition(k).node_channel(self.node_id()))
+            .collect()
+    }
+
+    /// Listens on the node channels of partitions up to `count` too, once
+    /// app-nodes take from that many (another io-node pushes to more).
+    fn raise_partitions(&self, count: u16) {
+        let before = self.partitions();
+        if count <= before {
+            return;
+        }
+        self.partitions.store(count, Ordering::Relaxed);
+        tracing::info!(partitions = count, "the event queue has more partitions");
+        if self.keys.sharded_rooms() {
+            for k in before..count {
+                self.bridge
+                    .subscribe(self.keys.partition(k).node_channel(self.node_id()));
+            }
+        }
     }
 
     /// Ready: Redis answers and the node is not shutting down.

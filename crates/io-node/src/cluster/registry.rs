@@ -237,6 +237,10 @@ async fn upkeep(
             }
             Err(error) => tracing::warn!(%error, "cannot read the live io-nodes"),
         }
+        match iocluster_ops::queue_partitions(&mut redis, keys).await {
+            Ok(count) => context.raise_partitions(count),
+            Err(error) => tracing::debug!(%error, "cannot read the queue's partitions"),
+        }
         iocluster_ops::sample_queue_depth(&mut redis, &queue).await;
         if !context.peers.in_grace()
             && let Err(error) = ledger::reap(&mut redis, keys, context.node_id()).await

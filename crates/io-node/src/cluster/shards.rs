@@ -198,7 +198,11 @@ async fn read(
                         // Also the confirmation of the node's own
                         // `SUNSUBSCRIBE`: only a room still with members
                         // here was dropped by the server.
-                        if std::str::from_utf8(channel).is_ok_and(|channel| context.sockets.has_room_channel(channel)) {
+                        let ours = std::str::from_utf8(channel).is_ok_and(|channel| {
+                            context.sockets.has_room_channel(channel)
+                                || context.partition_channels().iter().any(|c| c == channel)
+                        });
+                        if ours {
                             tracing::info!(channel = %String::from_utf8_lossy(channel), "Redis dropped a room subscription (slot moved); subscribing again");
                             resubscribe = true;
                         }
@@ -230,10 +234,12 @@ async fn read(
     }
 }
 
-/// Subscribes to every room channel with local members, one command each
-/// (each may be in a slot of its own); whether all succeeded.
+/// Subscribes to every room channel with local members, and to this
+/// node's channels of the queue's partitions, one command each (each may
+/// be in a slot of its own); whether all succeeded.
 async fn subscribe_all(context: Context, connection: ClusterConnection) -> bool {
-    let channels = context.sockets.room_channels();
+    let mut channels = context.partition_channels();
+    channels.extend(context.sockets.room_channels());
     let count = channels.len();
     let failed = futures_util::stream::iter(channels)
         .map(|channel| {

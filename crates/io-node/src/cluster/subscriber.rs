@@ -57,8 +57,15 @@ pub(super) async fn run(
             keys.all_channel(),
             relay_channel.clone(),
         ];
-        match &shards {
-            Some(shards) => shards.resubscribe(),
+        match &mut shards {
+            Some(shards) => {
+                // This node's channels of the queue's partitions, before
+                // anything else: `done`s come on them.
+                for channel in context.partition_channels() {
+                    shards.subscribe(&channel).await;
+                }
+                shards.resubscribe();
+            }
             None => channels.extend(context.sockets.room_channels()),
         }
         if let Err(error) = sink.subscribe(&channels).await {

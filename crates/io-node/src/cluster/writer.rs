@@ -61,7 +61,11 @@ impl Names {
 /// another node drained it); one `LPUSH` for each other partition with
 /// events; the highest event number in the batch.
 pub(super) struct Plan {
-    pub(super) transaction: redis::Pipeline,
+    /// `None` when the batch has nothing for the prefix's slot (only
+    /// events of other partitions): its checks would say nothing of the
+    /// masters those go to, whose loss of data a failover (or, past that,
+    /// the redelivery of events without a `done`) covers.
+    pub(super) transaction: Option<redis::Pipeline>,
     pub(super) partitions: Vec<redis::Cmd>,
     pub(super) highest: u64,
 }
@@ -184,6 +188,12 @@ pub(super) fn plan(
             .arg(envelope)
             .ignore();
     }
+    let needed = !events[0].is_empty()
+        || items
+            .iter()
+            .any(|item| matches!(item, Outgoing::Publish(..)))
+        || !ops.is_empty()
+        || !stale.is_empty();
     let partitions = events
         .iter()
         .enumerate()
@@ -197,7 +207,7 @@ pub(super) fn plan(
         })
         .collect();
     Plan {
-        transaction: pipe,
+        transaction: needed.then_some(pipe),
         partitions,
         highest,
     }
@@ -226,7 +236,7 @@ async fn write_until_done(mut redis: iocluster_ops::Redis, command: redis::Cmd) 
 /// is written.
 pub(super) async fn run(
     context: Context,
-    mut redis: iocluster_ops::Redis,
+    redis: iocluster_ops::Redis,
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut ledger: mpsc::UnboundedReceiver<LedgerOp>,
     drain: CancellationToken,
@@ -276,33 +286,40 @@ pub(super) async fn run(
             continue;
         }
         let plan = plan(&names, &items, &ops, &stale, crate::clock::unix_ms());
-        let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
-        let (known, reaped) = loop {
-            match plan
-                .transaction
-                .query_async::<(bool, bool)>(&mut redis)
-                .await
-            {
-                Ok(checks) => {
-                    outage.recovered();
-                    break checks;
-                }
-                Err(error) => {
-                    metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
-                        .increment(1);
-                    outage.failed("cannot write to Redis", &error);
-                    backoff.wait().await;
+        let transaction = async {
+            let Some(transaction) = &plan.transaction else {
+                return (true, false);
+            };
+            let mut redis = redis.clone();
+            let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
+            loop {
+                match transaction.query_async::<(bool, bool)>(&mut redis).await {
+                    Ok(checks) => {
+                        outage.recovered();
+                        break checks;
+                    }
+                    Err(error) => {
+                        metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
+                            .increment(1);
+                        outage.failed("cannot write to Redis", &error);
+                        backoff.wait().await;
+                    }
                 }
             }
         };
-        // The other partitions, each on its own: a retry never pushes one
-        // twice. The batch counts as written once they all are.
-        futures_util::future::join_all(
-            plan.partitions
-                .into_iter()
-                .map(|command| write_until_done(redis.clone(), command)),
+        // The other partitions at the same time, each on its own: a retry
+        // never pushes one twice. The batch counts as written once they all
+        // are.
+        let (known, reaped) = futures_util::future::join(
+            transaction,
+            futures_util::future::join_all(
+                plan.partitions
+                    .iter()
+                    .map(|command| write_until_done(redis.clone(), command.clone())),
+            ),
         )
-        .await;
+        .await
+        .0;
         let highest = plan.highest;
         let registers = ops.iter().any(|op| matches!(op, LedgerOp::Register));
         if !known && !reaped && !registers {
@@ -359,7 +376,7 @@ mod tests {
         assert_eq!(plan.highest, 9);
         assert!(plan.partitions.is_empty());
         assert_eq!(
-            commands(&plan.transaction),
+            commands(plan.transaction.as_ref().unwrap()),
             [
                 vec!["SISMEMBER", "p:ledgers", "n1"],
                 vec!["EXISTS", "p:reaped:n1"],
@@ -381,7 +398,7 @@ mod tests {
         let stale = vec![(sid.clone(), b"u".to_vec())];
         let items = vec![Outgoing::Event(Bytes::from_static(b"e"), 1, 0)];
         let plan = plan(&names(), &items, &ops, &stale, 1000);
-        let commands = commands(&plan.transaction);
+        let commands = commands(plan.transaction.as_ref().unwrap());
         let verbs: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
         assert_eq!(
             verbs,
@@ -436,7 +453,7 @@ mod tests {
         let ops = [LedgerOp::Announce(Arc::from("n1~s"), b"d".to_vec())];
         let plan = plan(&names, &items, &ops, &[], 0);
         assert_eq!(plan.highest, 5);
-        let transaction = commands(&plan.transaction);
+        let transaction = commands(plan.transaction.as_ref().unwrap());
         assert_eq!(transaction[2], ["LPUSH", "{p}:events", "c", "x"]);
         // A disconnect goes to the first partition, beside the ledger.
         assert_eq!(
@@ -476,6 +493,16 @@ mod tests {
         let items = vec![Outgoing::Publish("c".into(), b"x".to_vec())];
         let plan = plan(&names(), &items, &[], &[], 0);
         assert_eq!(plan.highest, 0);
-        assert!(commands(&plan.transaction).iter().all(|c| c[0] != "LPUSH"));
+        assert!(
+            commands(plan.transaction.as_ref().unwrap())
+                .iter()
+                .all(|c| c[0] != "LPUSH")
+        );
+        // Nothing at all for the prefix's slot: no transaction.
+        let names = Names::new(&Keys::new("p"), "n1", Duration::from_secs(5), 2);
+        let items = vec![Outgoing::Event(Bytes::from_static(b"e"), 3, 1)];
+        let plan = super::plan(&names, &items, &[], &[], 0);
+        assert!(plan.transaction.is_none());
+        assert_eq!(plan.partitions.len(), 1);
     }
 }
