@@ -1,7 +1,9 @@
-//! Sharded room subscriptions, on a Redis Cluster: room channels are
-//! published with `SPUBLISH` on the master owning each room's slot, so
-//! the node subscribes to each with `SSUBSCRIBE` there, through one
-//! cluster connection (RESP3) that reaches every master it needs.
+//! Sharded subscriptions, on a Redis Cluster: room channels are published
+//! with `SPUBLISH` on the master owning each room's slot, and the node's
+//! own channel of each partition `k ≥ 1` of the event queue on the master
+//! of that partition's slot, so the node subscribes to each with
+//! `SSUBSCRIBE` there, through one cluster connection (RESP3) that reaches
+//! every master it needs.
 //!
 //! The subscriber task changes the subscriptions, in order with its other
 //! changes ([`Shards::subscribe`]); the task started here reads what the
