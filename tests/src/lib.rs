@@ -1263,6 +1263,22 @@ impl Cluster {
         clients: usize,
         events: usize,
     ) -> (serde_json::Value, Duration) {
+        let load = self.slow_load(clients, events).await;
+        let killed = Instant::now();
+        self.kill_redis_master().await;
+        let result = load.await.expect("the load scenario panicked");
+        (result, killed.elapsed())
+    }
+
+    /// Starts `load.mjs` with `clients` stock clients, each sending
+    /// `events` acked events of 60 ms one after another, not reconnecting
+    /// and waiting up to 30 s for each ack; returns it one second in, for
+    /// the caller to break something under it.
+    pub async fn slow_load(
+        &self,
+        clients: usize,
+        events: usize,
+    ) -> tokio::task::JoinHandle<serde_json::Value> {
         let load = self.spawn_scenario(
             "load.mjs",
             &[
@@ -1273,10 +1289,7 @@ impl Cluster {
             ],
         );
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        let killed = Instant::now();
-        self.kill_redis_master().await;
-        let result = load.await.expect("the load scenario panicked");
-        (result, killed.elapsed())
+        load
     }
 }
 

@@ -220,16 +220,7 @@ async fn a_partitions_master_killed_under_load_fails_over_and_loses_nothing() {
     let port: u16 = victim.rsplit_once(':').unwrap().1.parse().unwrap();
 
     let (clients, events) = (12, 50);
-    let load = cluster.spawn_scenario(
-        "load.mjs",
-        &[
-            &format!("--clients={clients}"),
-            &format!("--events={events}"),
-            "--slow=60",
-            "--ackTimeout=30000",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let load = cluster.slow_load(clients, events).await;
     let killed = Instant::now();
     cluster.stop_redis_server(port);
     let result = load.await.unwrap();

@@ -154,6 +154,22 @@ pub async fn sample_queue_depth(redis: &mut crate::Redis, events_keys: &[String]
     metrics::gauge!("iocluster_queue_depth").set(depth as f64);
 }
 
+/// A command's arguments as text (lossy), to compare planned commands in
+/// tests and logs.
+pub fn command_text(cmd: &redis::Cmd) -> Vec<String> {
+    cmd.args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "<cursor>".to_owned(),
+        })
+        .collect()
+}
+
+/// Each command of a pipeline as [`command_text`].
+pub fn pipeline_text(pipe: &redis::Pipeline) -> Vec<Vec<String>> {
+    pipe.cmd_iter().map(command_text).collect()
+}
+
 /// The event queue's keys, partition by partition, for `partitions` of
 /// them (docs/PROTOCOL.md, "Partitions").
 pub fn queue_keys(keys: &iocluster_protocol::keys::Keys, partitions: u16) -> Vec<String> {

@@ -716,16 +716,7 @@ pub(crate) mod tests {
 
     /// Each command of a pipeline as text.
     fn commands(pipe: &redis::Pipeline) -> Vec<Vec<String>> {
-        pipe.cmd_iter()
-            .map(|cmd| {
-                cmd.args_iter()
-                    .map(|arg| match arg {
-                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                        _ => String::new(),
-                    })
-                    .collect()
-            })
-            .collect()
+        iocluster_ops::pipeline_text(pipe)
     }
 
     #[test]

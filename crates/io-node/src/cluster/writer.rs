@@ -349,16 +349,7 @@ mod tests {
 
     /// Each command of a pipeline as its arguments, text where they are.
     fn commands(pipe: &redis::Pipeline) -> Vec<Vec<String>> {
-        pipe.cmd_iter()
-            .map(|cmd| {
-                cmd.args_iter()
-                    .map(|arg| match arg {
-                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                        _ => "<cursor>".to_owned(),
-                    })
-                    .collect()
-            })
-            .collect()
+        iocluster_ops::pipeline_text(pipe)
     }
 
     fn names() -> Names {
@@ -470,14 +461,7 @@ mod tests {
         let pushes: Vec<Vec<String>> = plan
             .partitions
             .iter()
-            .map(|cmd| {
-                cmd.args_iter()
-                    .map(|arg| match arg {
-                        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                        _ => String::new(),
-                    })
-                    .collect()
-            })
+            .map(iocluster_ops::command_text)
             .collect();
         assert_eq!(
             pushes,
