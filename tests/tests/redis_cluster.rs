@@ -397,7 +397,21 @@ async fn rooms_are_sharded_over_the_masters_and_outlive_a_master_failover() {
             .collect();
         partitions.sort();
         assert_eq!(partitions, (1..8).collect::<Vec<u16>>(), "{all:?}");
+        // Its own channel and the broadcast channel are sharded too, in
+        // the prefix's slot.
+        let channels: Vec<&String> = all.iter().flat_map(|(_, channels)| channels).collect();
+        assert!(channels.contains(&&keys.node_channel(io)), "{all:?}");
     }
+    let broadcast = keys.all_channel();
+    let listening = all
+        .iter()
+        .flat_map(|(_, channels)| channels)
+        .filter(|channel| **channel == broadcast)
+        .count();
+    assert_eq!(
+        listening, 1,
+        "one master carries the broadcast channel: {all:?}"
+    );
     let masters = room_shards(all);
     assert_eq!(masters.len(), 3, "{masters:?}");
     let holding = masters.iter().filter(|(_, c)| !c.is_empty()).count();

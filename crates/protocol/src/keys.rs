@@ -40,13 +40,17 @@ impl Keys {
         self.sharded
     }
 
-    /// Whether `channel` is published with `SPUBLISH` (a room channel, or
-    /// a node channel of a partition `k ≥ 1`, with sharded rooms) rather
-    /// than `PUBLISH`.
+    /// Whether `channel` is published with `SPUBLISH` rather than
+    /// `PUBLISH`: on a Redis Cluster ([`Keys::sharded`]) a room channel, a
+    /// node channel (`P:n:<node>`, or a partition's), or the broadcast
+    /// channel. The app-nodes' reply channels, the relay channels and the
+    /// event tail stay classic.
     pub fn is_sharded(&self, channel: &str) -> bool {
         self.sharded
             && (self.parse_room_channel(channel).is_some()
-                || self.partition_node_channel(channel).is_some())
+                || self.parse_node_channel(channel).is_some()
+                || self.partition_node_channel(channel).is_some()
+                || channel == self.all_channel())
     }
 
     /// The io-node of a node channel of this prefix (`P:n:<node>`), or
@@ -377,8 +381,11 @@ mod tests {
         );
         assert_eq!(keys.parse_room_channel("{ioc}:r:/,lobby"), None);
         assert_eq!(keys.publish_command("ioc:r:/,lobby"), "SPUBLISH");
-        assert_eq!(keys.publish_command("{ioc}:n:n1"), "PUBLISH");
-        assert_eq!(keys.publish_command("{ioc}:all"), "PUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:n:n1"), "SPUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:all"), "SPUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:a:app"), "PUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:relay:n1"), "PUBLISH");
+        assert_eq!(keys.publish_command("{ioc}:tail"), "PUBLISH");
         let tagged = Keys::sharded("app:{ioc}");
         assert_eq!(tagged.room_channel("/", "x"), "app:ioc:r:/,x");
     }
@@ -398,7 +405,8 @@ mod tests {
             Some((3, "io1"))
         );
         assert!(sharded.is_sharded("{ioc:3}:n:io1"));
-        assert!(!sharded.is_sharded("{ioc}:n:io1"));
+        assert!(sharded.is_sharded("{ioc}:n:io1"));
+        assert!(!Keys::new("ioc").is_sharded("ioc:n:io1"));
         assert_eq!(sharded.partition_node_channel("{ioc}:n:io1"), None);
         assert_eq!(sharded.partition_node_channel("{ioc:0}:n:io1"), None);
         assert_eq!(sharded.partition_node_channel("{ioc:3}:events"), None);

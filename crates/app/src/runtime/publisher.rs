@@ -80,14 +80,9 @@ pub(crate) struct RedisSink {
 impl Sink for RedisSink {
     async fn write(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
         // On a Redis Cluster the flush script runs in its partition's slot:
-        // it can neither `SPUBLISH` a room's channel nor, outside the
-        // prefix's slot, add to a recovery log.
-        if self.keys.sharded_rooms()
-            && flush
-                .messages
-                .iter()
-                .any(|m| m.partition != 0 || self.keys.is_sharded(m.channel))
-        {
+        // it can neither `SPUBLISH` a room's or the broadcast channel nor,
+        // outside the prefix's slot, add to a recovery log.
+        if self.keys.sharded_rooms() {
             return self.write_sharded(flush).await;
         }
         self.write_partitions(flush).await
@@ -146,8 +141,9 @@ impl RedisSink {
 
 /// The pipeline that writes partition `k`'s part of a flush for app-node
 /// `app_id`, and the script it calls. On a Redis Cluster a partition
-/// `k ≥ 1` publishes its node channels' messages sharded in its own slot
-/// (`Q:n:<node>`, `SPUBLISH`), where its flush script runs.
+/// publishes its node channels' messages sharded in its own slot
+/// (`P:n:<node>` for the first, `Q:n:<node>` for the others: `SPUBLISH`),
+/// where its flush script runs.
 fn partition_pipeline(
     keys: &Keys,
     app_id: &str,
@@ -156,7 +152,7 @@ fn partition_pipeline(
 ) -> (redis::Pipeline, &'static redis::Script) {
     let partition = keys.partition(k);
     let inflight = partition.inflight(app_id);
-    if k == 0 || !keys.sharded_rooms() {
+    if !keys.sharded_rooms() {
         let pipe = part.pipeline(&inflight, flush_script(), "PUBLISH", &|channel| {
             channel.to_owned()
         });
@@ -439,13 +435,11 @@ impl<'a> Flush<'a> {
                     })
                     .collect(),
             })
-            // Outside the flush script: sharded rooms, and whatever is not
-            // a node channel (the broadcast channel), which a partition's
-            // script on a Redis Cluster would publish from the wrong slot.
+            // Outside the flush script: whatever is not a node channel
+            // (rooms, the broadcast channel), which a partition's script on
+            // a Redis Cluster would publish from the wrong slot.
             .partition(|message| {
-                keys.is_sharded(message.channel)
-                    || (!message.channel.is_empty()
-                        && keys.parse_node_channel(message.channel).is_none())
+                !message.channel.is_empty() && keys.parse_node_channel(message.channel).is_none()
             });
         (rooms, Flush { messages: rest })
     }
@@ -749,10 +743,12 @@ pub(crate) mod tests {
                 "done"
             ]]
         );
-        // Partition 0 keeps the classic channel and script.
+        // Partition 0 publishes on the node's own channel, sharded too.
         let (pipe, script) = partition_pipeline(&keys, "app", 0, &flush);
-        assert_eq!(script.get_hash(), flush_script().get_hash());
+        assert_eq!(script.get_hash(), flush_sharded_script().get_hash());
         assert_eq!(commands(&pipe)[0][3..5], ["{p}:inflight:app", "{p}:n:n1"]);
+        let (pipe, _) = partition_pipeline(&keys, "app", 0, &Flush::plan(&batch[..1]));
+        assert_eq!(commands(&pipe), [["SPUBLISH", "{p}:n:n1", "ack"]]);
         // On one Redis every partition publishes on the classic channel.
         let plain = Keys::new("p");
         let (pipe, _) = partition_pipeline(&plain, "app", 3, &Flush::plan(&batch[..1]));

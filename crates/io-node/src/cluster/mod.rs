@@ -242,17 +242,21 @@ impl Context {
             .max(self.config.queue_partitions)
     }
 
-    /// On a Redis Cluster, this node's sharded node channels of partitions
-    /// `1..` ([`Keys::partition`]): where app-nodes publish the commands
-    /// and `done`s of those partitions' items. Empty on one Redis, where
-    /// every partition publishes on `P:n:<node>`.
-    fn partition_channels(&self) -> Vec<String> {
+    /// On a Redis Cluster, the sharded channels this node always listens
+    /// on: its node channel of each partition of the queue
+    /// ([`Keys::partition`]; partition 0's is `P:n:<node>`), where
+    /// app-nodes publish the commands and `done`s of that partition's
+    /// items, and the broadcast channel. Empty on one Redis, where they
+    /// are classic.
+    fn sharded_channels(&self) -> Vec<String> {
         if !self.keys.sharded_rooms() {
             return Vec::new();
         }
-        (1..self.partitions())
+        let mut channels: Vec<String> = (0..self.partitions())
             .map(|k| self.keys.partition(k).node_channel(self.node_id()))
-            .collect()
+            .collect();
+        channels.push(self.keys.all_channel());
+        channels
     }
 
     /// Listens on the node channels of partitions up to `count` too, once

@@ -110,11 +110,13 @@ impl Recovery {
                             nsp: nsp.to_owned(),
                             sid: sid.clone(),
                         });
-                        let _: redis::RedisResult<()> = redis::cmd("PUBLISH")
-                            .arg(self.keys.node_channel(&home))
-                            .arg(release.encode())
-                            .query_async(&mut redis)
-                            .await;
+                        let channel = self.keys.node_channel(&home);
+                        let _: redis::RedisResult<()> =
+                            redis::cmd(self.keys.publish_command(&channel))
+                                .arg(&channel)
+                                .arg(release.encode())
+                                .query_async(&mut redis)
+                                .await;
                     }
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(CLAIM_RETRY_LAST);

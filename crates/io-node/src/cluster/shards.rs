@@ -171,6 +171,8 @@ async fn read(
     let bytes = metrics::counter!("iocluster_pubsub_bytes_total");
     let mut failovers = iocluster_ops::failovers();
     let mut resubscribe = false;
+    // A master's connection dropped: `done`s may have been lost with it.
+    let mut lost = false;
     let mut resubscribing: Option<tokio::task::JoinHandle<bool>> = None;
     let mut check = tokio::time::interval(CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,6 +188,12 @@ async fn read(
                 resubscribing = None;
                 if !done.unwrap_or(false) {
                     resubscribe = true;
+                } else if std::mem::take(&mut lost) {
+                    // Commands published while this node was not
+                    // subscribed are lost, `done`s among them: push those
+                    // events again rather than leave their sockets
+                    // waiting (as the classic subscriber does).
+                    context.sockets.redeliver(Duration::ZERO);
                 }
             }
             push = pushes.recv() => {
@@ -202,7 +210,7 @@ async fn read(
                         // here was dropped by the server.
                         let ours = std::str::from_utf8(channel).is_ok_and(|channel| {
                             context.sockets.has_room_channel(channel)
-                                || context.partition_channels().iter().any(|c| c == channel)
+                                || context.sharded_channels().iter().any(|c| c == channel)
                         });
                         if ours {
                             tracing::info!(channel = %String::from_utf8_lossy(channel), "Redis dropped a room subscription (slot moved); subscribing again");
@@ -213,6 +221,7 @@ async fn read(
                         metrics::counter!("iocluster_redis_reconnects_total", "task" => "sharded subscriber").increment(1);
                         tracing::warn!("a sharded subscription's connection was lost; subscribing again");
                         resubscribe = true;
+                        lost = true;
                     }
                     Push::Other => {}
                 }
@@ -237,10 +246,11 @@ async fn read(
 }
 
 /// Subscribes to every room channel with local members, and to this
-/// node's channels of the queue's partitions, one command each (each may
-/// be in a slot of its own); whether all succeeded.
+/// node's channels of the queue's partitions and the broadcast channel,
+/// one command each (each may be in a slot of its own); whether all
+/// succeeded.
 async fn subscribe_all(context: Context, connection: ClusterConnection) -> bool {
-    let mut channels = context.partition_channels();
+    let mut channels = context.sharded_channels();
     channels.extend(context.sockets.room_channels());
     let count = channels.len();
     let failed = futures_util::stream::iter(channels)

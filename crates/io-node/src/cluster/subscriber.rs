@@ -52,21 +52,20 @@ pub(super) async fn run(
             }
         };
         let relay_channel = keys.relay_channel(context.node_id());
-        let mut channels = vec![
-            keys.node_channel(context.node_id()),
-            keys.all_channel(),
-            relay_channel.clone(),
-        ];
+        let mut channels = vec![relay_channel.clone()];
         match &mut shards {
             Some(shards) => {
-                // This node's channels of the queue's partitions, before
+                // This node's channels and the broadcast channel, before
                 // anything else: `done`s come on them.
-                for channel in context.partition_channels() {
+                for channel in context.sharded_channels() {
                     shards.subscribe(&channel).await;
                 }
                 shards.resubscribe();
             }
-            None => channels.extend(context.sockets.room_channels()),
+            None => channels.extend([keys.node_channel(context.node_id()), keys.all_channel()]),
+        }
+        if shards.is_none() {
+            channels.extend(context.sockets.room_channels());
         }
         if let Err(error) = sink.subscribe(&channels).await {
             outage.failed("cannot subscribe", &error);

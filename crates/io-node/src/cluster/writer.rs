@@ -24,6 +24,7 @@ const MAX_BATCH: usize = 512;
 
 /// The names a batch writes to, made once.
 pub(super) struct Names {
+    keys: Keys,
     node: String,
     /// The events key of each partition, the first `P:events`.
     events: Vec<String>,
@@ -42,6 +43,7 @@ pub(super) struct Names {
 impl Names {
     pub(super) fn new(keys: &Keys, node: &str, lease: Duration, partitions: u16) -> Names {
         Names {
+            keys: keys.clone(),
             node: node.to_owned(),
             events: iocluster_ops::queue_keys(keys, partitions),
             ledger: keys.ledger(node),
@@ -103,7 +105,12 @@ pub(super) fn plan(
     }
     for item in items {
         if let Outgoing::Publish(channel, payload) = item {
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            // On a Redis Cluster another io-node's channel is sharded, in
+            // the prefix's slot like this transaction.
+            pipe.cmd(names.keys.publish_command(channel))
+                .arg(channel)
+                .arg(payload)
+                .ignore();
         }
     }
     for op in ops {
