@@ -83,10 +83,9 @@ pub async fn run(
     let (engine, closed) = Engine::new((*config).clone());
     let engine = Arc::new(engine);
     let (bridge, receivers) = cluster::bridge(config.event_buffer);
-    let sockets = Arc::new(Sockets::new(
-        Settings::from(&*config),
-        Arc::new(bridge.clone()),
-    ));
+    let settings = Settings::from(&*config);
+    let partitions = settings.partitions.clone();
+    let sockets = Arc::new(Sockets::new(settings, Arc::new(bridge.clone())));
     let namespaces = Arc::new(cluster::Namespaces::new(
         redis.clone(),
         &keys,
@@ -111,7 +110,7 @@ pub async fn run(
         readiness: readiness.clone(),
         peers,
         relay_in,
-        partitions: Default::default(),
+        partitions,
     };
     let credentials = cluster::auth::Credentials::new(&config, redis.clone());
     let recovery =

@@ -548,7 +548,7 @@ impl Sockets {
                 let channel = self.keys.room_channel(&socket.nsp, room);
                 unsubscribe.extend(registry.remove_member(channel, &socket.id));
             }
-            if let Some(channel) = self.home_channel(socket) {
+            for channel in self.home_channels(socket) {
                 unsubscribe.extend(registry.remove_member(channel, &socket.id));
             }
         }

@@ -200,6 +200,11 @@ pub(crate) struct Settings {
     pub event_batch: usize,
     /// Partitions of the event queue a socket's messages spread over.
     pub queue_partitions: u16,
+    /// How many partitions app-nodes take from (the most of this node's
+    /// and `P:partitions`, kept by the cluster side): on a Redis Cluster
+    /// each has its own node channels, which a socket recovered here from
+    /// another io-node is reached through.
+    pub partitions: Arc<std::sync::atomic::AtomicU16>,
     /// Frames a socket waiting for admission may hold.
     pub outbox_capacity: usize,
     /// Most binary attachments one packet may carry.
@@ -215,6 +220,7 @@ impl From<&crate::config::Config> for Settings {
             max_pending_events: config.max_pending_events,
             event_batch: config.event_batch,
             queue_partitions: config.queue_partitions,
+            partitions: Arc::new(std::sync::atomic::AtomicU16::new(config.queue_partitions)),
             outbox_capacity: config.outbox_capacity,
             max_attachments: config.max_attachments,
             parser: config.parser,

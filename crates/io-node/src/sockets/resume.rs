@@ -29,12 +29,28 @@ use super::{
 use crate::engine::CloseReason;
 
 impl Sockets {
-    /// The channel of the io-node a socket's id names, when that is another
-    /// node: a recovered socket that moved here is reached through it (the
-    /// app-nodes route commands by the id's node).
-    pub(super) fn home_channel(&self, socket: &Socket) -> Option<String> {
-        let home = iocluster_protocol::ids::node_of(&socket.id)?;
-        (home != self.node_id()).then(|| self.keys.node_channel(home))
+    /// The channels of the io-node a socket's id names, when that is
+    /// another node: a recovered socket that moved here is reached through
+    /// them (the app-nodes route commands by the id's node). On a Redis
+    /// Cluster that node has one per partition of the queue.
+    pub(super) fn home_channels(&self, socket: &Socket) -> Vec<String> {
+        let Some(home) = iocluster_protocol::ids::node_of(&socket.id) else {
+            return Vec::new();
+        };
+        if home == self.node_id() {
+            return Vec::new();
+        }
+        let partitions = if self.keys.sharded_rooms() {
+            self.settings
+                .partitions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(self.settings.queue_partitions)
+        } else {
+            1
+        };
+        (0..partitions)
+            .map(|k| self.keys.partition(k).node_channel(home))
+            .collect()
     }
 
     /// Opens the socket of a recovered session: `previous` is its parked
@@ -70,15 +86,20 @@ impl Sockets {
         state.held = Some(Vec::new());
         state.data = previous.sdata;
         self.join_locked(&socket, &mut state, previous.rooms);
-        if let Some(channel) = self.home_channel(&socket) {
-            let fresh = {
+        let home = self.home_channels(&socket);
+        if !home.is_empty() {
+            let fresh: Vec<String> = {
                 let mut registry = write(&self.registry);
-                let members = registry.rooms.entry(channel.clone()).or_default();
-                let fresh = members.is_empty();
-                members.insert(sid.clone(), socket.clone());
-                fresh
+                home.into_iter()
+                    .filter(|channel| {
+                        let members = registry.rooms.entry(channel.clone()).or_default();
+                        let fresh = members.is_empty();
+                        members.insert(sid.clone(), socket.clone());
+                        fresh
+                    })
+                    .collect()
             };
-            if fresh {
+            for channel in fresh {
                 self.cluster.subscribe(channel);
             }
             self.cluster.ledger(LedgerOp::Locate(sid.clone()));

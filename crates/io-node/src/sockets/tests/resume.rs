@@ -231,3 +231,35 @@ fn a_release_closes_the_socket_as_a_lost_transport() {
     assert!(session.is_closed());
     assert_eq!(session.close_reason(), CloseReason::TransportClose);
 }
+
+#[test]
+fn on_a_redis_cluster_a_socket_recovered_away_listens_on_every_partition_of_its_node() {
+    let fixture = Fixture::with(Settings {
+        keys: iocluster_protocol::keys::Keys::sharded("{p}"),
+        queue_partitions: 2,
+        partitions: std::sync::Arc::new(std::sync::atomic::AtomicU16::new(3)),
+        ..settings()
+    });
+    let session = fixture.session();
+    assert!(recover(&fixture, &session, previous("n9.old", &[])));
+    let subscribed: Vec<String> = fixture
+        .effects()
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Subscribe(channel) if channel.contains(":n:") => Some(channel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribed, ["{p}:n:n9", "{p:1}:n:n9", "{p:2}:n:n9"]);
+    fixture.subscriptions_active();
+    session.close(CloseReason::TransportClose);
+    fixture.sockets.on_session_closed(&session);
+    let unsubscribed = fixture
+        .effects()
+        .into_iter()
+        .filter(
+            |effect| matches!(effect, Effect::Unsubscribe(channel) if channel.contains(":n:n9")),
+        )
+        .count();
+    assert_eq!(unsubscribed, 3);
+}
