@@ -111,8 +111,20 @@ pub(super) async fn take_all(
             changed = partitions.changed(), if watching => watching = changed.is_ok(),
             () = takers.serving.cancelled() => break,
             Some(ended) = set.join_next() => {
-                if let Err(error) = ended {
-                    tracing::error!(%error, "a taker failed");
+                // A taker ends only with shutdown, or by panicking: then its
+                // partition would no longer be served while this node's
+                // lease keeps anyone else from handing back what it holds.
+                // The node stops instead (as with one taker), handing back
+                // its in-flight events; the other takers are aborted with
+                // the set (what one took is in the in-flight list, handed
+                // back too).
+                if takers.serving.is_cancelled() {
+                    continue;
+                }
+                match ended {
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(error) => panic!("a taker failed: {error}"),
+                    Ok(()) => panic!("a taker ended while serving"),
                 }
             }
         }
