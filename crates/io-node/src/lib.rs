@@ -37,6 +37,11 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Config, RawConfig};
 
 use crate::engine::{CloseReason, Engine};
+
+/// How long a starting node waits for its subscriptions before it serves
+/// anyway (they are retried meanwhile; events whose `done` is missed are
+/// pushed again).
+const SUBSCRIBE_BEFORE_SERVING: Duration = Duration::from_secs(10);
 use crate::node::Node;
 use crate::sockets::{Settings, Sockets};
 
@@ -127,7 +132,6 @@ pub async fn run(
         tracing::warn!(%error, "cannot read the served namespaces yet");
     }
     cluster::registry::register(&context, &mut redis.clone()).await?;
-    readiness.set(true);
 
     // The HTTP listeners stop with `serving`; the watch, subscriber and
     // registry with `tasks`; the writer once `drain` says everything it
@@ -149,6 +153,25 @@ pub async fn run(
         tasks.clone(),
         drain.clone(),
     );
+
+    // Serve once the node listens on its channels (on a Redis Cluster
+    // one per partition of the queue, each on its master): a client's
+    // `connect` or event answered before would have its `done` lost, and
+    // wait for the admission timeout or the redelivery.
+    let (subscribed, listening) = tokio::sync::oneshot::channel::<()>();
+    sockets::Cluster::when_subscribed(
+        &context.bridge,
+        Box::new(move || {
+            let _ = subscribed.send(());
+        }),
+    );
+    if tokio::time::timeout(SUBSCRIBE_BEFORE_SERVING, listening)
+        .await
+        .is_err()
+    {
+        tracing::warn!("not subscribed to this node's channels yet: serving all the same");
+    }
+    readiness.set(true);
 
     let path = config.path.clone();
     let app = Router::new()
