@@ -235,11 +235,24 @@ impl Context {
         &self.config.node_id
     }
 
-    /// The partitions app-nodes take from, at least this node's own.
+    /// The partitions app-nodes take from: this node's own count until
+    /// `P:partitions` says more (the count only rises).
     fn partitions(&self) -> u16 {
-        self.partitions
-            .load(Ordering::Relaxed)
-            .max(self.config.queue_partitions)
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Whether `channel` is one of [`Context::sharded_channels`], without
+    /// building them (asked for every subscription Redis drops).
+    fn is_own_sharded_channel(&self, channel: &str) -> bool {
+        if !self.keys.sharded_rooms() {
+            return false;
+        }
+        channel == self.keys.all_channel()
+            || self.keys.parse_node_channel(channel) == Some(self.node_id())
+            || self
+                .keys
+                .partition_node_channel(channel)
+                .is_some_and(|(k, node)| node == self.node_id() && k < self.partitions())
     }
 
     /// On a Redis Cluster, the sharded channels this node always listens

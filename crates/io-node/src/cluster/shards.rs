@@ -210,7 +210,7 @@ async fn read(
                         // here was dropped by the server.
                         let ours = std::str::from_utf8(channel).is_ok_and(|channel| {
                             context.sockets.has_room_channel(channel)
-                                || context.sharded_channels().iter().any(|c| c == channel)
+                                || context.is_own_sharded_channel(channel)
                         });
                         if ours {
                             tracing::info!(channel = %String::from_utf8_lossy(channel), "Redis dropped a room subscription (slot moved); subscribing again");

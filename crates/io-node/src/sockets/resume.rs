@@ -44,7 +44,6 @@ impl Sockets {
             self.settings
                 .partitions
                 .load(std::sync::atomic::Ordering::Relaxed)
-                .max(self.settings.queue_partitions)
         } else {
             1
         };

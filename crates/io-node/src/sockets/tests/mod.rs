@@ -126,7 +126,7 @@ pub(super) fn settings() -> Settings {
         max_pending_events: 256,
         event_batch: 32,
         queue_partitions: 1,
-        partitions: Default::default(),
+        partitions: std::sync::Arc::new(std::sync::atomic::AtomicU16::new(1)),
         outbox_capacity: 1024,
         max_attachments: 10,
         parser: crate::sockets::Parser::Default,
