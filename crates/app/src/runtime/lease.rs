@@ -4,7 +4,7 @@
 //! hand-back of the in-flight events of app-nodes whose lease lapsed,
 //! partition by partition, this one's own at a clean shutdown
 //! ([`hand_back_own`]) and those a previous run under its id left at start
-//! ([`hand_back_previous`]).
+//! ([`take_lease`]).
 //!
 //! The lease is what lets another app-node hand back this one's events should
 //! it die; it is renewed until the runtime has finished everything it could,
@@ -244,14 +244,14 @@ async fn hand_back(
     })
 }
 
-/// At start, with the lease just taken: whatever a previous run under this
-/// id left in its in-flight list (killed, then restarted before its lease
-/// lapsed, as a supervisor with a fixed id does) goes back to the queue now.
-/// Left there, nobody would hand it back: this run renews the very lease
-/// whose lapse would have. Then the lease is taken again (the hand-back
-/// gives it up). Two app-nodes must never share an id: the second to start
-/// would hand back the events the first is running, which would run twice.
-pub(super) async fn hand_back_previous(
+/// At start: takes the lease, then hands back whatever a previous run
+/// under this id left in its in-flight lists (killed, then restarted before
+/// its lease lapsed, as a supervisor with a fixed id does). Left there,
+/// nobody would hand it back: this run renews the very lease whose lapse
+/// would have. Then the lease is taken again (the hand-back gives it up).
+/// Two app-nodes must never share an id: the second to start would hand
+/// back the events the first is running, which would run twice.
+pub(super) async fn take_lease(
     redis: &mut iocluster_ops::Redis,
     keys: &Keys,
     app_id: &str,
@@ -259,6 +259,8 @@ pub(super) async fn hand_back_previous(
     nsps: &[(String, String)],
     partitions: u16,
 ) -> redis::RedisResult<()> {
+    // The hand-back of partition 0 runs only for an app-node with a lease.
+    heartbeat(redis, keys, app_id, lease, nsps, partitions).await?;
     let moved = hand_back(redis, keys, app_id, u64::MAX, partitions).await?;
     if moved > 0 {
         metrics::counter!("iocluster_redeliveries_total").increment(moved as u64);

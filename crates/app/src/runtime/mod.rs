@@ -174,16 +174,7 @@ impl Node {
             .collect();
         let partitions = iocluster_ops::queue_partitions(&mut redis, &keys).await?;
         let (partitions_tx, partitions_rx) = watch::channel(partitions);
-        lease::heartbeat(
-            &mut redis,
-            &keys,
-            &config.app_id,
-            config.lease,
-            &nsps,
-            partitions,
-        )
-        .await?;
-        lease::hand_back_previous(
+        lease::take_lease(
             &mut redis,
             &keys,
             &config.app_id,

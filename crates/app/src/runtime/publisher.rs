@@ -17,11 +17,12 @@
 //! go with its `done`), not between the commands of items of different
 //! partitions in one batch, whose handlers ran concurrently anyway.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use iocluster_protocol::keys::Keys;
+use iocluster_protocol::keys::{Keys, Partition};
 use iocluster_protocol::scripts;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -92,12 +93,12 @@ impl Sink for RedisSink {
 impl RedisSink {
     /// Each partition's part of a flush, at once ([`Flush::by_partition`]).
     async fn write_partitions(&mut self, flush: &Flush<'_>) -> redis::RedisResult<()> {
-        let mut parts = flush.by_partition();
-        if parts.len() == 1 {
-            let (k, part) = parts.remove(0);
-            let (pipe, script) = partition_pipeline(&self.keys, &self.app_id, k, &part);
+        // The usual case, and the only one with one partition: no split.
+        if let Some(k) = flush.single_partition() {
+            let (pipe, script) = partition_pipeline(&self.keys, &self.app_id, k, flush);
             return write_pipeline(&mut self.redis, pipe, script).await;
         }
+        let parts = flush.by_partition();
         let writes = parts.iter().map(|(k, part)| {
             let mut redis = self.redis.clone();
             let (pipe, script) = partition_pipeline(&self.keys, &self.app_id, *k, part);
@@ -153,20 +154,12 @@ fn partition_pipeline(
     let partition = keys.partition(k);
     let inflight = partition.inflight(app_id);
     if !keys.sharded_rooms() {
-        let pipe = part.pipeline(&inflight, flush_script(), "PUBLISH", &|channel| {
-            channel.to_owned()
-        });
+        let pipe = part.pipeline(&inflight, flush_script(), "PUBLISH", None);
         return (pipe, flush_script());
     }
-    let rename = |channel: &str| match keys.parse_node_channel(channel) {
-        Some(node) => partition.node_channel(node),
-        None => channel.to_owned(),
-    };
+    let rename = (k > 0).then_some((keys, &partition));
     let script = flush_sharded_script();
-    (
-        part.pipeline(&inflight, script, "SPUBLISH", &rename),
-        script,
-    )
+    (part.pipeline(&inflight, script, "SPUBLISH", rename), script)
 }
 
 /// Sends one flush's pipeline, which calls `script`.
@@ -364,6 +357,15 @@ impl<'a> Flush<'a> {
         Flush { messages }
     }
 
+    /// The partition of every message, if they all have the same one.
+    fn single_partition(&self) -> Option<u16> {
+        let first = self.messages.first().map_or(0, |m| m.partition);
+        self.messages
+            .iter()
+            .all(|m| m.partition == first)
+            .then_some(first)
+    }
+
     /// The flush split by partition, in order within each; the partitions
     /// in the order they first appear.
     fn by_partition(&self) -> Vec<(u16, Flush<'a>)> {
@@ -454,15 +456,25 @@ impl<'a> Flush<'a> {
 
     /// Plain `publish`es (`PUBLISH` or `SPUBLISH`) when nothing leaves the
     /// in-flight list, else the whole flush as one call of `script` (the
-    /// flush script, or its sharded kind); each channel as `channel` names
-    /// it.
+    /// flush script, or its sharded kind); with `rename`, node channels as
+    /// the partition's.
     fn pipeline(
         &self,
         inflight_key: &str,
         script: &redis::Script,
         publish: &str,
-        channel: &dyn Fn(&str) -> String,
+        rename: Option<(&Keys, &Partition)>,
     ) -> redis::Pipeline {
+        // A node channel of `keys` as the partition's own (`Q:n:<node>`).
+        let channel = |channel: &'a str| -> Cow<'a, str> {
+            match rename.and_then(|(keys, partition)| {
+                keys.parse_node_channel(channel)
+                    .map(|node| partition.node_channel(node))
+            }) {
+                Some(renamed) => Cow::Owned(renamed),
+                None => Cow::Borrowed(channel),
+            }
+        };
         let mut pipe = redis::pipe();
         if !self.removes() {
             for message in &self.messages {
@@ -482,12 +494,8 @@ impl<'a> Flush<'a> {
             .arg(1)
             .arg(inflight_key);
         for message in &self.messages {
-            let name = if message.channel.is_empty() {
-                String::new()
-            } else {
-                channel(message.channel)
-            };
-            cmd.arg(name).arg(message.parts.len());
+            cmd.arg(channel(message.channel).as_ref())
+                .arg(message.parts.len());
             for (raw, bytes) in &message.parts {
                 cmd.arg(raw.unwrap_or_default()).arg(*bytes);
             }
