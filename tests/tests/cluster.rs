@@ -257,6 +257,85 @@ async fn a_partitioned_queue_keeps_order_and_hands_back_every_partition() {
     }
 }
 
+/// Every app-node killed (kill -9) with a partitioned queue: the clients'
+/// events wait in their partitions, and the first app-node back takes
+/// them from every partition; each is answered, no client is dropped.
+#[tokio::test]
+async fn every_app_node_killed_with_a_partitioned_queue_loses_no_event() {
+    let mut cluster = Cluster::builder("partitions-outage")
+        .io_args(&["--queue-partitions", "4"])
+        .heartbeat(2_000, 5_000)
+        .start()
+        .await;
+    let keys = cluster.keys();
+    let mut clients = Vec::new();
+    let mut sockets = Vec::new();
+    // 16 sockets: all in fewer than two of the partitions past the first
+    // has a chance of about 3 / 2^16.
+    for i in 0..16 {
+        let client = iocluster_client::Client::connect(
+            &cluster.io[i % cluster.io.len()].url(),
+            iocluster_client::ClientOptions::default(),
+        )
+        .await
+        .unwrap();
+        let socket = client.socket("/", None).await.unwrap();
+        socket
+            .recv_event(Duration::from_secs(5))
+            .await
+            .expect("welcome");
+        clients.push(client);
+        sockets.push(socket);
+    }
+    for app in &mut cluster.apps {
+        app.process.kill();
+    }
+    let answers = futures_util::future::join_all(sockets.iter().map(|socket| {
+        socket.emit_with_ack("slow", vec![serde_json::json!(0)], Duration::from_secs(30))
+    }));
+    let back = async {
+        // The events wait in at least two partitions past the first.
+        let redis = cluster.redis().await;
+        eventually(
+            Duration::from_secs(10),
+            "events in several partitions",
+            || {
+                let keys = keys.clone();
+                let mut redis = redis.clone();
+                async move {
+                    let mut waiting = 0;
+                    for k in 1..4 {
+                        let n: i64 = redis::cmd("LLEN")
+                            .arg(keys.partition(k).events())
+                            .query_async(&mut redis)
+                            .await
+                            .unwrap();
+                        waiting += i32::from(n > 0);
+                    }
+                    (waiting >= 2).then_some(())
+                }
+            },
+        )
+        .await;
+        // Past the dead app-nodes' leases, then one comes back.
+        tokio::time::sleep(Duration::from_millis(2 * iocluster_tests::LEASE_MS)).await;
+        cluster.start_app().await;
+    };
+    let (answers, ()) = tokio::join!(answers, back);
+    for answer in answers {
+        answer.expect("every event is answered once an app-node is back");
+    }
+    // No socket was disconnected meanwhile.
+    let reasons = cluster.disconnect_reasons().await;
+    for socket in &sockets {
+        assert!(
+            !reasons.iter().any(|r| r.starts_with(socket.id())),
+            "{reasons:?}"
+        );
+    }
+    drop(clients);
+}
+
 /// Every app-node stops (a deploy that restarts them all at once) for longer
 /// than their leases: stock clients connecting meanwhile are never refused
 /// for good. The namespace stays served (`namespace_memory`); an admission
