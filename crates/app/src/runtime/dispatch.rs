@@ -132,7 +132,11 @@ impl Dispatcher {
     /// where its `done` removes it (and with which every command its
     /// handlers issue goes out).
     pub(crate) async fn handle(&self, raw: Vec<u8>, partition: u16) {
-        crate::socket::in_partition(partition, self.handle_item(raw, partition)).await
+        // Boxed: the item's future is large (the handlers' futures are in
+        // it), and every layer that wraps it by value copies it, once per
+        // event (measured: the app-node's `memmove` went from 14 % to 21 %
+        // of its CPU when the task-local scope was added unboxed).
+        crate::socket::in_partition(partition, Box::pin(self.handle_item(raw, partition))).await
     }
 
     async fn handle_item(&self, raw: Vec<u8>, partition: u16) {
