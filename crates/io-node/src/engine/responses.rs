@@ -27,8 +27,9 @@ pub(super) fn text(body: String) -> Response {
 
 /// The handshake the app-nodes see, from the request that opened a
 /// session: its headers but those of `config.handshake_drop_headers`
-/// (cookies and `Authorization` by default: the handshake is kept in Redis,
-/// in every queued event and in the ledger), query, address and time.
+/// (by default cookies and `Authorization`, and the WebSocket upgrade's own
+/// headers: the handshake is kept in Redis, in every queued event and in
+/// the ledger), query, address and time.
 pub(super) fn capture_handshake(
     config: &crate::config::Config,
     peer: SocketAddr,
@@ -89,6 +90,12 @@ mod tests {
             .uri("/socket.io/?EIO=4&transport=polling")
             .header("cookie", "session=secret")
             .header("authorization", "Bearer secret")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .header("sec-websocket-protocol", "chat")
             .header("x-client", "one")
             .header("x-client", "two")
             .body(axum::body::Body::empty())
@@ -99,13 +106,29 @@ mod tests {
             .unwrap();
         assert_eq!(
             handshake.headers,
-            [("x-client".to_owned(), "one, two".to_owned())]
+            [
+                ("sec-websocket-protocol".to_owned(), "chat".to_owned()),
+                ("x-client".to_owned(), "one, two".to_owned())
+            ]
         );
         config.handshake_drop_headers = Vec::new();
         let handshake = capture_handshake(&config, peer, &request, Vec::new())
             .decode()
             .unwrap();
         let names: Vec<&str> = handshake.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["cookie", "authorization", "x-client"]);
+        assert_eq!(
+            names,
+            [
+                "cookie",
+                "authorization",
+                "connection",
+                "upgrade",
+                "sec-websocket-key",
+                "sec-websocket-version",
+                "sec-websocket-extensions",
+                "sec-websocket-protocol",
+                "x-client"
+            ]
+        );
     }
 }
