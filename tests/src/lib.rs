@@ -1070,20 +1070,38 @@ impl Cluster {
     /// partition of the event queue.
     pub async fn inflight_len(&self, app: &str) -> i64 {
         let mut redis = self.redis().await;
-        let keys = self.keys();
-        let partitions = iocluster_ops::queue_partitions(&mut redis, &keys)
+        let partitions = iocluster_ops::queue_partitions(&mut redis, &self.keys())
             .await
             .expect("cannot read the queue's partitions");
-        let mut total = 0;
-        for k in 0..partitions {
-            let n: i64 = redis::cmd("LLEN")
-                .arg(keys.partition(k).inflight(app))
-                .query_async(&mut redis)
-                .await
-                .expect("cannot read the in-flight list");
-            total += n;
+        self.partition_lengths(0..partitions, |partition| vec![partition.inflight(app)])
+            .await
+            .iter()
+            .sum()
+    }
+
+    /// For each partition `k` of `partitions`, the items in its lists that
+    /// `lists` names (`LLEN` summed over them).
+    pub async fn partition_lengths(
+        &self,
+        partitions: std::ops::Range<u16>,
+        lists: impl Fn(iocluster_protocol::keys::Partition) -> Vec<String>,
+    ) -> Vec<i64> {
+        let mut redis = self.redis().await;
+        let keys = self.keys();
+        let mut lengths = Vec::new();
+        for k in partitions {
+            let mut total = 0;
+            for list in lists(keys.partition(k)) {
+                let n: i64 = redis::cmd("LLEN")
+                    .arg(list)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("cannot read a list's length");
+                total += n;
+            }
+            lengths.push(total);
         }
-        total
+        lengths
     }
 
     /// Whether `member` is in the registry sorted set `<prefix>:<set>`

@@ -215,25 +215,13 @@ async fn a_partitioned_queue_keeps_order_and_hands_back_every_partition() {
     eventually(
         Duration::from_secs(20),
         "items in several partitions",
-        || {
-            let keys = keys.clone();
-            let mut redis = redis.clone();
-            async move {
-                let mut busy = 0;
-                for k in 1..4 {
-                    let mut held = 0;
-                    for app in ["app0", "app1"] {
-                        let n: i64 = redis::cmd("LLEN")
-                            .arg(keys.partition(k).inflight(app))
-                            .query_async(&mut redis)
-                            .await
-                            .unwrap();
-                        held += n;
-                    }
-                    busy += i32::from(held > 0);
-                }
-                (busy >= 2).then_some(())
-            }
+        || async {
+            let held = cluster
+                .partition_lengths(1..4, |partition| {
+                    vec![partition.inflight("app0"), partition.inflight("app1")]
+                })
+                .await;
+            (held.iter().filter(|&&n| n > 0).count() >= 2).then_some(())
         },
     )
     .await;
@@ -267,7 +255,6 @@ async fn every_app_node_killed_with_a_partitioned_queue_loses_no_event() {
         .heartbeat(2_000, 5_000)
         .start()
         .await;
-    let keys = cluster.keys();
     let mut clients = Vec::new();
     let mut sockets = Vec::new();
     // 16 sockets: all in fewer than two of the partitions past the first
@@ -295,25 +282,14 @@ async fn every_app_node_killed_with_a_partitioned_queue_loses_no_event() {
     }));
     let back = async {
         // The events wait in at least two partitions past the first.
-        let redis = cluster.redis().await;
         eventually(
             Duration::from_secs(10),
             "events in several partitions",
-            || {
-                let keys = keys.clone();
-                let mut redis = redis.clone();
-                async move {
-                    let mut waiting = 0;
-                    for k in 1..4 {
-                        let n: i64 = redis::cmd("LLEN")
-                            .arg(keys.partition(k).events())
-                            .query_async(&mut redis)
-                            .await
-                            .unwrap();
-                        waiting += i32::from(n > 0);
-                    }
-                    (waiting >= 2).then_some(())
-                }
+            || async {
+                let waiting = cluster
+                    .partition_lengths(1..4, |partition| vec![partition.events()])
+                    .await;
+                (waiting.iter().filter(|&&n| n > 0).count() >= 2).then_some(())
             },
         )
         .await;
