@@ -220,23 +220,46 @@ pub(super) fn plan(
     }
 }
 
-/// Runs `command` until Redis accepts it.
-async fn write_until_done(mut redis: iocluster_ops::Redis, command: redis::Cmd) {
+/// Sends a write with `attempt` until Redis accepts it, waiting more after
+/// each failure; `outage` reports the failures (as `what`) and the
+/// recovery.
+async fn until_written<T, F, Fut>(
+    what: &str,
+    outage: &mut iocluster_ops::Outage,
+    mut attempt: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
     let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
-    let mut outage = iocluster_ops::Outage::new("writer");
     loop {
-        match command.query_async::<()>(&mut redis).await {
-            Ok(()) => {
+        match attempt().await {
+            Ok(reply) => {
                 outage.recovered();
-                return;
+                return reply;
             }
             Err(error) => {
                 metrics::counter!("iocluster_redis_errors_total", "task" => "writer").increment(1);
-                outage.failed("cannot write a partition of the event queue", &error);
+                outage.failed(what, &error);
                 backoff.wait().await;
             }
         }
     }
+}
+
+/// Pushes one partition's events until Redis accepts them.
+async fn write_partition(redis: &iocluster_ops::Redis, command: &redis::Cmd) {
+    let mut outage = iocluster_ops::Outage::new("writer");
+    until_written(
+        "cannot write a partition of the event queue",
+        &mut outage,
+        || {
+            let mut redis = redis.clone();
+            async move { command.query_async::<()>(&mut redis).await }
+        },
+    )
+    .await;
 }
 
 /// Writes batches until `drain` is cancelled and everything queued before
@@ -297,22 +320,11 @@ pub(super) async fn run(
             let Some(transaction) = &plan.transaction else {
                 return (true, false);
             };
-            let mut redis = redis.clone();
-            let mut backoff = iocluster_ops::Backoff::new(iocluster_ops::EVENT_PATH_RETRY);
-            loop {
-                match transaction.query_async::<(bool, bool)>(&mut redis).await {
-                    Ok(checks) => {
-                        outage.recovered();
-                        break checks;
-                    }
-                    Err(error) => {
-                        metrics::counter!("iocluster_redis_errors_total", "task" => "writer")
-                            .increment(1);
-                        outage.failed("cannot write to Redis", &error);
-                        backoff.wait().await;
-                    }
-                }
-            }
+            until_written("cannot write to Redis", &mut outage, || {
+                let mut redis = redis.clone();
+                async move { transaction.query_async::<(bool, bool)>(&mut redis).await }
+            })
+            .await
         };
         // The other partitions at the same time, each on its own: a retry
         // never pushes one twice. The batch counts as written once they all
@@ -322,7 +334,7 @@ pub(super) async fn run(
             futures_util::future::join_all(
                 plan.partitions
                     .iter()
-                    .map(|command| write_until_done(redis.clone(), command.clone())),
+                    .map(|command| write_partition(&redis, command)),
             ),
         )
         .await
