@@ -277,6 +277,7 @@ async fn every_app_node_killed_with_a_partitioned_queue_loses_no_event() {
     for app in &mut cluster.apps {
         app.process.kill();
     }
+    let frontend = cluster.start_frontend().await;
     let answers = futures_util::future::join_all(sockets.iter().map(|socket| {
         socket.emit_with_ack("slow", vec![serde_json::json!(0)], Duration::from_secs(30))
     }));
@@ -290,6 +291,17 @@ async fn every_app_node_killed_with_a_partitioned_queue_loses_no_event() {
                     .partition_lengths(1..4, |partition| vec![partition.events()])
                     .await;
                 (waiting.iter().filter(|&&n| n > 0).count() >= 2).then_some(())
+            },
+        )
+        .await;
+        // The dashboard's queue depth counts every partition: one event
+        // per socket waits.
+        eventually(
+            Duration::from_secs(10),
+            "the queue depth over every partition",
+            || async {
+                let (status, view) = frontend.api("GET", "/api/v1/cluster", None).await;
+                (status == 200 && view["queueDepth"] == sockets.len()).then_some(())
             },
         )
         .await;
