@@ -196,7 +196,7 @@ start_system() {
     port=$(free_port)
     [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
   done
-  servers=() ops_ports=()
+  servers=() ops_ports=() app_pids=()
   case "$system" in
     iocluster|iocluster-base|iocluster-rc)
       # iocluster-base: the same, from the binaries in $IOCLUSTER_BASE_DIR
@@ -209,7 +209,7 @@ start_system() {
       for i in 1 2; do
         env "${thread_env[@]}" RUST_LOG=warn "$bin/iocluster-bench-app" --redis "$redis" --app-id "app-$i" \
           >"$run_dir/app-$i.log" 2>&1 &
-        pids+=($!); servers+=($!)
+        pids+=($!); servers+=($!); app_pids+=($!)
       done
       for port in "${ports[@]}"; do
         ops_ports+=("$(free_port)")
@@ -326,6 +326,7 @@ for round in $(seq 1 "$rounds"); do
     for pid in "${redis_pids[@]}"; do redis_before+=("$(cpu_ticks "$pid")"); done
     rss_before=$(sum_over rss_kib "${servers[@]}")
     cpu_before=$(sum_over cpu_ticks "${all[@]}")
+    apps_before=$(sum_over cpu_ticks "${app_pids[@]}")
     for port in "${redis_ports[@]}"; do redis-cli -p "$port" config resetstat >/dev/null; done
     if ! run_generators "$system" "$round"; then
       # One system failing a run (a peer that never answered a join, say)
@@ -336,6 +337,7 @@ for round in $(seq 1 "$rounds"); do
       continue
     fi
     cpu_after=$(sum_over cpu_ticks "${all[@]}")
+    apps_ticks=$(( $(sum_over cpu_ticks "${app_pids[@]}") - apps_before ))
     : >"$run_dir/commandstats"
     redis_nodes=()
     for i in "${!redis_ports[@]}"; do
@@ -345,10 +347,10 @@ for round in $(seq 1 "$rounds"); do
     done
     load_cpu=""
     [ -z "$load_ticks" ] || load_cpu=$((cpu_after - load_ticks))
-    python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
+    APP_TICKS=$apps_ticks python3 - "$system" "$round" "$run_dir/result.json" "$((cpu_after - cpu_before))" \
       "$(getconf CLK_TCK)" "$rss_before" "$rss_held" "$run_dir/commandstats" "$load_cpu" \
       "$(IFS=' '; echo "${redis_nodes[*]}")" "${ops_ports[@]}" >>"$out" <<'PY'
-import json, re, sys, urllib.request
+import json, os, re, sys, urllib.request
 system, round_, path, ticks, hz, rss_before, rss_held, stats, load_ticks, nodes = sys.argv[1:11]
 result = json.load(open(path))
 line = {"system": system, "round": int(round_), "result": result,
@@ -381,6 +383,9 @@ for port in sys.argv[11:]:
                      "bytes": counter("iocluster_pubsub_bytes_total")})
 if received:
     line["io_nodes_received"] = received
+    # iocluster's app-nodes over the whole run; its io-nodes are the rest
+    # of server_cpu_seconds once the Redis servers' are taken out.
+    line["app_nodes_cpu_seconds"] = int(os.environ["APP_TICKS"]) / int(hz)
 print(json.dumps(line))
 PY
     tail -n 1 "$out" | python3 -c 'import json,sys; l=json.load(sys.stdin); r=l["result"]; print({k: r[k] for k in r if k in ("affinity","delivered","lost","errors","deliveries_per_s","round_trips_per_s","connected","seconds_until_all","answered","out_of_order","acks_per_s","slowest_client_seconds")}, "latency", r.get("latency_ms") or r.get("connect_ms"), "cpu", round(l["server_cpu_seconds"],2))'
@@ -417,6 +422,12 @@ def metrics(runs):
         out["server_cpu_us_per_delivery"] = med([r["server_cpu_seconds"] * 1e6 / d for r, d in zip(runs, delivered)])
         if all("server_cpu_seconds_load" in r for r in runs):
             out["server_cpu_us_per_delivery_under_load"] = med([r["server_cpu_seconds_load"] * 1e6 / d for r, d in zip(runs, delivered)])
+        # iocluster split by process kind (whole runs, setup included).
+        if all("app_nodes_cpu_seconds" in r for r in runs):
+            redis = [sum(n["cpu_seconds"] for n in r["redis_nodes"]) for r in runs]
+            out["cpu_us_per_delivery_app_nodes"] = med([r["app_nodes_cpu_seconds"] * 1e6 / d for r, d in zip(runs, delivered)])
+            out["cpu_us_per_delivery_redis"] = med([x * 1e6 / d for x, d in zip(redis, delivered)])
+            out["cpu_us_per_delivery_io_nodes"] = med([(r["server_cpu_seconds"] - r["app_nodes_cpu_seconds"] - x) * 1e6 / d for r, x, d in zip(runs, redis, delivered)])
     sent = [x.get("sent") for x in res]
     if all(sent):
         out["redis_publishes_per_message"] = med([r["redis_publishes"] / s for r, s in zip(runs, sent)])
