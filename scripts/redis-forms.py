@@ -13,6 +13,10 @@ events: what Redis spends, not the client. Forms alternate and repeat.
                 (scripts::FLUSH) with one ack command and one done per event
   flush-multi   the same work in MULTI: one LREM per event, one PUBLISH (not
                 conditional, so not a replacement as it is: a lower bound)
+  push          LPUSH the batch, then DEL the list: what the forms above
+                share, so that take-lmove + flush-multi - push is the least
+                Redis can spend on an event that is queued, moved to an
+                in-flight list, removed from it and answered by a publish
 
 Every form includes the LPUSH that fills its list (and the take forms a DEL
 of the in-flight list), so compare forms of one kind with each other.
@@ -76,7 +80,9 @@ def blocks(form, size, batch, rounds, fetch, flush):
     done = b"\x93\x01\xa4done" + os.urandom(90)
     for r in range(rounds):
         items = [e + b"%d" % r for e in events]
-        if form.startswith("take"):
+        if form == "push":
+            out = [resp("LPUSH", "rf:events", *items), resp("DEL", "rf:events")]
+        elif form.startswith("take"):
             out = [resp("LPUSH", "rf:events", *items)]
             if form == "take-script":
                 out.append(resp("EVALSHA", fetch, 2, "rf:events", "rf:inflight", batch))
@@ -117,7 +123,7 @@ def main():
     redis.call("SCRIPT", "LOAD", script("FLUSH"))
     redis.call("DEL", "rf:events", "rf:inflight")
 
-    forms = ["take-script", "take-lmove", "flush-script", "flush-multi"]
+    forms = ["take-script", "take-lmove", "flush-script", "flush-multi", "push"]
     results = {form: [] for form in forms}
     for _ in range(opts.repeat):
         for form in forms:
@@ -137,6 +143,9 @@ def main():
     for form in forms:
         runs = sorted(results[form])
         print(f"{form:13} median {runs[len(runs) // 2]:.2f}  runs {' '.join(f'{x:.2f}' for x in runs)}")
+    median = {form: sorted(results[form])[len(results[form]) // 2] for form in forms}
+    floor = median["take-lmove"] + median["flush-multi"] - median["push"]
+    print(f"{'floor':13} {floor:.2f}  (take-lmove + flush-multi - push)")
 
 
 if __name__ == "__main__":
