@@ -115,20 +115,10 @@ mod tests {
         let handshake = capture_handshake(&config, peer, &request, Vec::new())
             .decode()
             .unwrap();
+        // Every header of the request, in its order, repeats joined.
         let names: Vec<&str> = handshake.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "cookie",
-                "authorization",
-                "connection",
-                "upgrade",
-                "sec-websocket-key",
-                "sec-websocket-version",
-                "sec-websocket-extensions",
-                "sec-websocket-protocol",
-                "x-client"
-            ]
-        );
+        let sent: Vec<&str> = request.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, sent);
+        assert_eq!(names.len(), 9);
     }
 }
