@@ -97,7 +97,14 @@ fn to_json(
                 let key = key
                     .into_str()
                     .ok_or(DecodeError::InvalidPayload("string is not UTF-8"))?;
-                map.insert(key, to_json(value, bin, max_attachments)?);
+                // A JavaScript object has each key once; a second one
+                // would leave the first one's attachments unreferenced.
+                if map
+                    .insert(key, to_json(value, bin, max_attachments)?)
+                    .is_some()
+                {
+                    return Err(DecodeError::InvalidPayload("a map key given twice"));
+                }
             }
             J::Object(map)
         }
@@ -277,6 +284,58 @@ mod tests {
             r#"["file",{"_placeholder":true,"num":0},1.5,-3,null]"#
         );
         assert_eq!(packet.bin, vec![vec![0u8, 1]]);
+    }
+
+    /// A client's packet `{"type": 2, "nsp": "/", "data": ["up", {<pairs>}]}`.
+    fn event_with_object(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, 3).unwrap();
+        rmp::encode::write_str(&mut out, "type").unwrap();
+        rmp::encode::write_uint(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "nsp").unwrap();
+        rmp::encode::write_str(&mut out, "/").unwrap();
+        rmp::encode::write_str(&mut out, "data").unwrap();
+        rmp::encode::write_array_len(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "up").unwrap();
+        rmp::encode::write_map_len(&mut out, pairs.len() as u32).unwrap();
+        for (key, bytes) in pairs {
+            rmp::encode::write_str(&mut out, key).unwrap();
+            rmp::encode::write_bin(&mut out, bytes).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn an_object_keeps_its_key_order_and_its_attachments_their_numbers() {
+        // Keys out of alphabetical order: the JSON and the attachments
+        // follow the client's order, and writing the packet back gives
+        // the client's bytes (found by the msgpack fuzz target: sorted keys
+        // renumbered the attachments on the way back).
+        let bytes = event_with_object(&[("zeta", b"\x01"), ("alpha", b"\x02")]);
+        let packet = decode(&bytes, 10).unwrap();
+        assert_eq!(
+            packet.data,
+            r#"["up",{"zeta":{"_placeholder":true,"num":0},"alpha":{"_placeholder":true,"num":1}}]"#
+        );
+        assert_eq!(packet.bin, vec![vec![1u8], vec![2u8]]);
+        let again = encode(
+            packet.kind,
+            &packet.nsp,
+            packet.id,
+            &packet.data,
+            &packet.bin,
+        );
+        assert_eq!(again, bytes);
+        assert_eq!(decode(&again, 10).unwrap(), packet);
+    }
+
+    #[test]
+    fn an_object_with_a_key_given_twice_is_refused() {
+        let bytes = event_with_object(&[("a", b"\x01"), ("a", b"\x02")]);
+        assert!(matches!(
+            decode(&bytes, 10),
+            Err(DecodeError::InvalidPayload("a map key given twice"))
+        ));
     }
 
     #[test]
